@@ -1,0 +1,78 @@
+"""The `crishim` command: `serve`, `check`, `--version`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from crishim import __version__, config, errors, logsetup
+
+
+def _add_settings(parser: argparse.ArgumentParser) -> None:
+    # default=None everywhere: an absent flag must not hide env or file values.
+    add = parser.add_argument
+    add("--config", metavar="FILE", help="TOML settings file (also CRISHIM_CONFIG)")
+    add("--listen", help="CRI endpoint: unix:///path or fd:// [unix:///run/crishim/crishim.sock]")
+    add("--docker-endpoint", help="Docker API: unix:///path or tcp://host:port "
+        "[DOCKER_HOST, else unix:///var/run/docker.sock]")  # fmt: skip
+    add("--state-dir", help="crishim's on-disk state [/var/lib/crishim]")
+    add("--pause-image", help="pod sandbox image [registry.k8s.io/pause:3.10]")
+    add("--streaming-address", help="exec/attach/port-forward server host:port [127.0.0.1:0]")
+    add("--metrics-address", help="Prometheus /metrics host:port, empty to disable [127.0.0.1:9611]")
+    add("--cni-conf-dir", help="CNI network configs [/etc/cni/net.d]")
+    add("--cni-bin-dir", help="CNI plugin search path [/opt/cni/bin:/usr/lib/cni]")
+    add("--log-format", choices=config.LOG_FORMATS, help="[json]")
+    add("--log-level", choices=config.LOG_LEVELS, help="[info]")
+    add("--shutdown-grace-seconds", type=float, help="time in-flight calls get on SIGTERM [30]")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="crishim",
+        description="A Kubernetes CRI runtime that runs pods on a Docker Engine.",
+        epilog="Settings: flags override CRISHIM_* environment variables, which override "
+        "the --config TOML file, which overrides the defaults.",
+    )
+    parser.add_argument("--version", action="version", version=f"crishim {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_settings(sub.add_parser("serve", help="serve the CRI on the listen socket"))
+    _add_settings(sub.add_parser("check", help="preflight checks of this node; non-zero on FAIL"))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = vars(build_parser().parse_args(argv))
+    command = args.pop("command")
+    try:
+        settings = config.load(args)
+    except errors.CrishimError as exc:
+        print(f"crishim: {exc}", file=sys.stderr)
+        return 2
+    if command == "check":
+        return asyncio.run(_check(settings))
+    logsetup.configure(settings.log_format, settings.log_level)
+    try:
+        return asyncio.run(_serve(settings))
+    except errors.CrishimError as exc:
+        print(f"crishim: {exc}", file=sys.stderr)
+        return 1
+
+
+async def _serve(settings: config.Config) -> int:
+    from crishim import daemon  # imports the whole server; not needed by `check`
+
+    return await daemon.serve(settings)
+
+
+async def _check(settings: config.Config) -> int:
+    from crishim import preflight
+
+    logsetup.configure(settings.log_format, "error")
+    results = await preflight.run_checks(settings)
+    for result in results:
+        print(result)
+    failed = [r for r in results if r.level == "FAIL"]
+    print(f"{len(failed)} failed, {sum(r.level == 'WARN' for r in results)} warnings")
+    return 1 if failed else 0

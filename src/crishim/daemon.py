@@ -1,0 +1,90 @@
+"""Wires crishim together and runs it until SIGTERM or SIGINT.
+
+Start: connect to Docker (a daemon that is down is reported by Status, not a
+reason to refuse to start), bind the CRI socket, serve, tell systemd READY.
+
+Stop: remove the socket path (no new clients), answer new calls with
+UNAVAILABLE, let calls in flight finish within the grace period, close, exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from pathlib import Path
+
+import structlog
+from aiohttp import web
+from grpclib.server import Server
+
+from crishim import errors, metrics, sdnotify
+from crishim.config import Config, split_host_port
+from crishim.docker import DockerClient
+from crishim.listen import open_listener
+from crishim.runtime_status import RuntimeStatus
+from crishim.server import instrument
+from crishim.server.codec import CriCodec
+from crishim.server.image import ImageService
+from crishim.server.runtime import RuntimeService
+
+log = structlog.get_logger("crishim")
+
+
+async def _start_metrics(address: str) -> web.AppRunner | None:
+    """/metrics on its own address: a fixed port for Prometheus, apart from streaming URLs."""
+    if not address:
+        return None
+    app = web.Application()
+    metrics.add_routes(app)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    host, port = split_host_port(address, "metrics_address")
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound = [s.getsockname()[:2] for s in (site._server.sockets if site._server else [])]
+    log.info("metrics_listening", addresses=[f"{h}:{p}" for h, p in bound])
+    return runner
+
+
+async def serve(config: Config) -> int:
+    Path(config.state_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
+    docker = DockerClient(config.docker_endpoint)
+    try:
+        await docker.connect()
+    except errors.CrishimError as exc:
+        log.warning("docker_unavailable_at_start", endpoint=docker.endpoint, error=str(exc))
+
+    status = RuntimeStatus(config, docker)
+    inflight = instrument.Inflight()
+    server = Server(
+        [RuntimeService(status), ImageService()], codec=CriCodec(config.max_request_bytes)
+    )
+    instrument.attach(server, inflight)
+    listener = open_listener(config.listen)
+    await server.start(sock=listener.sock)
+    metrics_runner = await _start_metrics(config.metrics_address)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    sdnotify.notify("READY=1")
+    log.info("crishim_serving", listen=config.listen, docker=docker.endpoint, pid=os.getpid())
+    await stop.wait()
+
+    log.info("crishim_stopping", inflight=inflight.count, grace_s=config.shutdown_grace_seconds)
+    sdnotify.notify("STOPPING=1")
+    listener.unlink()
+    finished = await inflight.drain(config.shutdown_grace_seconds)
+    if not finished:
+        log.warning("shutdown_grace_expired", cancelled=inflight.count)
+    server.close()
+    with contextlib.suppress(asyncio.CancelledError):
+        await server.wait_closed()
+    if metrics_runner is not None:
+        await metrics_runner.cleanup()
+    await docker.close()
+    log.info("crishim_stopped")
+    return 0

@@ -1,0 +1,34 @@
+"""The kubelet's deadline, carried from the gRPC call down to Docker calls.
+
+The RPC wrapper records the call's deadline in a contextvar; code that calls
+Docker asks `budget(default)` for how long it may wait, so a Docker call never
+outlives the request it serves (cri-dockerd gives each Docker call a fresh
+background context instead, and keeps working for callers long gone).
+"""
+
+from __future__ import annotations
+
+import contextvars
+
+from grpclib.metadata import Deadline
+
+from crishim import errors
+
+_DEADLINE: contextvars.ContextVar[Deadline | None] = contextvars.ContextVar(
+    "crishim_rpc_deadline", default=None
+)
+
+
+def set_deadline(deadline: Deadline | None) -> None:
+    _DEADLINE.set(deadline)
+
+
+def budget(default: float) -> float:
+    """Seconds a step may take: `default`, or less when the caller's deadline is nearer."""
+    deadline = _DEADLINE.get()
+    if deadline is None:
+        return default
+    remaining = deadline.time_remaining()
+    if remaining <= 0:
+        raise errors.DeadlineExceeded("the caller's deadline has passed")
+    return min(default, remaining)

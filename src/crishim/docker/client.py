@@ -1,0 +1,326 @@
+"""DockerClient: typed calls to the Docker Engine API over aiodocker.
+
+One client per crishim process. It owns its connection pool (unbounded: long
+streams such as log follows, attach and events must never starve short calls)
+and pins the API version it negotiated at connect time. Calls that aiodocker
+does not cover (container update, /system/df, one-shot stats, multiplexed logs,
+hijacked exec/attach, checkpoints, registry tokens) are raw API calls here.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import aiodocker
+import aiohttp
+import structlog
+
+from crishim import errors, metrics
+from crishim.docker import versions
+from crishim.docker.errors import CONNECT_FAILED, DockerUnavailable, from_status
+from crishim.docker.streams import Demuxer, Hijacked, hijack
+from crishim.docker.types import (
+    DiskUsage,
+    EngineInfo,
+    EngineVersion,
+    LogChunk,
+    NetworkState,
+    RegistryAuth,
+    Resources,
+    StatsSample,
+)
+
+log = structlog.get_logger(__name__)
+
+JSON = dict[str, Any]
+
+
+def normalize_endpoint(endpoint: str) -> str:
+    """Accept what DOCKER_HOST accepts: unix:///path, tcp://host:port, or a bare path."""
+    if endpoint.startswith("/"):
+        return "unix://" + endpoint
+    if endpoint.startswith(("unix://", "tcp://", "http://")):
+        return endpoint.replace("http://", "tcp://", 1)
+    raise errors.InvalidArgument(
+        f"unsupported Docker endpoint {endpoint!r}: use unix:///path or tcp://host:port"
+    )
+
+
+def registry_auth_header(auth: RegistryAuth) -> str:
+    """The X-Registry-Auth value: base64url JSON, with tokens aiodocker cannot pass."""
+    body = {
+        "username": auth.username,
+        "password": auth.password,
+        "auth": auth.auth,
+        "serveraddress": auth.server_address,
+        "identitytoken": auth.identity_token,
+        "registrytoken": auth.registry_token,
+    }
+    raw = json.dumps({k: v for k, v in body.items() if v}).encode()
+    return base64.urlsafe_b64encode(raw).decode()
+
+
+class DockerClient:
+    """The Docker Engine, as crishim uses it."""
+
+    def __init__(self, endpoint: str, *, call_timeout: float = 60.0) -> None:
+        self.endpoint = normalize_endpoint(endpoint)
+        # A default for short calls; callers narrow it with the RPC's deadline.
+        self._call_timeout = aiohttp.ClientTimeout(total=call_timeout, connect=5)
+        self._docker: aiodocker.Docker | None = None
+        self.version: EngineVersion | None = None
+
+    # -- connection -------------------------------------------------------
+
+    def _connector(self) -> aiohttp.BaseConnector:
+        if self.endpoint.startswith("unix://"):
+            return aiohttp.UnixConnector(self.endpoint.removeprefix("unix://"), limit=0)
+        return aiohttp.TCPConnector(limit=0)
+
+    async def connect(self) -> EngineVersion:
+        """Negotiate the API version and pin it. Safe to call again after a failure."""
+        probe = aiodocker.Docker(url=self.endpoint, connector=self._connector(), api_version="v1.41")
+        try:
+            raw = await self._call(probe, "version", versioned=False, timeout=10)
+        finally:
+            await probe.close()
+            await probe.connector.close()
+        negotiated = versions.negotiate(raw["ApiVersion"], raw.get("MinAPIVersion"))
+        self.version = EngineVersion(
+            version=raw.get("Version", ""),
+            api_version=raw["ApiVersion"],
+            min_api_version=raw.get("MinAPIVersion", ""),
+            os=raw.get("Os", ""),
+            arch=raw.get("Arch", ""),
+            kernel_version=raw.get("KernelVersion", ""),
+            negotiated_api_version=negotiated,
+        )
+        await self.close()
+        self._docker = aiodocker.Docker(
+            url=self.endpoint,
+            connector=self._connector(),
+            api_version=f"v{negotiated}",
+            timeout=self._call_timeout,
+        )
+        log.info("docker_connected", endpoint=self.endpoint, engine=self.version.version,
+                 api_version=negotiated)
+        return self.version
+
+    async def close(self) -> None:
+        if self._docker is not None:
+            docker, self._docker = self._docker, None
+            await docker.close()
+            await docker.connector.close()
+
+    @property
+    def api_prefix(self) -> str:
+        if self.version is None:
+            raise DockerUnavailable("docker: not connected")
+        return f"/v{self.version.negotiated_api_version}"
+
+    async def _client(self) -> aiodocker.Docker:
+        if self._docker is None:
+            await self.connect()
+        assert self._docker is not None
+        return self._docker
+
+    async def _call(
+        self,
+        docker: aiodocker.Docker,
+        path: str,
+        method: str = "GET",
+        *,
+        params: Mapping[str, Any] | None = None,
+        body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        versioned: bool = True,
+        timeout: float | None = None,
+        op: str | None = None,
+    ) -> Any:
+        """One JSON request; Docker's errors become domain errors by status code."""
+        started = time.perf_counter()
+        client_timeout = (
+            aiohttp.ClientTimeout(total=timeout, connect=min(timeout, 5)) if timeout else None
+        )
+        try:
+            return await docker._query_json(
+                path,
+                method,
+                params=dict(params) if params else None,
+                data=body,
+                headers=headers,
+                versioned_api=versioned,
+                **({"timeout": client_timeout} if client_timeout else {}),
+            )
+        except aiodocker.DockerError as exc:
+            raise from_status(exc.status, exc.message) from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise from_status(CONNECT_FAILED, f"cannot reach {self.endpoint}: {exc}") from exc
+        except TimeoutError as exc:
+            raise DockerUnavailable(f"docker: {method} {path} timed out") from exc
+        finally:
+            metrics.DOCKER_SECONDS.labels(op or path.split("/")[0]).observe(
+                time.perf_counter() - started
+            )
+
+    async def request(self, path: str, method: str = "GET", **kw: Any) -> Any:
+        """A JSON call on the negotiated API version."""
+        try:
+            docker = await self._client()
+        except errors.CrishimError:
+            raise
+        return await self._call(docker, path, method, **kw)
+
+    # -- engine -------------------------------------------------------------
+
+    async def ping(self, timeout: float = 5.0) -> None:
+        """Raises DockerUnavailable unless the daemon answers /_ping."""
+        docker = await self._client()
+        await self._call(docker, "_ping", versioned=False, timeout=timeout, op="ping")
+
+    async def info(self, timeout: float | None = None) -> EngineInfo:
+        raw: JSON = await self.request("info", timeout=timeout, op="info")
+        return EngineInfo(
+            name=raw.get("Name", ""),
+            storage_driver=raw.get("Driver", ""),
+            cgroup_driver=raw.get("CgroupDriver", ""),
+            cgroup_version=str(raw.get("CgroupVersion", "1")),
+            docker_root_dir=raw.get("DockerRootDir", ""),
+            default_runtime=raw.get("DefaultRuntime", "runc"),
+            runtimes=tuple(sorted((raw.get("Runtimes") or {}).keys())),
+            security_options=tuple(raw.get("SecurityOptions") or ()),
+            warnings=tuple(raw.get("Warnings") or ()),
+        )
+
+    async def network(self, name: str, timeout: float | None = None) -> NetworkState:
+        raw: JSON = await self.request(f"networks/{name}", timeout=timeout, op="network_inspect")
+        configs = (raw.get("IPAM") or {}).get("Config") or []
+        return NetworkState(
+            name=raw.get("Name", name),
+            id=raw.get("Id", ""),
+            driver=raw.get("Driver", ""),
+            subnets=tuple(c["Subnet"] for c in configs if c.get("Subnet")),
+            gateways=tuple(c["Gateway"] for c in configs if c.get("Gateway")),
+        )
+
+    async def disk_usage(self) -> DiskUsage:
+        """`/system/df` (not in aiodocker)."""
+        raw: JSON = await self.request("system/df", op="system_df", timeout=120)
+        images = raw.get("Images") or []
+        containers = raw.get("Containers") or []
+        volumes = raw.get("Volumes") or []
+        return DiskUsage(
+            images_bytes=int(raw.get("LayersSize") or 0),
+            images_count=len(images),
+            containers_bytes=sum(int(c.get("SizeRw") or 0) for c in containers),
+            containers_count=len(containers),
+            volumes_bytes=sum(int((v.get("UsageData") or {}).get("Size") or 0) for v in volumes),
+        )
+
+    # -- containers: the calls aiodocker lacks ------------------------------
+
+    async def update_container(self, container_id: str, res: Resources) -> None:
+        """`POST /containers/{id}/update` (not in aiodocker). Zero fields are left unchanged."""
+        body: JSON = {}
+        for key, value in (
+            ("CpuPeriod", res.cpu_period),
+            ("CpuQuota", res.cpu_quota),
+            ("CpuShares", res.cpu_shares),
+            ("Memory", res.memory_limit_in_bytes),
+            ("MemorySwap", res.memory_swap_limit_in_bytes),
+            ("CpusetCpus", res.cpuset_cpus),
+            ("CpusetMems", res.cpuset_mems),
+        ):
+            if value:
+                body[key] = value
+        await self.request(f"containers/{container_id}/update", "POST", body=body, op="container_update")
+
+    async def stats_once(self, container_id: str) -> StatsSample:
+        """One stats reading without the two-sample wait (`one-shot`, not in aiodocker)."""
+        raw: JSON = await self.request(
+            f"containers/{container_id}/stats",
+            params={"stream": "false", "one-shot": "true"},
+            op="container_stats",
+        )
+        mem = raw.get("memory_stats") or {}
+        nets = raw.get("networks") or {}
+        return StatsSample(
+            read_at=raw.get("read", ""),
+            cpu_total_ns=int(((raw.get("cpu_stats") or {}).get("cpu_usage") or {}).get("total_usage") or 0),
+            memory_usage_bytes=int(mem.get("usage") or 0),
+            memory_limit_bytes=int(mem.get("limit") or 0),
+            pids=int((raw.get("pids_stats") or {}).get("current") or 0),
+            networks={k: (int(v.get("rx_bytes", 0)), int(v.get("tx_bytes", 0))) for k, v in nets.items()},
+        )
+
+    async def logs(
+        self, container_id: str, *, since: float = 0, follow: bool = False
+    ) -> AsyncIterator[LogChunk]:
+        """Raw output with stream ids (aiodocker merges stdout and stderr).
+
+        Only for containers without a TTY: their output is framed.
+        """
+        docker = await self._client()
+        params = {
+            "stdout": "1",
+            "stderr": "1",
+            "follow": "1" if follow else "0",
+            "timestamps": "0",
+            "since": f"{since:.9f}",
+        }
+        try:
+            response = await docker._do_query(
+                f"containers/{container_id}/logs", "GET", params=params, timeout=None
+            )
+        except aiodocker.DockerError as exc:
+            raise from_status(exc.status, exc.message) from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise from_status(CONNECT_FAILED, str(exc)) from exc
+        demux = Demuxer()
+        try:
+            async for data in response.content.iter_any():
+                for chunk in demux.feed(data):
+                    yield chunk
+        finally:
+            response.release()
+
+    async def exec_create(
+        self, container_id: str, cmd: list[str], *, stdin: bool, tty: bool, user: str = ""
+    ) -> str:
+        body = {
+            "Cmd": cmd,
+            "AttachStdin": stdin,
+            "AttachStdout": True,
+            "AttachStderr": True,
+            "Tty": tty,
+            "User": user,
+        }
+        raw: JSON = await self.request(f"containers/{container_id}/exec", "POST", body=body, op="exec_create")
+        return str(raw["Id"])
+
+    async def exec_start(self, exec_id: str, *, tty: bool) -> Hijacked:
+        """A hijacked exec: stdin can be half-closed (not possible through aiodocker)."""
+        await self._client()
+        return await hijack(
+            self.endpoint, f"{self.api_prefix}/exec/{exec_id}/start", {"Detach": False, "Tty": tty}
+        )
+
+    async def exec_inspect(self, exec_id: str) -> tuple[bool, int | None, int]:
+        """(running, exit code, pid) of an exec."""
+        raw: JSON = await self.request(f"exec/{exec_id}/json", op="exec_inspect")
+        return bool(raw.get("Running")), raw.get("ExitCode"), int(raw.get("Pid") or 0)
+
+    async def checkpoint_create(
+        self, container_id: str, checkpoint_id: str, directory: str, *, exit: bool = False
+    ) -> None:
+        """`POST /containers/{id}/checkpoints` (experimental daemons with CRIU only)."""
+        body = {"CheckpointID": checkpoint_id, "CheckpointDir": directory, "Exit": exit}
+        await self.request(f"containers/{container_id}/checkpoints", "POST", body=body, op="checkpoint")
+
+    def pull_headers(self, auth: RegistryAuth) -> dict[str, str]:
+        """Headers for an image pull with `auth`; empty without credentials."""
+        return {} if auth.is_empty() else {"X-Registry-Auth": registry_auth_header(auth)}

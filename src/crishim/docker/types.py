@@ -1,0 +1,105 @@
+"""Typed values the Docker adapter returns to the rest of crishim."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class EngineVersion:
+    """What `GET /version` says, plus the API version crishim settled on."""
+
+    version: str
+    api_version: str
+    min_api_version: str
+    os: str
+    arch: str
+    kernel_version: str
+    negotiated_api_version: str
+
+
+@dataclass(frozen=True, slots=True)
+class EngineInfo:
+    """The parts of `GET /info` crishim acts on or reports."""
+
+    name: str
+    storage_driver: str
+    cgroup_driver: str  # "systemd" | "cgroupfs" | "none"
+    cgroup_version: str  # "1" | "2"
+    docker_root_dir: str
+    default_runtime: str
+    runtimes: tuple[str, ...]
+    security_options: tuple[str, ...]
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkState:
+    """A Docker network's identity and address ranges."""
+
+    name: str
+    id: str
+    driver: str
+    subnets: tuple[str, ...]
+    gateways: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Resources:
+    """Container resource settings, in CRI's units (zero or empty = leave as is)."""
+
+    cpu_period: int = 0
+    cpu_quota: int = 0
+    cpu_shares: int = 0
+    memory_limit_in_bytes: int = 0
+    memory_swap_limit_in_bytes: int = 0
+    cpuset_cpus: str = ""
+    cpuset_mems: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DiskUsage:
+    """`GET /system/df`: bytes used by images, containers' writable layers and volumes."""
+
+    images_bytes: int
+    images_count: int
+    containers_bytes: int
+    containers_count: int
+    volumes_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class StatsSample:
+    """One `stats?stream=false&one-shot=true` reading, in raw cgroup-derived numbers."""
+
+    read_at: str
+    cpu_total_ns: int
+    memory_usage_bytes: int
+    memory_limit_bytes: int
+    pids: int
+    networks: dict[str, tuple[int, int]] = field(default_factory=dict)  # name -> (rx, tx)
+
+
+@dataclass(frozen=True, slots=True)
+class LogChunk:
+    """A piece of container output with the stream it came from."""
+
+    stream: str  # "stdout" | "stderr"
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryAuth:
+    """Credentials for one pull, in any of the forms the kubelet passes."""
+
+    username: str = ""
+    password: str = ""
+    auth: str = ""  # base64 "user:password"
+    server_address: str = ""
+    identity_token: str = ""
+    registry_token: str = ""
+
+    def is_empty(self) -> bool:
+        return not any(
+            (self.username, self.password, self.auth, self.identity_token, self.registry_token)
+        )

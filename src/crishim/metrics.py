@@ -1,0 +1,34 @@
+"""Prometheus metrics of crishim, served as text on /metrics.
+
+Per-RPC counters and latency histograms are fed by the server's event hooks;
+Docker call latencies by the Docker adapter. One registry, owned here.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+RPC_TOTAL = Counter(
+    "crishim_rpc_total", "CRI calls served, by method and gRPC status code.",
+    ["method", "code"], registry=REGISTRY,
+)  # fmt: skip
+RPC_SECONDS = Histogram(
+    "crishim_rpc_duration_seconds", "Time to serve a CRI call.", ["method"], registry=REGISTRY,
+)  # fmt: skip
+DOCKER_SECONDS = Histogram(
+    "crishim_docker_request_duration_seconds", "Time of Docker Engine API calls, by operation.",
+    ["operation"], registry=REGISTRY,
+)  # fmt: skip
+
+
+async def _serve(_request: web.Request) -> web.Response:
+    body = generate_latest(REGISTRY)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def add_routes(app: web.Application) -> None:
+    """Mount /metrics on an aiohttp app (the streaming server's, or its own)."""
+    app.router.add_get("/metrics", _serve)

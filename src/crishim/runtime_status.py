@@ -1,0 +1,135 @@
+"""Runtime identity and readiness: what Version, Status and RuntimeConfig report.
+
+RuntimeReady comes from a live Docker check on every call (the kubelet polls
+Status every few seconds, and a stale "ready" would hide a dead daemon).
+NetworkReady is true while Docker's default bridge network exists with an
+address range; CNI support will replace that rule.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from dataclasses import dataclass, field
+
+import structlog
+
+from crishim import __version__, deadlines, errors
+from crishim.config import Config
+from crishim.docker import DockerClient
+from crishim.docker.types import EngineInfo
+
+log = structlog.get_logger(__name__)
+
+RUNTIME_NAME = "docker"
+CRI_API_VERSION = "v1"
+# What the kubelet's own VersionResponse.version has always been.
+KUBELET_API_VERSION = "0.1.0"
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    type: str
+    status: bool
+    reason: str = ""
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Readiness:
+    conditions: tuple[Condition, ...]
+    handlers: tuple[str, ...]
+    info: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class VersionInfo:
+    runtime_name: str
+    runtime_version: str
+    runtime_api_version: str
+
+
+class RuntimeStatus:
+    """Answers identity and readiness questions; remembers the pod CIDR."""
+
+    def __init__(self, config: Config, docker: DockerClient) -> None:
+        self.config = config
+        self.docker = docker
+        self.pod_cidrs: tuple[str, ...] = ()
+
+    async def version(self) -> VersionInfo:
+        if self.docker.version is None:
+            await self.docker.connect()
+        assert self.docker.version is not None
+        return VersionInfo(RUNTIME_NAME, self.docker.version.version, CRI_API_VERSION)
+
+    async def readiness(self, verbose: bool = False) -> Readiness:
+        timeout = deadlines.budget(self.config.docker_ping_timeout)
+        info: EngineInfo | None = None
+        try:
+            await self.docker.ping(timeout=timeout)
+            info = await self.docker.info(timeout=deadlines.budget(self.config.docker_ping_timeout))
+        except errors.CrishimError as exc:
+            log.warning("docker_not_ready", error=str(exc))
+            runtime = Condition("RuntimeReady", False, "DockerDaemonNotReady", str(exc))
+            network = Condition("NetworkReady", False, "DockerDaemonNotReady",
+                                "docker is not reachable, so neither is its network")  # fmt: skip
+            return Readiness((runtime, network), ("",), self._info(None) if verbose else {})
+
+        runtime = Condition("RuntimeReady", True)
+        network = await self._network_condition()
+        handlers = ("", *info.runtimes)
+        return Readiness((runtime, network), handlers, self._info(info) if verbose else {})
+
+    async def _network_condition(self) -> Condition:
+        try:
+            bridge = await self.docker.network("bridge", timeout=deadlines.budget(5))
+        except errors.NotFound:
+            return Condition("NetworkReady", False, "NetworkPluginNotReady",
+                             "docker's default bridge network does not exist")  # fmt: skip
+        except errors.CrishimError as exc:
+            return Condition("NetworkReady", False, "NetworkPluginNotReady", str(exc))
+        if not bridge.subnets:
+            return Condition("NetworkReady", False, "NetworkPluginNotReady",
+                             "docker's default bridge network has no address range")  # fmt: skip
+        return Condition("NetworkReady", True)
+
+    def _info(self, engine: EngineInfo | None) -> dict[str, str]:
+        v = self.docker.version
+        docker = {"endpoint": self.docker.endpoint, "reachable": engine is not None}
+        if v is not None:
+            docker |= {"version": v.version, "apiVersion": v.api_version,
+                       "minApiVersion": v.min_api_version,
+                       "negotiatedApiVersion": v.negotiated_api_version,
+                       "kernelVersion": v.kernel_version}  # fmt: skip
+        if engine is not None:
+            docker |= {"storageDriver": engine.storage_driver, "cgroupDriver": engine.cgroup_driver,
+                       "cgroupVersion": engine.cgroup_version, "rootDir": engine.docker_root_dir,
+                       "defaultRuntime": engine.default_runtime, "runtimes": list(engine.runtimes)}  # fmt: skip
+        return {
+            "docker": json.dumps(docker),
+            "config": json.dumps(self.config.as_dict()),
+            "crishim": json.dumps({"version": __version__}),
+            "podCIDRs": json.dumps(list(self.pod_cidrs)),
+        }
+
+    async def cgroup_driver(self) -> str:
+        """'systemd' or 'cgroupfs', as Docker actually runs containers."""
+        info = await self.docker.info(timeout=deadlines.budget(10))
+        return "systemd" if info.cgroup_driver == "systemd" else "cgroupfs"
+
+    def set_pod_cidr(self, value: str) -> None:
+        """Remember the node's pod CIDR(s): one or two (dual-stack), comma-separated."""
+        cidrs = tuple(c.strip() for c in value.split(",") if c.strip())
+        for cidr in cidrs:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise errors.InvalidArgument(
+                    f"runtime_config.network_config.pod_cidr: {cidr!r} is not a CIDR"
+                ) from None
+        if len(cidrs) > 2:
+            raise errors.InvalidArgument("runtime_config.network_config.pod_cidr: at most two CIDRs")
+        if cidrs != self.pod_cidrs:
+            log.info("pod_cidr_updated", pod_cidrs=list(cidrs))
+        self.pod_cidrs = cidrs

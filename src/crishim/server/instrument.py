@@ -1,0 +1,141 @@
+"""What every RPC gets, without touching its handler.
+
+A grpclib RecvRequest hook wraps each call's handler to:
+  - bind the method and the request's ids to structlog's contextvars;
+  - convert crishim's domain errors into gRPC status (errors.to_grpc, the one
+    mapping), and anything unexpected into INTERNAL with its traceback logged;
+  - log one event per call (mutating calls at info, polled ones at debug,
+    failures at warning or error) and feed the Prometheus counters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import structlog
+from grpclib import events
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+from grpclib.server import Server
+
+from crishim import deadlines, errors, metrics
+
+log = structlog.get_logger("crishim.rpc")
+
+# Request fields worth a log key, when a request has them.
+ID_FIELDS = ("pod_sandbox_id", "container_id")
+
+# Called in a loop by the kubelet: logged at debug so that info stays readable.
+POLLED_PREFIXES = ("List", "Stream", "Version", "Status", "ImageStatus", "ImageFsInfo",
+                   "ContainerStatus", "PodSandboxStatus", "ContainerStats", "PodSandboxStats",
+                   "RuntimeConfig")  # fmt: skip
+
+# Client-caused codes: logged at warning, not error.
+CLIENT_CODES = {
+    Status.INVALID_ARGUMENT, Status.NOT_FOUND, Status.ALREADY_EXISTS, Status.UNIMPLEMENTED,
+    Status.FAILED_PRECONDITION, Status.CANCELLED, Status.DEADLINE_EXCEEDED,
+    Status.RESOURCE_EXHAUSTED, Status.UNAUTHENTICATED, Status.OUT_OF_RANGE,
+}  # fmt: skip
+
+
+def short_method(path: str) -> str:
+    """'/runtime.v1.RuntimeService/Version' -> 'Version'."""
+    return path.rsplit("/", 1)[-1]
+
+
+def is_polled(method: str) -> bool:
+    return method.startswith(POLLED_PREFIXES)
+
+
+def bind_request_ids(message: Any) -> None:
+    """Put the request's ids on every log line of this call."""
+    ids = {f: getattr(message, f) for f in ID_FIELDS if getattr(message, f, "")}
+    if ids:
+        structlog.contextvars.bind_contextvars(**ids)
+
+
+class Inflight:
+    """Counts calls being served, so that shutdown can wait for them (bounded)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.draining = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def enter(self) -> None:
+        if self.draining:
+            raise GRPCError(Status.UNAVAILABLE, "crishim is shutting down")
+        self.count += 1
+        self._idle.clear()
+
+    def leave(self) -> None:
+        self.count -= 1
+        if self.count == 0:
+            self._idle.set()
+
+    async def drain(self, grace: float) -> bool:
+        """Refuse new calls; True if the running ones finished within `grace` seconds."""
+        self.draining = True
+        try:
+            await asyncio.wait_for(self._idle.wait(), grace)
+        except TimeoutError:
+            return False
+        return True
+
+
+def _wrap(method_name: str, func: Any, inflight: Inflight) -> Any:
+    method = short_method(method_name)
+
+    async def instrumented(stream: Any) -> None:
+        # grpclib runs each call in its own task, so these bindings are per call.
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(rpc=method)
+        deadlines.set_deadline(stream.deadline)
+        started = time.perf_counter()
+        code, detail = Status.OK, ""
+        entered = False
+        try:
+            inflight.enter()
+            entered = True
+            await func(stream)
+        except GRPCError as exc:
+            code, detail = exc.status, exc.message or ""
+            raise
+        except errors.CrishimError as exc:
+            code, detail = errors.to_grpc(exc)
+            raise GRPCError(code, detail) from exc
+        except asyncio.CancelledError:
+            code, detail = Status.CANCELLED, "cancelled by the client or its deadline"
+            raise
+        except Exception as exc:
+            code, detail = errors.to_grpc(exc)
+            log.exception("rpc_internal_error", error=repr(exc))
+            raise GRPCError(code, detail) from exc
+        finally:
+            if entered:
+                inflight.leave()
+            elapsed = time.perf_counter() - started
+            metrics.RPC_TOTAL.labels(method, code.name).inc()
+            metrics.RPC_SECONDS.labels(method).observe(elapsed)
+            fields = {"code": code.name, "duration_ms": round(elapsed * 1000, 2)}
+            if detail:
+                fields["detail"] = detail
+            if code is Status.OK:
+                emit = log.debug if is_polled(method) else log.info
+            elif code in CLIENT_CODES:
+                emit = log.warning
+            else:
+                emit = log.error
+            emit("rpc", **fields)
+
+    return instrumented
+
+
+def attach(server: Server, inflight: Inflight) -> None:
+    async def on_recv_request(event: events.RecvRequest) -> None:
+        event.method_func = _wrap(event.method_name, event.method_func, inflight)
+
+    events.listen(server, events.RecvRequest, on_recv_request)

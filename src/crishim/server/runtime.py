@@ -1,0 +1,58 @@
+"""runtime.v1.RuntimeService.
+
+Implemented so far: Version, Status, RuntimeConfig, UpdateRuntimeConfig.
+Every other RPC is inherited from the generated base, which answers
+UNIMPLEMENTED (the code the kubelet treats as "not supported", never UNKNOWN).
+"""
+
+from __future__ import annotations
+
+from crishim.api.runtime import v1 as api
+from crishim.runtime_status import KUBELET_API_VERSION, RuntimeStatus
+
+
+class RuntimeService(api.RuntimeServiceBase):
+    def __init__(self, status: RuntimeStatus) -> None:
+        self._status = status
+
+    async def version(self, message: api.VersionRequest) -> api.VersionResponse:
+        v = await self._status.version()
+        return api.VersionResponse(
+            version=KUBELET_API_VERSION,
+            runtime_name=v.runtime_name,
+            runtime_version=v.runtime_version,
+            runtime_api_version=v.runtime_api_version,
+        )
+
+    async def status(self, message: api.StatusRequest) -> api.StatusResponse:
+        ready = await self._status.readiness(verbose=message.verbose)
+        return api.StatusResponse(
+            status=api.RuntimeStatus(
+                conditions=[
+                    api.RuntimeCondition(type=c.type, status=c.status, reason=c.reason, message=c.message)
+                    for c in ready.conditions
+                ]
+            ),
+            info=ready.info,
+            runtime_handlers=[
+                api.RuntimeHandler(name=name, features=api.RuntimeHandlerFeatures())
+                for name in ready.handlers
+            ],
+            features=api.RuntimeFeatures(),
+        )
+
+    async def runtime_config(self, message: api.RuntimeConfigRequest) -> api.RuntimeConfigResponse:
+        driver = await self._status.cgroup_driver()
+        return api.RuntimeConfigResponse(
+            linux=api.LinuxRuntimeConfiguration(
+                cgroup_driver=api.CgroupDriver.SYSTEMD if driver == "systemd" else api.CgroupDriver.CGROUPFS
+            )
+        )
+
+    async def update_runtime_config(
+        self, message: api.UpdateRuntimeConfigRequest
+    ) -> api.UpdateRuntimeConfigResponse:
+        config = message.runtime_config
+        if config is not None and config.network_config is not None:
+            self._status.set_pod_cidr(config.network_config.pod_cidr)
+        return api.UpdateRuntimeConfigResponse()

@@ -72,7 +72,9 @@ def diff_trees(a: Path, b: Path) -> list[str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="only report whether the code is stale")
+    parser.add_argument(
+        "--check", action="store_true", help="only report whether the code is stale"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         fresh = Path(tmp) / "api"

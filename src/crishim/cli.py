@@ -20,7 +20,9 @@ def _add_settings(parser: argparse.ArgumentParser) -> None:
     add("--state-dir", help="crishim's on-disk state [/var/lib/crishim]")
     add("--pause-image", help="pod sandbox image [registry.k8s.io/pause:3.10]")
     add("--streaming-address", help="exec/attach/port-forward server host:port [127.0.0.1:0]")
-    add("--metrics-address", help="Prometheus /metrics host:port, empty to disable [127.0.0.1:9611]")
+    add(
+        "--metrics-address", help="Prometheus /metrics host:port, empty to disable [127.0.0.1:9611]"
+    )
     add("--cni-conf-dir", help="CNI network configs [/etc/cni/net.d]")
     add("--cni-bin-dir", help="CNI plugin search path [/opt/cni/bin:/usr/lib/cni]")
     add("--log-format", choices=config.LOG_FORMATS, help="[json]")

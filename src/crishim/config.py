@@ -58,7 +58,8 @@ class Config:
             raise errors.InvalidArgument(f"listen: use unix:///path or fd://, not {self.listen!r}")
         if not self.docker_endpoint.startswith(("unix://", "tcp://", "/")):
             raise errors.InvalidArgument(
-                f"docker_endpoint: use unix:///path or tcp://host:port, not {self.docker_endpoint!r}"
+                "docker_endpoint: use unix:///path or tcp://host:port, "
+                f"not {self.docker_endpoint!r}"
             )
         if self.log_format not in LOG_FORMATS:
             raise errors.InvalidArgument(f"log_format: one of {', '.join(LOG_FORMATS)}")

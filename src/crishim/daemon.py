@@ -49,7 +49,7 @@ async def _start_metrics(address: str) -> web.AppRunner | None:
 
 
 async def serve(config: Config) -> int:
-    Path(config.state_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
+    await asyncio.to_thread(Path(config.state_dir).mkdir, parents=True, exist_ok=True, mode=0o700)
     docker = DockerClient(config.docker_endpoint)
     try:
         await docker.connect()

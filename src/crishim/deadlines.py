@@ -8,7 +8,10 @@ background context instead, and keeps working for callers long gone).
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from grpclib.metadata import Deadline
 
@@ -32,3 +35,14 @@ def budget(default: float) -> float:
     if remaining <= 0:
         raise errors.DeadlineExceeded("the caller's deadline has passed")
     return min(default, remaining)
+
+
+@asynccontextmanager
+async def limit(default: float, what: str) -> AsyncIterator[None]:
+    """Bound a block by `budget(default)`; running out is DeadlineExceeded naming `what`."""
+    seconds = budget(default)
+    try:
+        async with asyncio.timeout(seconds):
+            yield
+    except TimeoutError:
+        raise errors.DeadlineExceeded(f"{what} did not finish within {seconds:.1f}s") from None

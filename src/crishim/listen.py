@@ -50,7 +50,9 @@ def open_listener(listen: str) -> Listener:
 
 def _from_systemd(listen: str) -> Listener:
     if os.environ.get("LISTEN_PID") != str(os.getpid()):
-        raise errors.InvalidArgument("listen=fd:// but no socket was passed by systemd (LISTEN_PID)")
+        raise errors.InvalidArgument(
+            "listen=fd:// but no socket was passed by systemd (LISTEN_PID)"
+        )
     count = int(os.environ.get("LISTEN_FDS", "0"))
     wanted = listen.removeprefix("fd://")
     index = int(wanted) - SD_LISTEN_FDS_START if wanted else 0
@@ -84,7 +86,9 @@ def _bind_unix(path: Path) -> Listener:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
     state = probe(path)
     if state == "live":
-        raise AddressInUse(f"{path} is served by another live process; stop it or use another --listen")
+        raise AddressInUse(
+            f"{path} is served by another live process; stop it or use another --listen"
+        )
     if state == "not-a-socket":
         raise AddressInUse(f"{path} exists and is not a socket; refusing to replace it")
     if state == "stale":

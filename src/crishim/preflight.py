@@ -5,6 +5,7 @@ Exits non-zero when any check FAILs, so it can gate a deployment script.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import tempfile
 from dataclasses import dataclass
@@ -12,8 +13,7 @@ from pathlib import Path
 
 from crishim import errors
 from crishim.config import Config
-from crishim.docker import DockerClient
-from crishim.docker import versions
+from crishim.docker import DockerClient, versions
 from crishim.listen import probe
 
 
@@ -39,7 +39,10 @@ def _writable_dir(path: Path) -> tuple[bool, str]:
             pass
     except OSError as exc:
         return False, f"cannot write in {probe_dir}: {exc.strerror}"
-    return True, "exists and is writable" if probe_dir == path else f"will be created under {probe_dir}"
+    return (
+        True,
+        "exists and is writable" if probe_dir == path else f"will be created under {probe_dir}",
+    )
 
 
 def host_cgroup_version() -> str:
@@ -47,33 +50,53 @@ def host_cgroup_version() -> str:
 
 
 async def run_checks(config: Config) -> list[Result]:
-    results: list[Result] = []
+    results = await docker_checks(config)
+    return results + await asyncio.to_thread(host_checks, config)
+
+
+async def docker_checks(config: Config) -> list[Result]:
     docker = DockerClient(config.docker_endpoint, call_timeout=10)
     try:
         version = await docker.connect()
         info = await docker.info()
     except errors.CrishimError as exc:
-        results.append(Result("FAIL", "docker", f"{docker.endpoint}: {exc}"))
-        for name in ("storage driver", "cgroup driver"):
-            results.append(Result("FAIL", name, "not checked: Docker is unreachable"))
-    else:
-        results.append(Result("OK", "docker", (
-            f"Docker {version.version} at {docker.endpoint}, API {version.api_version} "
-            f"(crishim supports {versions.CLIENT_MIN}..{versions.CLIENT_MAX}, "
-            f"uses {version.negotiated_api_version})"
-        )))  # fmt: skip
-        slow = info.storage_driver in ("vfs", "devicemapper")
-        results.append(Result("WARN" if slow else "OK", "storage driver", info.storage_driver
-                              + (" (slow and space-hungry; prefer overlay2)" if slow else "")))  # fmt: skip
-        results.append(Result("OK", "cgroup driver",
-                              f"{info.cgroup_driver} (Docker's cgroup v{info.cgroup_version}); "
-                              "set the kubelet's cgroupDriver to match"))  # fmt: skip
+        unknown = "not checked: Docker is unreachable"
+        return [
+            Result("FAIL", "docker", str(exc)),
+            Result("FAIL", "storage driver", unknown),
+            Result("FAIL", "cgroup driver", unknown),
+        ]
     finally:
         await docker.close()
+    slow = info.storage_driver in ("vfs", "devicemapper")
+    storage = info.storage_driver + (" (slow and space-hungry; prefer overlay2)" if slow else "")
+    return [
+        Result(
+            "OK",
+            "docker",
+            f"Docker {version.version} at {docker.endpoint}, API {version.api_version} "
+            f"(crishim supports {versions.CLIENT_MIN}..{versions.CLIENT_MAX}, "
+            f"uses {version.negotiated_api_version})",
+        ),
+        Result("WARN" if slow else "OK", "storage driver", storage),
+        Result(
+            "OK",
+            "cgroup driver",
+            f"{info.cgroup_driver} (Docker's cgroup v{info.cgroup_version}); "
+            "set the kubelet's cgroupDriver to match",
+        ),
+    ]
 
-    cg = host_cgroup_version()
-    results.append(Result("OK" if cg == "2" else "WARN", "cgroup version",
-                          "v2" if cg == "2" else "v1 (deprecated by Kubernetes; v2 recommended)"))  # fmt: skip
+
+def host_checks(config: Config) -> list[Result]:
+    """Checks of files and directories (blocking; run in a thread)."""
+    results = []
+    if host_cgroup_version() == "2":
+        results.append(Result("OK", "cgroup version", "v2"))
+    else:
+        results.append(
+            Result("WARN", "cgroup version", "v1 (deprecated by Kubernetes; v2 recommended)")
+        )
 
     ok, detail = _writable_dir(Path(config.state_dir))
     results.append(Result("OK" if ok else "FAIL", "state dir", f"{config.state_dir} {detail}"))
@@ -82,22 +105,30 @@ async def run_checks(config: Config) -> list[Result]:
         path = Path(config.listen.removeprefix("unix://"))
         ok, detail = _writable_dir(path.parent)
         results.append(Result("OK" if ok else "FAIL", "socket dir", f"{path.parent} {detail}"))
-        state = probe(path)
-        if state == "live":
-            results.append(Result("FAIL", "socket", f"{path} is served by another live process"))
-        elif state == "not-a-socket":
-            results.append(Result("FAIL", "socket", f"{path} exists and is not a socket"))
-        elif state == "stale":
-            results.append(Result("WARN", "socket", f"{path} is a stale socket; serve replaces it"))
-        else:
-            results.append(Result("OK", "socket", f"{path} is free"))
+        results.append(_socket_result(path))
     else:
-        ok = os.environ.get("LISTEN_FDS") is not None
-        results.append(Result("OK" if ok else "WARN", "socket",
-                              "fd:// (systemd socket activation)"))  # fmt: skip
+        passed = os.environ.get("LISTEN_FDS") is not None
+        results.append(
+            Result("OK" if passed else "WARN", "socket", "fd:// (systemd socket activation)")
+        )
 
     conf_dir = Path(config.cni_conf_dir)
     confs = sorted(conf_dir.glob("*.conf*")) if conf_dir.is_dir() else []
-    results.append(Result("OK", "cni", f"{len(confs)} config(s) in {conf_dir}") if confs else
-                   Result("WARN", "cni", f"no config in {conf_dir}: pods use Docker's default bridge"))  # fmt: skip
+    if confs:
+        results.append(Result("OK", "cni", f"{len(confs)} config(s) in {conf_dir}"))
+    else:
+        results.append(
+            Result("WARN", "cni", f"no config in {conf_dir}: pods use Docker's default bridge")
+        )
     return results
+
+
+def _socket_result(path: Path) -> Result:
+    state = probe(path)
+    if state == "live":
+        return Result("FAIL", "socket", f"{path} is served by another live process")
+    if state == "not-a-socket":
+        return Result("FAIL", "socket", f"{path} exists and is not a socket")
+    if state == "stale":
+        return Result("WARN", "socket", f"{path} is a stale socket; serve replaces it")
+    return Result("OK", "socket", f"{path} is free")

@@ -58,17 +58,15 @@ class RuntimeStatus:
         self.pod_cidrs: tuple[str, ...] = ()
 
     async def version(self) -> VersionInfo:
-        if self.docker.version is None:
-            await self.docker.connect()
-        assert self.docker.version is not None
-        return VersionInfo(RUNTIME_NAME, self.docker.version.version, CRI_API_VERSION)
+        async with deadlines.limit(self.config.docker_ping_timeout, "docker version"):
+            engine = await self.docker.engine_version()
+        return VersionInfo(RUNTIME_NAME, engine.version, CRI_API_VERSION)
 
     async def readiness(self, verbose: bool = False) -> Readiness:
-        timeout = deadlines.budget(self.config.docker_ping_timeout)
-        info: EngineInfo | None = None
         try:
-            await self.docker.ping(timeout=timeout)
-            info = await self.docker.info(timeout=deadlines.budget(self.config.docker_ping_timeout))
+            async with deadlines.limit(self.config.docker_ping_timeout, "docker ping"):
+                await self.docker.ping()
+                info = await self.docker.info()
         except errors.CrishimError as exc:
             log.warning("docker_not_ready", error=str(exc))
             runtime = Condition("RuntimeReady", False, "DockerDaemonNotReady", str(exc))
@@ -83,7 +81,8 @@ class RuntimeStatus:
 
     async def _network_condition(self) -> Condition:
         try:
-            bridge = await self.docker.network("bridge", timeout=deadlines.budget(5))
+            async with deadlines.limit(self.config.docker_ping_timeout, "docker network inspect"):
+                bridge = await self.docker.network("bridge")
         except errors.NotFound:
             return Condition("NetworkReady", False, "NetworkPluginNotReady",
                              "docker's default bridge network does not exist")  # fmt: skip
@@ -98,14 +97,22 @@ class RuntimeStatus:
         v = self.docker.version
         docker = {"endpoint": self.docker.endpoint, "reachable": engine is not None}
         if v is not None:
-            docker |= {"version": v.version, "apiVersion": v.api_version,
-                       "minApiVersion": v.min_api_version,
-                       "negotiatedApiVersion": v.negotiated_api_version,
-                       "kernelVersion": v.kernel_version}  # fmt: skip
+            docker |= {
+                "version": v.version,
+                "apiVersion": v.api_version,
+                "minApiVersion": v.min_api_version,
+                "negotiatedApiVersion": v.negotiated_api_version,
+                "kernelVersion": v.kernel_version,
+            }
         if engine is not None:
-            docker |= {"storageDriver": engine.storage_driver, "cgroupDriver": engine.cgroup_driver,
-                       "cgroupVersion": engine.cgroup_version, "rootDir": engine.docker_root_dir,
-                       "defaultRuntime": engine.default_runtime, "runtimes": list(engine.runtimes)}  # fmt: skip
+            docker |= {
+                "storageDriver": engine.storage_driver,
+                "cgroupDriver": engine.cgroup_driver,
+                "cgroupVersion": engine.cgroup_version,
+                "rootDir": engine.docker_root_dir,
+                "defaultRuntime": engine.default_runtime,
+                "runtimes": list(engine.runtimes),
+            }
         return {
             "docker": json.dumps(docker),
             "config": json.dumps(self.config.as_dict()),
@@ -115,7 +122,8 @@ class RuntimeStatus:
 
     async def cgroup_driver(self) -> str:
         """'systemd' or 'cgroupfs', as Docker actually runs containers."""
-        info = await self.docker.info(timeout=deadlines.budget(10))
+        async with deadlines.limit(10, "docker info"):
+            info = await self.docker.info()
         return "systemd" if info.cgroup_driver == "systemd" else "cgroupfs"
 
     def set_pod_cidr(self, value: str) -> None:
@@ -129,7 +137,9 @@ class RuntimeStatus:
                     f"runtime_config.network_config.pod_cidr: {cidr!r} is not a CIDR"
                 ) from None
         if len(cidrs) > 2:
-            raise errors.InvalidArgument("runtime_config.network_config.pod_cidr: at most two CIDRs")
+            raise errors.InvalidArgument(
+                "runtime_config.network_config.pod_cidr: at most two CIDRs"
+            )
         if cidrs != self.pod_cidrs:
             log.info("pod_cidr_updated", pod_cidrs=list(cidrs))
         self.pod_cidrs = cidrs

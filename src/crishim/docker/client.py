@@ -76,6 +76,13 @@ class DockerClient:
 
     # -- connection -------------------------------------------------------
 
+    def _base_url(self) -> str:
+        # With a caller-supplied connector aiodocker uses the URL as the request
+        # base, so a unix endpoint becomes unix://localhost (as aiodocker does itself).
+        if self.endpoint.startswith("unix://"):
+            return "unix://localhost"
+        return self.endpoint.replace("tcp://", "http://", 1)
+
     def _connector(self) -> aiohttp.BaseConnector:
         if self.endpoint.startswith("unix://"):
             return aiohttp.UnixConnector(self.endpoint.removeprefix("unix://"), limit=0)
@@ -83,9 +90,11 @@ class DockerClient:
 
     async def connect(self) -> EngineVersion:
         """Negotiate the API version and pin it. Safe to call again after a failure."""
-        probe = aiodocker.Docker(url=self.endpoint, connector=self._connector(), api_version="v1.41")
+        probe = aiodocker.Docker(
+            url=self._base_url(), connector=self._connector(), api_version="v1.41"
+        )
         try:
-            raw = await self._call(probe, "version", versioned=False, timeout=10)
+            raw = await self._call(probe, "version", versioned=False)
         finally:
             await probe.close()
             await probe.connector.close()
@@ -101,13 +110,17 @@ class DockerClient:
         )
         await self.close()
         self._docker = aiodocker.Docker(
-            url=self.endpoint,
+            url=self._base_url(),
             connector=self._connector(),
             api_version=f"v{negotiated}",
             timeout=self._call_timeout,
         )
-        log.info("docker_connected", endpoint=self.endpoint, engine=self.version.version,
-                 api_version=negotiated)
+        log.info(
+            "docker_connected",
+            endpoint=self.endpoint,
+            engine=self.version.version,
+            api_version=negotiated,
+        )
         return self.version
 
     async def close(self) -> None:
@@ -138,14 +151,14 @@ class DockerClient:
         body: Any = None,
         headers: Mapping[str, str] | None = None,
         versioned: bool = True,
-        timeout: float | None = None,
         op: str | None = None,
     ) -> Any:
-        """One JSON request; Docker's errors become domain errors by status code."""
+        """One JSON request; Docker's errors become domain errors by status code.
+
+        Bounded by the client's default timeout; callers bound it further with
+        asyncio.timeout (see crishim.deadlines.limit).
+        """
         started = time.perf_counter()
-        client_timeout = (
-            aiohttp.ClientTimeout(total=timeout, connect=min(timeout, 5)) if timeout else None
-        )
         try:
             return await docker._query_json(
                 path,
@@ -154,12 +167,13 @@ class DockerClient:
                 data=body,
                 headers=headers,
                 versioned_api=versioned,
-                **({"timeout": client_timeout} if client_timeout else {}),
             )
         except aiodocker.DockerError as exc:
+            if exc.status == CONNECT_FAILED:  # aiodocker's wrapper of a connection error
+                raise self._unreachable(exc.__context__ or exc) from exc
             raise from_status(exc.status, exc.message) from exc
         except (aiohttp.ClientError, OSError) as exc:
-            raise from_status(CONNECT_FAILED, f"cannot reach {self.endpoint}: {exc}") from exc
+            raise self._unreachable(exc) from exc
         except TimeoutError as exc:
             raise DockerUnavailable(f"docker: {method} {path} timed out") from exc
         finally:
@@ -167,23 +181,38 @@ class DockerClient:
                 time.perf_counter() - started
             )
 
+    def _unreachable(self, exc: BaseException) -> errors.CrishimError:
+        """A readable 'cannot connect' error: the OS reason, not aiohttp's repr."""
+        cause = getattr(exc, "os_error", None) or exc.__cause__ or exc
+        reason = getattr(cause, "strerror", None) or str(cause) or type(cause).__name__
+        return from_status(CONNECT_FAILED, f"cannot connect to {self.endpoint}: {reason}")
+
     async def request(self, path: str, method: str = "GET", **kw: Any) -> Any:
         """A JSON call on the negotiated API version."""
-        try:
-            docker = await self._client()
-        except errors.CrishimError:
-            raise
-        return await self._call(docker, path, method, **kw)
+        return await self._call(await self._client(), path, method, **kw)
 
     # -- engine -------------------------------------------------------------
 
-    async def ping(self, timeout: float = 5.0) -> None:
+    async def engine_version(self) -> EngineVersion:
+        """The daemon's version now; renegotiates when the engine was replaced meanwhile."""
+        if self.version is None:
+            return await self.connect()
+        raw: JSON = await self._call(await self._client(), "version", versioned=False, op="version")
+        if (raw.get("Version"), raw.get("ApiVersion")) != (
+            self.version.version,
+            self.version.api_version,
+        ):
+            log.info("docker_engine_changed", was=self.version.version, now=raw.get("Version"))
+            return await self.connect()
+        return self.version
+
+    async def ping(self) -> None:
         """Raises DockerUnavailable unless the daemon answers /_ping."""
         docker = await self._client()
-        await self._call(docker, "_ping", versioned=False, timeout=timeout, op="ping")
+        await self._call(docker, "_ping", versioned=False, op="ping")
 
-    async def info(self, timeout: float | None = None) -> EngineInfo:
-        raw: JSON = await self.request("info", timeout=timeout, op="info")
+    async def info(self) -> EngineInfo:
+        raw: JSON = await self.request("info", op="info")
         return EngineInfo(
             name=raw.get("Name", ""),
             storage_driver=raw.get("Driver", ""),
@@ -196,8 +225,8 @@ class DockerClient:
             warnings=tuple(raw.get("Warnings") or ()),
         )
 
-    async def network(self, name: str, timeout: float | None = None) -> NetworkState:
-        raw: JSON = await self.request(f"networks/{name}", timeout=timeout, op="network_inspect")
+    async def network(self, name: str) -> NetworkState:
+        raw: JSON = await self.request(f"networks/{name}", op="network_inspect")
         configs = (raw.get("IPAM") or {}).get("Config") or []
         return NetworkState(
             name=raw.get("Name", name),
@@ -209,7 +238,7 @@ class DockerClient:
 
     async def disk_usage(self) -> DiskUsage:
         """`/system/df` (not in aiodocker)."""
-        raw: JSON = await self.request("system/df", op="system_df", timeout=120)
+        raw: JSON = await self.request("system/df", op="system_df")
         images = raw.get("Images") or []
         containers = raw.get("Containers") or []
         volumes = raw.get("Volumes") or []
@@ -237,7 +266,9 @@ class DockerClient:
         ):
             if value:
                 body[key] = value
-        await self.request(f"containers/{container_id}/update", "POST", body=body, op="container_update")
+        await self.request(
+            f"containers/{container_id}/update", "POST", body=body, op="container_update"
+        )
 
     async def stats_once(self, container_id: str) -> StatsSample:
         """One stats reading without the two-sample wait (`one-shot`, not in aiodocker)."""
@@ -250,11 +281,15 @@ class DockerClient:
         nets = raw.get("networks") or {}
         return StatsSample(
             read_at=raw.get("read", ""),
-            cpu_total_ns=int(((raw.get("cpu_stats") or {}).get("cpu_usage") or {}).get("total_usage") or 0),
+            cpu_total_ns=int(
+                ((raw.get("cpu_stats") or {}).get("cpu_usage") or {}).get("total_usage") or 0
+            ),
             memory_usage_bytes=int(mem.get("usage") or 0),
             memory_limit_bytes=int(mem.get("limit") or 0),
             pids=int((raw.get("pids_stats") or {}).get("current") or 0),
-            networks={k: (int(v.get("rx_bytes", 0)), int(v.get("tx_bytes", 0))) for k, v in nets.items()},
+            networks={
+                k: (int(v.get("rx_bytes", 0)), int(v.get("tx_bytes", 0))) for k, v in nets.items()
+            },
         )
 
     async def logs(
@@ -279,7 +314,7 @@ class DockerClient:
         except aiodocker.DockerError as exc:
             raise from_status(exc.status, exc.message) from exc
         except (aiohttp.ClientError, OSError) as exc:
-            raise from_status(CONNECT_FAILED, str(exc)) from exc
+            raise self._unreachable(exc) from exc
         demux = Demuxer()
         try:
             async for data in response.content.iter_any():
@@ -299,7 +334,9 @@ class DockerClient:
             "Tty": tty,
             "User": user,
         }
-        raw: JSON = await self.request(f"containers/{container_id}/exec", "POST", body=body, op="exec_create")
+        raw: JSON = await self.request(
+            f"containers/{container_id}/exec", "POST", body=body, op="exec_create"
+        )
         return str(raw["Id"])
 
     async def exec_start(self, exec_id: str, *, tty: bool) -> Hijacked:
@@ -319,7 +356,9 @@ class DockerClient:
     ) -> None:
         """`POST /containers/{id}/checkpoints` (experimental daemons with CRIU only)."""
         body = {"CheckpointID": checkpoint_id, "CheckpointDir": directory, "Exit": exit}
-        await self.request(f"containers/{container_id}/checkpoints", "POST", body=body, op="checkpoint")
+        await self.request(
+            f"containers/{container_id}/checkpoints", "POST", body=body, op="checkpoint"
+        )
 
     def pull_headers(self, auth: RegistryAuth) -> dict[str, str]:
         """Headers for an image pull with `auth`; empty without credentials."""

@@ -14,6 +14,7 @@ outside the shared connection pool, so long streams never exhaust it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import struct
 from collections.abc import Iterator
@@ -42,7 +43,9 @@ class Demuxer:
         while len(self._buf) >= _HEADER.size:
             kind, size = _HEADER.unpack_from(self._buf)
             if kind not in _STREAMS or size > MAX_FRAME:
-                raise errors.CrishimError(f"corrupt Docker stream frame header: {bytes(self._buf[:8])!r}")
+                raise errors.CrishimError(
+                    f"corrupt Docker stream frame header: {bytes(self._buf[:8])!r}"
+                )
             end = _HEADER.size + size
             if len(self._buf) < end:
                 return
@@ -74,10 +77,8 @@ class Hijacked:
 
     async def close(self) -> None:
         self.writer.close()
-        try:
+        with contextlib.suppress(ConnectionError, OSError):
             await self.writer.wait_closed()
-        except (ConnectionError, OSError):
-            pass
 
 
 async def open_raw(endpoint: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:

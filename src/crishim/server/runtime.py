@@ -29,7 +29,9 @@ class RuntimeService(api.RuntimeServiceBase):
         return api.StatusResponse(
             status=api.RuntimeStatus(
                 conditions=[
-                    api.RuntimeCondition(type=c.type, status=c.status, reason=c.reason, message=c.message)
+                    api.RuntimeCondition(
+                        type=c.type, status=c.status, reason=c.reason, message=c.message
+                    )
                     for c in ready.conditions
                 ]
             ),
@@ -45,7 +47,9 @@ class RuntimeService(api.RuntimeServiceBase):
         driver = await self._status.cgroup_driver()
         return api.RuntimeConfigResponse(
             linux=api.LinuxRuntimeConfiguration(
-                cgroup_driver=api.CgroupDriver.SYSTEMD if driver == "systemd" else api.CgroupDriver.CGROUPFS
+                cgroup_driver=api.CgroupDriver.SYSTEMD
+                if driver == "systemd"
+                else api.CgroupDriver.CGROUPFS
             )
         )
 

@@ -1,0 +1,121 @@
+"""Fixtures of the whole suite: the real parts every integration test runs on.
+
+Session-wide: one private dockerd, the test images built into it, one registry
+with htpasswd auth holding those images, and one crishim serving on a temp
+socket against that dockerd. Tests that must stop or break something start
+their own (see the `factory` fixtures). Everything started is stopped by the
+fixture that started it, by PID.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from tests.harness import images as images_mod
+from tests.harness.clients import Official, Own, generate_official_stubs
+from tests.harness.crishim import CrishimProcess
+from tests.harness.dockerd import PrivateDockerd, unique_name
+from tests.harness.registry import Registry
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if os.geteuid() != 0:
+        raise pytest.UsageError("the suite starts its own dockerd and must run as root")
+
+
+@pytest.fixture(scope="session")
+def workdir() -> Iterator[Path]:
+    # Short paths: unix socket paths are limited to 107 bytes.
+    root = Path(tempfile.mkdtemp(prefix="crt-", dir="/tmp"))
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def dockerd(workdir: Path) -> Iterator[PrivateDockerd]:
+    daemon = PrivateDockerd(workdir / "dockerd", unique_name("crtbr")).start()
+    yield daemon
+    daemon.destroy()
+
+
+@pytest.fixture(scope="session")
+def test_images(dockerd: PrivateDockerd, workdir: Path) -> images_mod.TestImages:
+    return images_mod.build(dockerd, workdir / "build")
+
+
+@pytest.fixture(scope="session")
+def registry(workdir: Path, dockerd: PrivateDockerd, test_images: images_mod.TestImages) -> Iterator[Registry]:
+    reg = Registry(workdir / "registry").start()
+    reg.push(dockerd, test_images.busybox, "crishim-test/busybox:1.0")
+    yield reg
+    reg.stop()
+
+
+@pytest.fixture(scope="session")
+def crishim(workdir: Path, dockerd: PrivateDockerd) -> Iterator[CrishimProcess]:
+    proc = CrishimProcess(workdir / "crishim", dockerd.endpoint).start()
+    yield proc
+    code = proc.stop()
+    assert code == 0, f"crishim exited {code}: {proc.log_text()[-3000:]}"
+
+
+@pytest.fixture(scope="session")
+def official_stubs(workdir: Path) -> tuple[ModuleType, ModuleType]:
+    return generate_official_stubs(workdir / "stubs")
+
+
+@pytest.fixture(scope="session")
+def pb(official_stubs: tuple[ModuleType, ModuleType]) -> ModuleType:
+    """The official protobuf classes of runtime.v1."""
+    return official_stubs[0]
+
+
+@pytest.fixture
+def official(crishim: CrishimProcess, official_stubs: tuple[ModuleType, ModuleType]) -> Iterator[Official]:
+    client = Official(crishim.socket, *official_stubs)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+async def own(crishim: CrishimProcess) -> Iterator[Own]:
+    client = Own(crishim.socket)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def dockerd_factory(workdir: Path) -> Iterator:
+    """Start extra private daemons a test may stop, pause or break."""
+    started: list[PrivateDockerd] = []
+
+    def make() -> PrivateDockerd:
+        d = PrivateDockerd(workdir / f"dockerd-{len(started)}", unique_name(f"crtb{len(started)}x"))
+        started.append(d)
+        return d.start()
+
+    yield make
+    for d in started:
+        d.destroy()
+
+
+@pytest.fixture
+def crishim_factory(workdir: Path) -> Iterator:
+    """Start extra crishim processes; each is stopped (by PID) after the test."""
+    started: list[CrishimProcess] = []
+
+    def make(docker_endpoint: str, *extra: str, wait: bool = True, **kw) -> CrishimProcess:
+        proc = CrishimProcess(workdir / f"crishim-{len(started)}", docker_endpoint, *extra, **kw)
+        started.append(proc)
+        return proc.start(wait=wait)
+
+    yield make
+    for proc in started:
+        proc.stop()

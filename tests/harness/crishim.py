@@ -1,0 +1,76 @@
+"""crishim itself, run as a real process (`python -m crishim serve`) for the tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.harness.procs import stop_process, wait_for
+
+
+class CrishimProcess:
+    def __init__(self, root: Path, docker_endpoint: str, *extra: str, env: dict[str, str] | None = None) -> None:
+        self.root = root
+        self.socket = root / "crishim.sock"
+        self.state_dir = root / "state"
+        self.log_path = root / "crishim.log"
+        self.docker_endpoint = docker_endpoint
+        self.extra = extra
+        self.env = env or {}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, wait: bool = True) -> CrishimProcess:
+        self.root.mkdir(parents=True, exist_ok=True)
+        args = [
+            sys.executable, "-m", "crishim", "serve",
+            f"--listen=unix://{self.socket}",
+            f"--docker-endpoint={self.docker_endpoint}",
+            f"--state-dir={self.state_dir}",
+            "--metrics-address=",
+            "--log-format=json",
+            "--log-level=debug",
+            *self.extra,
+        ]  # fmt: skip
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CRISHIM_")}
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env={**env, **self.env})
+        if wait:
+            wait_for(self._ready, 30, f"crishim on {self.socket} (see {self.log_path})")
+        return self
+
+    def _ready(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"crishim exited {self.proc.returncode}: {self.log_text()[-3000:]}")
+        return any(e.get("event") == "crishim_serving" for e in self.events())
+
+    def log_text(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+    def events(self) -> list[dict]:
+        """crishim's own JSON log lines, parsed."""
+        out = []
+        for line in self.log_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+        return out
+
+    def signal(self, sig: int = signal.SIGTERM) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float = 60) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def stop(self) -> int | None:
+        if self.proc is None:
+            return None
+        code = stop_process(self.proc, timeout=60)
+        self.proc = None
+        return code

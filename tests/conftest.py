@@ -97,7 +97,8 @@ def dockerd_factory(workdir: Path) -> Iterator:
     started: list[PrivateDockerd] = []
 
     def make() -> PrivateDockerd:
-        d = PrivateDockerd(workdir / f"dockerd-{len(started)}", unique_name(f"crtb{len(started)}x"))
+        root = Path(tempfile.mkdtemp(prefix="dockerd-", dir=workdir))
+        d = PrivateDockerd(root, unique_name(f"crtb{len(started)}x"))
         started.append(d)
         return d.start()
 
@@ -112,7 +113,8 @@ def crishim_factory(workdir: Path) -> Iterator:
     started: list[CrishimProcess] = []
 
     def make(docker_endpoint: str, *extra: str, wait: bool = True, **kw) -> CrishimProcess:
-        proc = CrishimProcess(workdir / f"crishim-{len(started)}", docker_endpoint, *extra, **kw)
+        root = Path(tempfile.mkdtemp(prefix="crishim-", dir=workdir))
+        proc = CrishimProcess(root, docker_endpoint, *extra, **kw)
         started.append(proc)
         return proc.start(wait=wait)
 

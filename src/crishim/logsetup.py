@@ -46,5 +46,7 @@ def configure(fmt: str = "json", level: str = "info") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # grpclib logs every client disconnect at info; keep those out of info.
-    logging.getLogger("grpclib").setLevel(max(logging.WARNING, root.level))
+    # grpclib logs every client disconnect at info, and the HTTP/2 libraries
+    # log every frame at debug: keep their chatter out of crishim's own levels.
+    for noisy in ("grpclib", "h2", "hpack"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -1,0 +1,65 @@
+"""Every RPC of both services answers: the implemented ones correctly, the rest UNIMPLEMENTED.
+
+The list of RPCs comes from the official descriptor of protos/, so an RPC
+added to the schema is covered without editing this test.
+"""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from tests.harness.clients import Official
+
+IMPLEMENTED = {
+    "RuntimeService": {"Version", "Status", "RuntimeConfig", "UpdateRuntimeConfig"},
+    "ImageService": set(),
+}
+
+
+def all_methods(pb):
+    for service in pb.DESCRIPTOR.services_by_name.values():
+        for method in service.methods:
+            yield service, method
+
+
+def call(official: Official, service, method):
+    path = f"/{service.full_name}/{method.name}"
+    request_cls = official.pb.__dict__[method.input_type.name]
+    response_cls = official.pb.__dict__[method.output_type.name]
+    kwargs = {"request_serializer": request_cls.SerializeToString,
+              "response_deserializer": response_cls.FromString}  # fmt: skip
+    if method.server_streaming:
+        return list(official.channel.unary_stream(path, **kwargs)(request_cls(), timeout=10))
+    return official.channel.unary_unary(path, **kwargs)(request_cls(), timeout=10)
+
+
+def test_the_schema_has_both_services_and_the_newest_rpcs(pb) -> None:
+    names = {f"{s.name}/{m.name}" for s, m in all_methods(pb)}
+    assert len(names) == 41
+    for rpc in ("RuntimeService/UpdatePodSandboxResources", "RuntimeService/StreamContainers",
+                "RuntimeService/RuntimeConfig", "ImageService/StreamImages"):  # fmt: skip
+        assert rpc in names
+
+
+def test_every_rpc_answers(official: Official, pb) -> None:
+    outcomes = {}
+    for service, method in all_methods(pb):
+        try:
+            call(official, service, method)
+            outcomes[method.name] = grpc.StatusCode.OK
+        except grpc.RpcError as exc:
+            outcomes[method.name] = exc.code()
+        expected_ok = method.name in IMPLEMENTED[service.name]
+        got = outcomes[method.name]
+        assert got == (grpc.StatusCode.OK if expected_ok else grpc.StatusCode.UNIMPLEMENTED), (
+            f"{service.name}/{method.name} answered {got}"
+        )
+    assert grpc.StatusCode.UNKNOWN not in outcomes.values()
+
+
+def test_an_rpc_missing_from_the_schema_is_unimplemented(official: Official) -> None:
+    call = official.channel.unary_unary("/runtime.v1.RuntimeService/NoSuchCall")
+    with pytest.raises(grpc.RpcError) as err:
+        call(b"", timeout=10)
+    assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED

@@ -1,0 +1,196 @@
+"""The crishim process: its socket, signals, systemd integration, check, metrics and logs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+import grpc
+import pytest
+
+from tests.harness.clients import Official
+from tests.harness.procs import free_port
+
+
+def test_the_socket_is_created_with_mode_0660(crishim) -> None:
+    mode = os.stat(crishim.socket).st_mode
+    assert stat.S_ISSOCK(mode)
+    assert stat.S_IMODE(mode) == 0o660
+
+
+def test_a_stale_socket_file_is_replaced(dockerd, crishim_factory, workdir, official_stubs) -> None:
+    root = workdir / "stale"
+    root.mkdir()
+    leftover = socket.socket(socket.AF_UNIX)
+    leftover.bind(str(root / "crishim.sock"))
+    leftover.close()  # the file stays, nobody listens: what a crash leaves behind
+    proc = crishim_factory(dockerd.endpoint, f"--listen=unix://{root / 'crishim.sock'}")
+    client = Official(root / "crishim.sock", *official_stubs)
+    try:
+        assert client.runtime.Version(client.pb.VersionRequest(), timeout=10).runtime_name == "docker"
+    finally:
+        client.close()
+    assert proc.proc.poll() is None
+
+
+def test_a_socket_served_by_a_live_process_is_refused(dockerd, crishim_factory, crishim) -> None:
+    second = crishim_factory(dockerd.endpoint, f"--listen=unix://{crishim.socket}", wait=False)
+    assert second.wait(30) != 0
+    assert "served by another live process" in second.log_text()
+    assert os.path.exists(crishim.socket), "the first crishim's socket must stay"
+
+
+def test_sigterm_lets_a_slow_call_finish_then_removes_the_socket_and_exits_0(
+    dockerd_factory, crishim_factory, official_stubs
+) -> None:
+    daemon = dockerd_factory()
+    proc = crishim_factory(daemon.endpoint, "--shutdown-grace-seconds=30")
+    client = Official(proc.socket, *official_stubs)
+    result = {}
+
+    def slow_status() -> None:
+        try:
+            result["response"] = client.runtime.Status(client.pb.StatusRequest(), timeout=30)
+        except grpc.RpcError as exc:
+            result["error"] = exc
+
+    # A frozen Docker daemon makes Status slow: its ping waits out its timeout.
+    daemon.pause()
+    try:
+        caller = threading.Thread(target=slow_status)
+        caller.start()
+        time.sleep(1)  # the call now waits on the frozen daemon (for 5 s)
+        assert caller.is_alive(), result
+        proc.signal(signal.SIGTERM)
+        caller.join(60)
+        code = proc.wait(60)
+    finally:
+        daemon.resume()
+        client.close()
+    assert "error" not in result, result.get("error")
+    ready = {c.type: c.status for c in result["response"].status.conditions}
+    assert ready["RuntimeReady"] is False  # the frozen daemon did not answer in time
+    assert code == 0
+    assert not proc.socket.exists()
+    assert any(e.get("event") == "crishim_stopped" for e in proc.events())
+
+
+def test_readiness_and_stopping_are_sent_to_systemd(dockerd, crishim_factory, workdir) -> None:
+    notify_path = workdir / "notify.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(str(notify_path))
+    listener.settimeout(30)
+    try:
+        proc = crishim_factory(dockerd.endpoint, env={"NOTIFY_SOCKET": str(notify_path)})
+        assert listener.recv(256) == b"READY=1"
+        proc.signal(signal.SIGTERM)
+        assert listener.recv(256) == b"STOPPING=1"
+        assert proc.wait(30) == 0
+    finally:
+        listener.close()
+
+
+def test_serves_a_socket_passed_by_systemd(dockerd, workdir, official_stubs) -> None:
+    path = workdir / "activated.sock"
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(path))
+    sock.listen()
+    # What systemd does: the socket as fd 3, LISTEN_FDS=1 and LISTEN_PID=<the service's pid>.
+    launcher = (
+        "import os, sys; os.dup2(int(sys.argv[1]), 3); "
+        "os.environ.update(LISTEN_FDS='1', LISTEN_PID=str(os.getpid())); "
+        "os.execv(sys.executable, [sys.executable, '-m', 'crishim', 'serve', *sys.argv[2:]])"
+    )
+    log = (workdir / "activated.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", launcher, str(sock.fileno()), "--listen=fd://",
+         f"--docker-endpoint={dockerd.endpoint}", f"--state-dir={workdir / 'activated-state'}",
+         "--metrics-address="],
+        pass_fds=(sock.fileno(),), stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    sock.close()
+    client = Official(path, *official_stubs)
+    try:
+        response = client.runtime.Version(client.pb.VersionRequest(), timeout=30)
+        assert response.runtime_name == "docker"
+    finally:
+        client.close()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        log.close()
+    assert path.exists(), "systemd owns the socket path: crishim must leave it"
+
+
+def run_check(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "crishim", "check", *args], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_check_against_the_private_daemon_reports_every_check(dockerd, workdir) -> None:
+    version = dockerd.docker("version", "--format", "{{.Server.Version}}").strip()
+    result = run_check(f"--docker-endpoint={dockerd.endpoint}", f"--state-dir={workdir / 'cs'}",
+                       f"--listen=unix://{workdir / 'cs' / 'c.sock'}")  # fmt: skip
+    lines = result.stdout.splitlines()
+    names = {line[5:].split(":")[0] for line in lines if line[:4].strip() in ("OK", "WARN", "FAIL")}
+    assert {"docker", "storage driver", "cgroup driver", "cgroup version", "state dir",
+            "socket dir", "socket"} <= names  # fmt: skip
+    assert f"OK   docker: Docker {version}" in result.stdout
+    assert "OK   storage driver: overlay2" in result.stdout
+    assert result.returncode == 0, result.stdout
+
+
+def test_check_against_a_dead_endpoint_fails_with_a_reason(workdir) -> None:
+    result = run_check(f"--docker-endpoint=unix://{workdir / 'nothing.sock'}",
+                       f"--state-dir={workdir / 'cs2'}")  # fmt: skip
+    assert result.returncode != 0
+    assert "FAIL docker: docker: cannot connect to" in result.stdout
+    assert "No such file or directory" in result.stdout
+
+
+def test_check_refuses_a_socket_in_use(dockerd, crishim) -> None:
+    result = run_check(f"--docker-endpoint={dockerd.endpoint}", f"--listen=unix://{crishim.socket}",
+                       f"--state-dir={crishim.state_dir}")  # fmt: skip
+    assert result.returncode == 1
+    assert f"FAIL socket: {crishim.socket} is served by another live process" in result.stdout
+
+
+def test_metrics_count_rpcs_and_time_docker_calls(dockerd, crishim_factory, official_stubs) -> None:
+    port = free_port()
+    proc = crishim_factory(dockerd.endpoint, f"--metrics-address=127.0.0.1:{port}")
+    client = Official(proc.socket, *official_stubs)
+    try:
+        for _ in range(3):
+            client.runtime.Version(client.pb.VersionRequest(), timeout=10)
+        with pytest.raises(grpc.RpcError):
+            client.runtime.ListContainers(client.pb.ListContainersRequest(), timeout=10)
+    finally:
+        client.close()
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    assert 'crishim_rpc_total{code="OK",method="Version"} 3.0' in text
+    assert 'crishim_rpc_total{code="UNIMPLEMENTED",method="ListContainers"} 1.0' in text
+    assert 'crishim_rpc_duration_seconds_count{method="Version"} 3.0' in text
+    assert 'crishim_docker_request_duration_seconds_count{operation="version"}' in text
+
+
+def test_one_log_event_per_rpc_with_method_code_duration_and_ids(official: Official, crishim) -> None:
+    pb = official.pb
+    with pytest.raises(grpc.RpcError):
+        official.runtime.ContainerStatus(pb.ContainerStatusRequest(container_id="c0ffee"), timeout=10)
+    official.runtime.UpdateRuntimeConfig(pb.UpdateRuntimeConfigRequest(), timeout=10)
+    events = [e for e in crishim.events() if e.get("event") == "rpc"]
+    status = [e for e in events if e["rpc"] == "ContainerStatus"][-1]
+    assert status["container_id"] == "c0ffee"
+    assert status["code"] == "UNIMPLEMENTED"
+    assert isinstance(status["duration_ms"], float)
+    update = [e for e in events if e["rpc"] == "UpdateRuntimeConfig" and e["code"] == "OK"][-1]
+    assert update["level"] == "info", "mutating calls log at info"
+    version = [e for e in events if e["rpc"] == "Version"]
+    assert all(e["level"] == "debug" for e in version if e["code"] == "OK"), "polled calls at debug"

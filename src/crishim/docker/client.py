@@ -21,7 +21,12 @@ import structlog
 
 from crishim import errors, metrics
 from crishim.docker import versions
-from crishim.docker.errors import CONNECT_FAILED, DockerUnavailable, from_status
+from crishim.docker.errors import (
+    CONNECT_FAILED,
+    DockerServerError,
+    DockerUnavailable,
+    from_status,
+)
 from crishim.docker.streams import Demuxer, Hijacked, hijack
 from crishim.docker.types import (
     DiskUsage,
@@ -29,6 +34,7 @@ from crishim.docker.types import (
     EngineVersion,
     LogChunk,
     NetworkState,
+    PullProgress,
     RegistryAuth,
     Resources,
     StatsSample,
@@ -174,6 +180,8 @@ class DockerClient:
             raise from_status(exc.status, exc.message) from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise self._unreachable(exc) from exc
+        except ValueError as exc:  # a reply that is not the JSON the API promises
+            raise DockerServerError(f"docker: unreadable reply to {method} {path}") from exc
         except TimeoutError as exc:
             raise DockerUnavailable(f"docker: {method} {path} timed out") from exc
         finally:
@@ -186,6 +194,27 @@ class DockerClient:
         cause = getattr(exc, "os_error", None) or exc.__cause__ or exc
         reason = getattr(cause, "strerror", None) or str(cause) or type(cause).__name__
         return from_status(CONNECT_FAILED, f"cannot connect to {self.endpoint}: {reason}")
+
+    async def _open_stream(
+        self,
+        path: str,
+        method: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> aiohttp.ClientResponse:
+        """A streaming response (logs, pulls) without the short-call timeout; caller releases it."""
+        docker = await self._client()
+        try:
+            return await docker._do_query(
+                path, method, params=dict(params) if params else None, headers=headers, timeout=None
+            )
+        except aiodocker.DockerError as exc:
+            if exc.status == CONNECT_FAILED:
+                raise self._unreachable(exc.__context__ or exc) from exc
+            raise from_status(exc.status, exc.message) from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise self._unreachable(exc) from exc
 
     async def request(self, path: str, method: str = "GET", **kw: Any) -> Any:
         """A JSON call on the negotiated API version."""
@@ -299,7 +328,6 @@ class DockerClient:
 
         Only for containers without a TTY: their output is framed.
         """
-        docker = await self._client()
         params = {
             "stdout": "1",
             "stderr": "1",
@@ -307,19 +335,42 @@ class DockerClient:
             "timestamps": "0",
             "since": f"{since:.9f}",
         }
-        try:
-            response = await docker._do_query(
-                f"containers/{container_id}/logs", "GET", params=params, timeout=None
-            )
-        except aiodocker.DockerError as exc:
-            raise from_status(exc.status, exc.message) from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            raise self._unreachable(exc) from exc
+        response = await self._open_stream(f"containers/{container_id}/logs", "GET", params=params)
         demux = Demuxer()
         try:
             async for data in response.content.iter_any():
                 for chunk in demux.feed(data):
                     yield chunk
+        finally:
+            response.release()
+
+    async def pull(self, image: str, tag: str, auth: RegistryAuth) -> AsyncIterator[PullProgress]:
+        """Pull `image:tag` (or `image@digest` with tag ""), yielding Docker's progress.
+
+        Docker reports failures that happen after the pull started as an
+        `error` line inside a 200 response; those raise too.
+        """
+        params = {"fromImage": image, **({"tag": tag} if tag else {})}
+        response = await self._open_stream(
+            "images/create", "POST", params=params, headers=self.pull_headers(auth)
+        )
+        try:
+            async for line in response.content:
+                if not line.strip():
+                    continue
+                try:
+                    msg = json.loads(line)
+                except ValueError as exc:
+                    raise DockerServerError(f"docker: unreadable pull progress {line!r}") from exc
+                if msg.get("error"):
+                    raise DockerServerError(f"docker: pull of {image}: {msg['error']}")
+                detail = msg.get("progressDetail") or {}
+                yield PullProgress(
+                    status=msg.get("status", ""),
+                    layer=msg.get("id", ""),
+                    current=int(detail.get("current") or 0),
+                    total=int(detail.get("total") or 0),
+                )
         finally:
             response.release()
 

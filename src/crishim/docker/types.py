@@ -89,6 +89,16 @@ class LogChunk:
 
 
 @dataclass(frozen=True, slots=True)
+class PullProgress:
+    """One progress report of a pull: a status, and bytes of a layer when known."""
+
+    status: str
+    layer: str = ""
+    current: int = 0
+    total: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class RegistryAuth:
     """Credentials for one pull, in any of the forms the kubelet passes."""
 

@@ -30,8 +30,7 @@ class CriCodec(ProtoCodec):
                 f"{name} of {len(data)} bytes is over the limit of {self.max_request_bytes}",
             )
         try:
-            wire.check(data, message_type)
-            message = message_type.parse(data)
+            message = message_type.parse(wire.check(data, message_type))
         except (wire.WireError, ValueError, EOFError, KeyError, TypeError) as exc:
             raise GRPCError(Status.INVALID_ARGUMENT, f"malformed {name}: {exc}") from None
         instrument.bind_request_ids(message)

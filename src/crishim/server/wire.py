@@ -47,45 +47,101 @@ def _allowed(proto_type: str, repeated: bool) -> set[int]:
     return {base, LEN} if repeated else {base}  # repeated scalars may be packed
 
 
-def check(data: bytes, cls: Any, where: str | None = None, depth: int = 0) -> None:
-    """Raise WireError unless `data` is a well-formed encoding of message `cls`."""
+def _encode_varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _skip(data: bytes, pos: int, number: int, wire: int, where: str, depth: int) -> int:
+    """Position after one field's value (groups included), checking its structure."""
+    end = len(data)
+    if wire == VARINT:
+        return _varint(data, pos, where)[1]
+    if wire in (I64, I32):
+        pos += 8 if wire == I64 else 4
+        if pos > end:
+            raise WireError(f"{where}: truncated fixed-width field {number}")
+        return pos
+    if wire == LEN:
+        length, pos = _varint(data, pos, where)
+        if pos + length > end:
+            raise WireError(f"{where}: field {number} runs past the end of the message")
+        return pos + length
+    if wire == SGROUP:  # legal as an unknown field: skip to the matching end-group
+        if depth > MAX_DEPTH:
+            raise WireError(f"{where}: nested deeper than {MAX_DEPTH}")
+        while True:
+            if pos >= end:
+                raise WireError(f"{where}: group {number} is not closed")
+            key, pos = _varint(data, pos, where)
+            inner, inner_wire = key >> 3, key & 7
+            if inner_wire == EGROUP:
+                if inner != number:
+                    raise WireError(f"{where}: group {number} closed as {inner}")
+                return pos
+            if inner == 0:
+                raise WireError(f"{where}: field number 0")
+            pos = _skip(data, pos, inner, inner_wire, where, depth + 1)
+    raise WireError(f"{where}: unexpected wire type {wire} (field {number})")
+
+
+def check(data: bytes, cls: Any, where: str | None = None, depth: int = 0) -> bytes:
+    """Raise WireError unless `data` is a well-formed encoding of message `cls`.
+
+    Returns the bytes to decode: `data` itself, or (rarely) a copy without the
+    known fields that arrived with the wrong wire type. Official protobuf
+    parsers keep those aside as unknown fields, so they are dropped here
+    rather than handed to betterproto2 to misread.
+    """
     where = where or cls.__name__
     if depth > MAX_DEPTH:
         raise WireError(f"{where}: nested deeper than {MAX_DEPTH}")
     meta = cls._betterproto
+    parts: list[bytes] = []
+    changed = False
     pos, end = 0, len(data)
     while pos < end:
+        start = pos
         key, pos = _varint(data, pos, where)
         number, wire = key >> 3, key & 7
         if number == 0:
             raise WireError(f"{where}: field number 0")
+        if wire == EGROUP:
+            raise WireError(f"{where}: end of group {number} without its start")
         name = meta.field_name_by_number.get(number)
         field = meta.meta_by_field_name[name] if name else None
+        value_at = pos
+        pos = _skip(data, pos, number, wire, where, depth)
         if field is not None and wire not in _allowed(field.proto_type, field.repeated):
-            raise WireError(f"{where}.{name}: wrong wire type {wire}")
-        if wire == VARINT:
-            _, pos = _varint(data, pos, where)
-        elif wire in (I64, I32):
-            pos += 8 if wire == I64 else 4
-            if pos > end:
-                raise WireError(f"{where}: truncated fixed-width field {number}")
-        elif wire == LEN:
-            length, pos = _varint(data, pos, where)
-            stop = pos + length
-            if stop > end:
-                raise WireError(f"{where}: field {number} runs past the end of the message")
-            if field is not None:
-                _check_payload(data[pos:stop], cls, name, field, f"{where}.{name}", depth)
-            pos = stop
-        else:
-            raise WireError(f"{where}: unsupported wire type {wire} (field {number})")
+            changed = True  # treated as an unknown field, like the official runtime does
+            continue
+        if field is not None and wire == LEN:
+            length, payload_at = _varint(data, value_at, where)
+            payload = data[payload_at:pos]
+            cleaned = _check_payload(payload, cls, name, field, f"{where}.{name}", depth)
+            if cleaned is not payload:
+                changed = True
+                parts.append(data[start:value_at] + _encode_varint(len(cleaned)) + cleaned)
+                continue
+        parts.append(data[start:pos])
+    return b"".join(parts) if changed else data
 
 
-def _check_payload(payload: bytes, cls: Any, name: str, field: Any, where: str, depth: int) -> None:
+def _check_payload(
+    payload: bytes, cls: Any, name: str, field: Any, where: str, depth: int
+) -> bytes:
     if field.proto_type == "string":
         try:
             payload.decode("utf-8")
         except UnicodeDecodeError:
             raise WireError(f"{where}: not valid UTF-8") from None
     elif field.proto_type in ("message", "map"):
-        check(payload, cls._betterproto.cls_by_field[name], where, depth + 1)
+        return check(payload, cls._betterproto.cls_by_field[name], where, depth + 1)
+    return payload

@@ -1,0 +1,143 @@
+"""crishim.docker against the suite's real dockerd: typed results, errors by status code."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from crishim import errors
+from crishim.docker import DockerClient
+from crishim.docker.streams import Demuxer
+from crishim.docker.types import RegistryAuth, Resources
+
+
+@pytest.fixture
+async def docker(dockerd):
+    client = DockerClient(dockerd.endpoint)
+    await client.connect()
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+def container(dockerd, test_images):
+    """A running busybox container, removed afterwards."""
+    name = f"adapter-{uuid.uuid4().hex[:8]}"
+    cid = dockerd.docker("run", "-d", "--name", name, test_images.busybox, "sleep", "300").strip()
+    yield cid
+    dockerd.docker("rm", "-f", cid)
+
+
+async def test_connect_pins_the_highest_common_api_version(docker, dockerd) -> None:
+    server_api = dockerd.docker("version", "--format", "{{.Server.APIVersion}}").strip()
+    assert docker.version.api_version == server_api
+    assert docker.version.negotiated_api_version == "1.41"  # Docker 20.10's own maximum
+    assert docker.api_prefix == "/v1.41"
+
+
+async def test_info_and_the_default_bridge(docker, dockerd) -> None:
+    info = await docker.info()
+    assert info.storage_driver == "overlay2"
+    assert info.docker_root_dir == str(dockerd.root / "data")
+    assert "runc" in info.runtimes
+    bridge = await docker.network("bridge")
+    assert bridge.subnets == (str(dockerd.subnet),)
+
+
+async def test_an_unreachable_daemon_is_unavailable_with_the_os_reason(tmp_path) -> None:
+    client = DockerClient(f"unix://{tmp_path / 'none.sock'}")
+    with pytest.raises(errors.Unavailable, match="No such file or directory"):
+        await client.connect()
+
+
+async def test_docker_errors_are_chosen_by_status_code(docker, dockerd, container, test_images) -> None:
+    with pytest.raises(errors.NotFound):
+        await docker.update_container("no-such-container", Resources(cpu_shares=512))
+    with pytest.raises(errors.FailedPrecondition):  # 409: the image is used by a container
+        image_id = dockerd.docker("inspect", "--format", "{{.Image}}", container).strip()
+        await docker.request(f"images/{image_id}", "DELETE")
+    with pytest.raises(errors.InvalidArgument):  # 400
+        await docker.request("containers/create", "POST", body={"Image": ""})
+
+
+async def test_update_container_changes_the_running_limits(docker, dockerd, container) -> None:
+    await docker.update_container(container, Resources(cpu_shares=512, memory_limit_in_bytes=64 << 20,
+                                                       memory_swap_limit_in_bytes=128 << 20))  # fmt: skip
+    host = json.loads(dockerd.docker("inspect", "--format", "{{json .HostConfig}}", container))
+    assert (host["CpuShares"], host["Memory"], host["MemorySwap"]) == (512, 64 << 20, 128 << 20)
+
+
+async def test_disk_usage_counts_images_and_containers(docker, container, test_images) -> None:
+    usage = await docker.disk_usage()
+    assert usage.images_count >= 4
+    assert usage.images_bytes > 0
+    assert usage.containers_count >= 1
+
+
+async def test_one_shot_stats_of_a_running_container(docker, container) -> None:
+    sample = await docker.stats_once(container)
+    assert sample.memory_usage_bytes > 0
+    assert sample.pids >= 1
+    assert sample.cpu_total_ns > 0
+
+
+async def test_logs_keep_stdout_and_stderr_apart(docker, dockerd, test_images) -> None:
+    cid = dockerd.docker("run", "-d", test_images.busybox, "sh", "-c",
+                         "echo out-1; echo err-1 >&2; echo out-2").strip()  # fmt: skip
+    try:
+        dockerd.docker("wait", cid)
+        chunks = [c async for c in docker.logs(cid)]
+    finally:
+        dockerd.docker("rm", "-f", cid)
+    by_stream = {s: b"".join(c.data for c in chunks if c.stream == s) for s in ("stdout", "stderr")}
+    assert by_stream == {"stdout": b"out-1\nout-2\n", "stderr": b"err-1\n"}
+
+
+async def test_exec_stdin_half_close_ends_the_process(docker, container) -> None:
+    exec_id = await docker.exec_create(container, ["sh", "-c", "cat; echo done >&2"], stdin=True, tty=False)
+    stream = await docker.exec_start(exec_id, tty=False)
+    try:
+        await stream.send(b"hello through stdin\n")
+        stream.close_stdin()  # without the half-close, cat would wait forever
+        raw = await stream.reader.read()
+    finally:
+        await stream.close()
+    chunks = list(Demuxer().feed(raw))
+    assert b"".join(c.data for c in chunks if c.stream == "stdout") == b"hello through stdin\n"
+    assert b"".join(c.data for c in chunks if c.stream == "stderr") == b"done\n"
+    running, exit_code, _ = await docker.exec_inspect(exec_id)
+    assert (running, exit_code) == (False, 0)
+
+
+async def test_exec_in_a_missing_container_is_not_found(docker) -> None:
+    with pytest.raises(errors.NotFound):
+        await docker.exec_create("no-such-container", ["true"], stdin=False, tty=False)
+
+
+async def test_registry_credentials_travel_in_the_auth_header(docker, registry, dockerd) -> None:
+    image = f"{registry.address}/crishim-test/busybox"
+    good = RegistryAuth(username=registry.username, password=registry.password,
+                        server_address=registry.address)  # fmt: skip
+    progress = [p async for p in docker.pull(image, "1.0", good)]
+    assert progress[-1].status.startswith("Status: ")
+    assert dockerd.docker("image", "inspect", "--format", "{{.Id}}", f"{image}:1.0").startswith("sha256:")
+    dockerd.docker("rmi", f"{image}:1.0")
+    for auth in (RegistryAuth(username=registry.username, password="wrong"), RegistryAuth()):
+        with pytest.raises(errors.CrishimError, match="auth"):
+            [p async for p in docker.pull(image, "1.0", auth)]
+    with pytest.raises(errors.NotFound):
+        [p async for p in docker.pull(f"{registry.address}/crishim-test/nothing", "1.0", good)]
+
+
+def test_the_auth_header_carries_every_credential_form() -> None:
+    from crishim.docker.client import registry_auth_header
+    import base64
+
+    auth = RegistryAuth(username="u", password="p", auth="dTpw", server_address="r.example:5000",
+                        identity_token="id-tok", registry_token="reg-tok")  # fmt: skip
+    decoded = json.loads(base64.urlsafe_b64decode(registry_auth_header(auth)))
+    assert decoded == {"username": "u", "password": "p", "auth": "dTpw", "serveraddress": "r.example:5000",
+                       "identitytoken": "id-tok", "registrytoken": "reg-tok"}  # fmt: skip
+    assert DockerClient("unix:///x").pull_headers(RegistryAuth()) == {}

@@ -1,0 +1,142 @@
+"""Our generated messages against the official protobuf runtime, both directions.
+
+betterproto 2.0.0b7 dropped a sub-message set to an empty instance and map
+entries with empty key and value; the kubelet tells an unset Int64Value (no
+run_as_user) from Int64Value(0) (run as root), and an unset UInt64Value (no
+stat) from a zero stat. These tests keep betterproto2 honest about that.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from crishim.api.runtime import v1 as api
+from crishim.server import wire
+
+
+def test_an_empty_int64_wrapper_survives_encoding(pb) -> None:
+    ours = api.LinuxContainerSecurityContext(run_as_user=api.Int64Value())
+    theirs = pb.LinuxContainerSecurityContext.FromString(bytes(ours))
+    assert theirs.HasField("run_as_user")
+    assert theirs.run_as_user.value == 0
+    unset = pb.LinuxContainerSecurityContext.FromString(bytes(api.LinuxContainerSecurityContext()))
+    assert not unset.HasField("run_as_user")
+
+
+def test_an_empty_uint64_wrapper_survives_encoding(pb) -> None:
+    ours = api.CpuUsage(timestamp=1, usage_core_nano_seconds=api.UInt64Value())
+    theirs = pb.CpuUsage.FromString(bytes(ours))
+    assert theirs.HasField("usage_core_nano_seconds")
+    assert not theirs.HasField("usage_nano_cores")
+
+
+def test_empty_wrappers_from_the_official_runtime_are_kept(pb) -> None:
+    data = pb.LinuxSandboxSecurityContext(run_as_user=pb.Int64Value(value=0)).SerializeToString()
+    assert api.LinuxSandboxSecurityContext.parse(data).run_as_user == api.Int64Value(value=0)
+    assert api.LinuxSandboxSecurityContext.parse(b"").run_as_user is None
+
+
+def test_a_map_entry_with_empty_key_and_value_survives(pb) -> None:
+    ours = api.PodSandboxConfig(labels={"": "", "app": "web"})
+    assert dict(pb.PodSandboxConfig.FromString(bytes(ours)).labels) == {"": "", "app": "web"}
+    theirs = pb.PodSandboxConfig(annotations={"": ""}).SerializeToString()
+    assert api.PodSandboxConfig.parse(theirs).annotations == {"": ""}
+
+
+def test_enums_and_nested_messages_round_trip(pb) -> None:
+    ours = api.ContainerStatus(
+        id="c1",
+        state=api.ContainerState.CONTAINER_EXITED,
+        exit_code=137,
+        reason="OOMKilled",
+        mounts=[api.Mount(container_path="/data", propagation=api.MountPropagation.PROPAGATION_BIDIRECTIONAL)],
+        stop_signal=api.Signal.SIGTERM,
+    )
+    theirs = pb.ContainerStatus.FromString(bytes(ours))
+    assert theirs.state == pb.CONTAINER_EXITED
+    assert theirs.mounts[0].propagation == pb.PROPAGATION_BIDIRECTIONAL
+    assert theirs.stop_signal == pb.SIGTERM
+    assert api.ContainerStatus.parse(theirs.SerializeToString()) == ours
+
+
+def official_accepts(cls, data: bytes) -> bool:
+    try:
+        cls.FromString(data)
+    except Exception:
+        return False
+    return True
+
+
+def ours_accepts(cls, data: bytes) -> bool:
+    try:
+        cls.parse(wire.check(data, cls))
+    except (wire.WireError, ValueError, EOFError):
+        return False
+    return True
+
+
+@pytest.mark.parametrize("name", ["RunPodSandboxRequest", "CreateContainerRequest", "PullImageRequest"])
+def test_the_wire_check_agrees_with_the_official_parser_on_random_damage(pb, name) -> None:
+    ours_cls, theirs_cls = getattr(api, name), getattr(pb, name)
+    sample = theirs_cls()
+    if name == "RunPodSandboxRequest":
+        sample.config.metadata.name = "web"
+        sample.config.labels["tier"] = "front"
+        sample.config.linux.security_context.run_as_user.value = 1000
+    elif name == "CreateContainerRequest":
+        sample.pod_sandbox_id = "abc"
+        sample.config.command.extend(["/bin/sh", "-c", "echo hi"])
+        sample.config.linux.resources.cpu_shares = 512
+        sample.config.envs.add(key="A", value="1")
+    else:
+        sample.image.image = "busybox:latest"
+        sample.auth.username = "me"
+    data = sample.SerializeToString()
+    rng = random.Random(name)
+    for i in range(400):
+        damaged = bytearray(data[: rng.randint(0, len(data))] if i % 2 else data)
+        for _ in range(rng.randint(0, 3)):
+            if damaged:
+                damaged[rng.randrange(len(damaged))] = rng.randrange(256)
+        damaged = bytes(damaged)
+        assert ours_accepts(ours_cls, damaged) == official_accepts(theirs_cls, damaged), damaged.hex()
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        pytest.param(b"\x0a\x05nginx"[:-1], "runs past the end", id="truncated-length"),
+        pytest.param(b"\x0f", "unexpected wire type 7", id="bad-wire-type"),
+        pytest.param(b"\x0c", "without its start", id="stray-end-group"),
+        pytest.param(b"\x0b\x10\x01", "not closed", id="open-group"),
+        pytest.param(b"\x00\x01", "field number 0", id="field-zero"),
+        pytest.param(b"\x0a\x02\x0a\xff", "RunPodSandboxRequest.config: truncated", id="truncated-nested"),
+        pytest.param(b"\x12\x02\xc3\x28", "not valid UTF-8", id="bad-utf8"),
+    ],
+)
+def test_the_wire_check_names_what_is_wrong(data, reason) -> None:
+    with pytest.raises(wire.WireError, match=reason):
+        wire.check(data, api.RunPodSandboxRequest)
+
+
+def test_a_known_field_with_the_wrong_wire_type_is_dropped_like_protobuf_does(pb) -> None:
+    # field 1 (config, a message) sent as a varint, then a valid runtime_handler
+    data = b"\x08\x01" + b"\x12\x04runc"
+    cleaned = wire.check(data, api.RunPodSandboxRequest)
+    assert api.RunPodSandboxRequest.parse(cleaned) == api.RunPodSandboxRequest(runtime_handler="runc")
+    theirs = pb.RunPodSandboxRequest.FromString(data)
+    assert not theirs.HasField("config")
+    assert theirs.runtime_handler == "runc"
+
+
+def test_a_clean_buffer_is_passed_through_without_a_copy() -> None:
+    data = bytes(api.RunPodSandboxRequest(config=api.PodSandboxConfig(hostname="h")))
+    assert wire.check(data, api.RunPodSandboxRequest) is data
+
+
+def test_unknown_fields_from_a_newer_kubelet_are_allowed() -> None:
+    future_field = b"\xa2\x06\x03abc"  # field 100, length-delimited
+    wire.check(future_field, api.RunPodSandboxRequest)
+    assert api.RunPodSandboxRequest.parse(future_field) == api.RunPodSandboxRequest()

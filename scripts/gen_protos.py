@@ -39,13 +39,15 @@ def generate(out: Path, protos: Path = PROTOS) -> None:
     out.mkdir(parents=True, exist_ok=True)
     files = sorted(str(p.relative_to(protos)) for p in protos.rglob("*.proto"))
     cmd = [
-        sys.executable, "-m", "grpc_tools.protoc",
+        sys.executable,
+        "-m",
+        "grpc_tools.protoc",
         f"-I{protos}",
         f"--plugin=protoc-gen-python_betterproto2={_plugin()}",
         f"--python_betterproto2_out={out}",
         f"--python_betterproto2_opt={OPTIONS}",
         *files,
-    ]  # fmt: skip
+    ]
     # The compiler formats its output with the `ruff` on PATH, so the pinned
     # ruff of this environment is part of what makes the output reproducible.
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}

@@ -51,7 +51,9 @@ def test_images(dockerd: PrivateDockerd, workdir: Path) -> images_mod.TestImages
 
 
 @pytest.fixture(scope="session")
-def registry(workdir: Path, dockerd: PrivateDockerd, test_images: images_mod.TestImages) -> Iterator[Registry]:
+def registry(
+    workdir: Path, dockerd: PrivateDockerd, test_images: images_mod.TestImages
+) -> Iterator[Registry]:
     reg = Registry(workdir / "registry").start()
     reg.push(dockerd, test_images.busybox, "crishim-test/busybox:1.0")
     yield reg
@@ -78,7 +80,9 @@ def pb(official_stubs: tuple[ModuleType, ModuleType]) -> ModuleType:
 
 
 @pytest.fixture
-def official(crishim: CrishimProcess, official_stubs: tuple[ModuleType, ModuleType]) -> Iterator[Official]:
+def official(
+    crishim: CrishimProcess, official_stubs: tuple[ModuleType, ModuleType]
+) -> Iterator[Official]:
     client = Official(crishim.socket, *official_stubs)
     yield client
     client.close()

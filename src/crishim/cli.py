@@ -15,8 +15,11 @@ def _add_settings(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     add("--config", metavar="FILE", help="TOML settings file (also CRISHIM_CONFIG)")
     add("--listen", help="CRI endpoint: unix:///path or fd:// [unix:///run/crishim/crishim.sock]")
-    add("--docker-endpoint", help="Docker API: unix:///path or tcp://host:port "
-        "[DOCKER_HOST, else unix:///var/run/docker.sock]")  # fmt: skip
+    add(
+        "--docker-endpoint",
+        help="Docker API: unix:///path or tcp://host:port "
+        "[DOCKER_HOST, else unix:///var/run/docker.sock]",
+    )
     add("--state-dir", help="crishim's on-disk state [/var/lib/crishim]")
     add("--pause-image", help="pod sandbox image [registry.k8s.io/pause:3.10]")
     add("--streaming-address", help="exec/attach/port-forward server host:port [127.0.0.1:0]")

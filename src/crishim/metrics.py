@@ -18,16 +18,23 @@ from prometheus_client import (
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 RPC_TOTAL = Counter(
-    "crishim_rpc_total", "CRI calls served, by method and gRPC status code.",
-    ["method", "code"], registry=REGISTRY,
-)  # fmt: skip
+    "crishim_rpc_total",
+    "CRI calls served, by method and gRPC status code.",
+    ["method", "code"],
+    registry=REGISTRY,
+)
 RPC_SECONDS = Histogram(
-    "crishim_rpc_duration_seconds", "Time to serve a CRI call.", ["method"], registry=REGISTRY,
-)  # fmt: skip
+    "crishim_rpc_duration_seconds",
+    "Time to serve a CRI call.",
+    ["method"],
+    registry=REGISTRY,
+)
 DOCKER_SECONDS = Histogram(
-    "crishim_docker_request_duration_seconds", "Time of Docker Engine API calls, by operation.",
-    ["operation"], registry=REGISTRY,
-)  # fmt: skip
+    "crishim_docker_request_duration_seconds",
+    "Time of Docker Engine API calls, by operation.",
+    ["operation"],
+    registry=REGISTRY,
+)
 
 
 async def _serve(_request: web.Request) -> web.Response:

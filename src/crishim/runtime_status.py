@@ -3,13 +3,16 @@
 RuntimeReady comes from a live Docker check on every call (the kubelet polls
 Status every few seconds, and a stale "ready" would hide a dead daemon).
 NetworkReady is true while Docker's default bridge network exists with an
-address range; CNI support will replace that rule.
+address range; CNI support will replace that rule. Engine details and the
+bridge verdict change rarely, so they are refreshed at most every
+DETAILS_TTL seconds: a Status call costs one Docker round trip, the ping.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
+import time
 from dataclasses import dataclass, field
 
 import structlog
@@ -25,6 +28,7 @@ RUNTIME_NAME = "docker"
 CRI_API_VERSION = "v1"
 # What the kubelet's own VersionResponse.version has always been.
 KUBELET_API_VERSION = "0.1.0"
+DETAILS_TTL = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +60,7 @@ class RuntimeStatus:
         self.config = config
         self.docker = docker
         self.pod_cidrs: tuple[str, ...] = ()
+        self._details: tuple[float, EngineInfo, Condition] | None = None
 
     async def version(self) -> VersionInfo:
         async with deadlines.limit(self.config.docker_ping_timeout, "docker version"):
@@ -66,31 +71,53 @@ class RuntimeStatus:
         try:
             async with deadlines.limit(self.config.docker_ping_timeout, "docker ping"):
                 await self.docker.ping()
-                info = await self.docker.info()
+            info, network = await self._engine_details(refresh=verbose)
         except errors.CrishimError as exc:
+            self._details = None
             log.warning("docker_not_ready", error=str(exc))
             runtime = Condition("RuntimeReady", False, "DockerDaemonNotReady", str(exc))
-            network = Condition("NetworkReady", False, "DockerDaemonNotReady",
-                                "docker is not reachable, so neither is its network")  # fmt: skip
+            network = Condition(
+                "NetworkReady",
+                False,
+                "DockerDaemonNotReady",
+                "docker is not reachable, so neither is its network",
+            )
             return Readiness((runtime, network), ("",), self._info(None) if verbose else {})
 
         runtime = Condition("RuntimeReady", True)
-        network = await self._network_condition()
         handlers = ("", *info.runtimes)
         return Readiness((runtime, network), handlers, self._info(info) if verbose else {})
+
+    async def _engine_details(self, refresh: bool) -> tuple[EngineInfo, Condition]:
+        now = time.monotonic()
+        if not refresh and self._details is not None and now - self._details[0] < DETAILS_TTL:
+            return self._details[1], self._details[2]
+        async with deadlines.limit(self.config.docker_ping_timeout, "docker info"):
+            info = await self.docker.info()
+        network = await self._network_condition()
+        self._details = (now, info, network)
+        return info, network
 
     async def _network_condition(self) -> Condition:
         try:
             async with deadlines.limit(self.config.docker_ping_timeout, "docker network inspect"):
                 bridge = await self.docker.network("bridge")
         except errors.NotFound:
-            return Condition("NetworkReady", False, "NetworkPluginNotReady",
-                             "docker's default bridge network does not exist")  # fmt: skip
+            return Condition(
+                "NetworkReady",
+                False,
+                "NetworkPluginNotReady",
+                "docker's default bridge network does not exist",
+            )
         except errors.CrishimError as exc:
             return Condition("NetworkReady", False, "NetworkPluginNotReady", str(exc))
         if not bridge.subnets:
-            return Condition("NetworkReady", False, "NetworkPluginNotReady",
-                             "docker's default bridge network has no address range")  # fmt: skip
+            return Condition(
+                "NetworkReady",
+                False,
+                "NetworkPluginNotReady",
+                "docker's default bridge network has no address range",
+            )
         return Condition("NetworkReady", True)
 
     def _info(self, engine: EngineInfo | None) -> dict[str, str]:

@@ -26,10 +26,18 @@ def generate_official_stubs(out: Path) -> tuple[ModuleType, ModuleType]:
     """(api_pb2, api_pb2_grpc) for runtime.v1, generated into `out`."""
     out.mkdir(parents=True, exist_ok=True)
     subprocess.run(
-        [sys.executable, "-m", "grpc_tools.protoc", f"-I{PROTOS}", f"--python_out={out}",
-         f"--grpc_python_out={out}", "runtime/v1/api.proto"],
-        check=True, capture_output=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "grpc_tools.protoc",
+            f"-I{PROTOS}",
+            f"--python_out={out}",
+            f"--grpc_python_out={out}",
+            "runtime/v1/api.proto",
+        ],
+        check=True,
+        capture_output=True,
+    )
     sys.path.insert(0, str(out))
     return (
         importlib.import_module("runtime.v1.api_pb2"),

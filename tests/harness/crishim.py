@@ -13,7 +13,9 @@ from tests.harness.procs import stop_process, wait_for
 
 
 class CrishimProcess:
-    def __init__(self, root: Path, docker_endpoint: str, *extra: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, root: Path, docker_endpoint: str, *extra: str, env: dict[str, str] | None = None
+    ) -> None:
         self.root = root
         self.socket = root / "crishim.sock"
         self.state_dir = root / "state"
@@ -26,7 +28,10 @@ class CrishimProcess:
     def start(self, wait: bool = True) -> CrishimProcess:
         self.root.mkdir(parents=True, exist_ok=True)
         args = [
-            sys.executable, "-m", "crishim", "serve",
+            sys.executable,
+            "-m",
+            "crishim",
+            "serve",
             f"--listen=unix://{self.socket}",
             f"--docker-endpoint={self.docker_endpoint}",
             f"--state-dir={self.state_dir}",
@@ -34,10 +39,12 @@ class CrishimProcess:
             "--log-format=json",
             "--log-level=debug",
             *self.extra,
-        ]  # fmt: skip
+        ]
         env = {k: v for k, v in os.environ.items() if not k.startswith("CRISHIM_")}
         with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env={**env, **self.env})
+            self.proc = subprocess.Popen(
+                args, stdout=log, stderr=subprocess.STDOUT, env={**env, **self.env}
+            )
         if wait:
             wait_for(self._ready, 30, f"crishim on {self.socket} (see {self.log_path})")
         return self

@@ -9,6 +9,7 @@ host over their bridge. Stopping it ends exactly the process it started.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import shutil
@@ -27,10 +28,8 @@ def _used_networks() -> list[ipaddress.IPv4Network]:
     nets = []
     for word in out.split():
         if "/" in word and word[0].isdigit():
-            try:
+            with contextlib.suppress(ValueError):
                 nets.append(ipaddress.ip_network(word, strict=False))
-            except ValueError:
-                pass
     return nets
 
 

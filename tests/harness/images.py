@@ -28,7 +28,9 @@ PASSWD = (
 GROUP = "root:x:0:\napp:x:1000:\nnogroup:x:65534:\n"
 
 # A pause container: sleeps forever, exits at once on SIGTERM/SIGINT.
-PAUSE_ENTRYPOINT = '["/bin/sh", "-c", "trap \\"exit 0\\" TERM INT; while :; do sleep 3600 & wait $!; done"]'
+PAUSE_ENTRYPOINT = (
+    '["/bin/sh", "-c", "trap \\"exit 0\\" TERM INT; while :; do sleep 3600 & wait $!; done"]'
+)
 
 VARIANTS = {
     "pause": f"ENTRYPOINT {PAUSE_ENTRYPOINT}\n",
@@ -74,7 +76,9 @@ def rootfs_tar() -> bytes:
             add_dir(d)
         add_dir("tmp", 0o1777)
         add_file("bin/busybox", BUSYBOX.read_bytes(), 0o755)
-        applets = subprocess.run([str(BUSYBOX), "--list"], capture_output=True, text=True, check=True)
+        applets = subprocess.run(
+            [str(BUSYBOX), "--list"], capture_output=True, text=True, check=True
+        )
         for applet in applets.stdout.split():
             if applet != "busybox":
                 link = tarfile.TarInfo(f"bin/{applet}")
@@ -95,9 +99,15 @@ def rootfs_tar() -> bytes:
 def build(dockerd: PrivateDockerd, workdir: Path) -> TestImages:
     base = f"{REPO}/busybox:latest"
     dockerd.docker(
-        "import", "--change", 'CMD ["/bin/sh"]', "--change", "ENV PATH=/bin",
-        "-", base, input=rootfs_tar(),
-    )  # fmt: skip
+        "import",
+        "--change",
+        'CMD ["/bin/sh"]',
+        "--change",
+        "ENV PATH=/bin",
+        "-",
+        base,
+        input=rootfs_tar(),
+    )
     for name, body in VARIANTS.items():
         ctx = workdir / name
         ctx.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.1) -> None:
+def wait_for(
+    predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.1
+) -> None:
     """Poll `predicate` until true; fail the test setup naming `what` otherwise."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:

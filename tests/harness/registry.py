@@ -31,12 +31,15 @@ class Registry:
         config.write_text(
             "version: 0.1\n"
             "log: {level: info}\n"
-            f"storage: {{filesystem: {{rootdirectory: {self.root / 'data'}}}, delete: {{enabled: true}}}}\n"
+            f"storage: {{filesystem: {{rootdirectory: {self.root / 'data'}}},"
+            " delete: {enabled: true}}\n"
             f"http: {{addr: {self.address}}}\n"
             f"auth: {{htpasswd: {{realm: crishim-test, path: {htpasswd}}}}}\n"
         )
         with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen([REGISTRY, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                [REGISTRY, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT
+            )
         wait_for(lambda: port_open(self.port), 30, f"registry on {self.address}")
         return self
 
@@ -49,8 +52,14 @@ class Registry:
     def push(self, dockerd: PrivateDockerd, image: str, name: str) -> str:
         """Push a local image of `dockerd` as `name`; return the pushed reference."""
         ref = f"{self.address}/{name}"
-        dockerd.docker("login", "-u", self.username, "--password-stdin", self.address,
-                       input=self.password.encode())  # fmt: skip
+        dockerd.docker(
+            "login",
+            "-u",
+            self.username,
+            "--password-stdin",
+            self.address,
+            input=self.password.encode(),
+        )
         dockerd.docker("tag", image, ref)
         dockerd.docker("push", ref)
         return ref

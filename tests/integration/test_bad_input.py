@@ -36,7 +36,9 @@ def official_accepts(cls, data: bytes) -> bool:
 
 def sample_run_pod_request(pb) -> bytes:
     config = pb.PodSandboxConfig(
-        metadata=pb.PodSandboxMetadata(name="nginx", uid="1f7a-uid", namespace="default", attempt=1),
+        metadata=pb.PodSandboxMetadata(
+            name="nginx", uid="1f7a-uid", namespace="default", attempt=1
+        ),
         hostname="nginx",
         log_directory="/var/log/pods/default_nginx_1f7a-uid",
         dns_config=pb.DNSConfig(servers=["10.96.0.10"], searches=["default.svc.cluster.local"]),
@@ -52,7 +54,9 @@ def sample_run_pod_request(pb) -> bytes:
     return pb.RunPodSandboxRequest(config=config, runtime_handler="").SerializeToString()
 
 
-def test_every_truncation_of_a_request_is_judged_like_the_official_runtime(official: Official, pb) -> None:
+def test_every_truncation_of_a_request_is_judged_like_the_official_runtime(
+    official: Official, pb
+) -> None:
     data = sample_run_pod_request(pb)
     for cut in range(1, len(data)):
         prefix = data[:cut]
@@ -98,7 +102,9 @@ def test_mutated_requests_are_judged_like_the_official_runtime(official: Officia
 
 
 def test_a_malformed_request_is_logged_with_its_status(official: Official, crishim) -> None:
-    assert raw_call(official, UPDATE_CONFIG, b"\x0a\x05\x0a\x03") == grpc.StatusCode.INVALID_ARGUMENT
+    assert (
+        raw_call(official, UPDATE_CONFIG, b"\x0a\x05\x0a\x03") == grpc.StatusCode.INVALID_ARGUMENT
+    )
     events = [e for e in crishim.events() if e.get("event") == "rpc"]
     last = [e for e in events if e.get("rpc") == "UpdateRuntimeConfig"][-1]
     assert last["code"] == "INVALID_ARGUMENT"

@@ -52,19 +52,25 @@ async def test_an_unreachable_daemon_is_unavailable_with_the_os_reason(tmp_path)
         await client.connect()
 
 
-async def test_docker_errors_are_chosen_by_status_code(docker, dockerd, container, test_images) -> None:
+async def test_docker_errors_are_chosen_by_status_code(
+    docker, dockerd, container, test_images
+) -> None:
     with pytest.raises(errors.NotFound):
         await docker.update_container("no-such-container", Resources(cpu_shares=512))
+    image_id = dockerd.docker("inspect", "--format", "{{.Image}}", container).strip()
     with pytest.raises(errors.FailedPrecondition):  # 409: the image is used by a container
-        image_id = dockerd.docker("inspect", "--format", "{{.Image}}", container).strip()
         await docker.request(f"images/{image_id}", "DELETE")
     with pytest.raises(errors.InvalidArgument):  # 400
         await docker.request("containers/create", "POST", body={"Image": ""})
 
 
 async def test_update_container_changes_the_running_limits(docker, dockerd, container) -> None:
-    await docker.update_container(container, Resources(cpu_shares=512, memory_limit_in_bytes=64 << 20,
-                                                       memory_swap_limit_in_bytes=128 << 20))  # fmt: skip
+    await docker.update_container(
+        container,
+        Resources(
+            cpu_shares=512, memory_limit_in_bytes=64 << 20, memory_swap_limit_in_bytes=128 << 20
+        ),
+    )
     host = json.loads(dockerd.docker("inspect", "--format", "{{json .HostConfig}}", container))
     assert (host["CpuShares"], host["Memory"], host["MemorySwap"]) == (512, 64 << 20, 128 << 20)
 
@@ -84,8 +90,9 @@ async def test_one_shot_stats_of_a_running_container(docker, container) -> None:
 
 
 async def test_logs_keep_stdout_and_stderr_apart(docker, dockerd, test_images) -> None:
-    cid = dockerd.docker("run", "-d", test_images.busybox, "sh", "-c",
-                         "echo out-1; echo err-1 >&2; echo out-2").strip()  # fmt: skip
+    cid = dockerd.docker(
+        "run", "-d", test_images.busybox, "sh", "-c", "echo out-1; echo err-1 >&2; echo out-2"
+    ).strip()
     try:
         dockerd.docker("wait", cid)
         chunks = [c async for c in docker.logs(cid)]
@@ -96,7 +103,9 @@ async def test_logs_keep_stdout_and_stderr_apart(docker, dockerd, test_images) -
 
 
 async def test_exec_stdin_half_close_ends_the_process(docker, container) -> None:
-    exec_id = await docker.exec_create(container, ["sh", "-c", "cat; echo done >&2"], stdin=True, tty=False)
+    exec_id = await docker.exec_create(
+        container, ["sh", "-c", "cat; echo done >&2"], stdin=True, tty=False
+    )
     stream = await docker.exec_start(exec_id, tty=False)
     try:
         await stream.send(b"hello through stdin\n")
@@ -118,11 +127,14 @@ async def test_exec_in_a_missing_container_is_not_found(docker) -> None:
 
 async def test_registry_credentials_travel_in_the_auth_header(docker, registry, dockerd) -> None:
     image = f"{registry.address}/crishim-test/busybox"
-    good = RegistryAuth(username=registry.username, password=registry.password,
-                        server_address=registry.address)  # fmt: skip
+    good = RegistryAuth(
+        username=registry.username, password=registry.password, server_address=registry.address
+    )
     progress = [p async for p in docker.pull(image, "1.0", good)]
     assert progress[-1].status.startswith("Status: ")
-    assert dockerd.docker("image", "inspect", "--format", "{{.Id}}", f"{image}:1.0").startswith("sha256:")
+    assert dockerd.docker("image", "inspect", "--format", "{{.Id}}", f"{image}:1.0").startswith(
+        "sha256:"
+    )
     dockerd.docker("rmi", f"{image}:1.0")
     for auth in (RegistryAuth(username=registry.username, password="wrong"), RegistryAuth()):
         with pytest.raises(errors.CrishimError, match="auth"):
@@ -132,12 +144,25 @@ async def test_registry_credentials_travel_in_the_auth_header(docker, registry, 
 
 
 def test_the_auth_header_carries_every_credential_form() -> None:
-    from crishim.docker.client import registry_auth_header
     import base64
 
-    auth = RegistryAuth(username="u", password="p", auth="dTpw", server_address="r.example:5000",
-                        identity_token="id-tok", registry_token="reg-tok")  # fmt: skip
+    from crishim.docker.client import registry_auth_header
+
+    auth = RegistryAuth(
+        username="u",
+        password="p",
+        auth="dTpw",
+        server_address="r.example:5000",
+        identity_token="id-tok",
+        registry_token="reg-tok",
+    )
     decoded = json.loads(base64.urlsafe_b64decode(registry_auth_header(auth)))
-    assert decoded == {"username": "u", "password": "p", "auth": "dTpw", "serveraddress": "r.example:5000",
-                       "identitytoken": "id-tok", "registrytoken": "reg-tok"}  # fmt: skip
+    assert decoded == {
+        "username": "u",
+        "password": "p",
+        "auth": "dTpw",
+        "serveraddress": "r.example:5000",
+        "identitytoken": "id-tok",
+        "registrytoken": "reg-tok",
+    }
     assert DockerClient("unix:///x").pull_headers(RegistryAuth()) == {}

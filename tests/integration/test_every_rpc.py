@@ -27,8 +27,10 @@ def call(official: Official, service, method):
     path = f"/{service.full_name}/{method.name}"
     request_cls = official.pb.__dict__[method.input_type.name]
     response_cls = official.pb.__dict__[method.output_type.name]
-    kwargs = {"request_serializer": request_cls.SerializeToString,
-              "response_deserializer": response_cls.FromString}  # fmt: skip
+    kwargs = {
+        "request_serializer": request_cls.SerializeToString,
+        "response_deserializer": response_cls.FromString,
+    }
     if method.server_streaming:
         return list(official.channel.unary_stream(path, **kwargs)(request_cls(), timeout=10))
     return official.channel.unary_unary(path, **kwargs)(request_cls(), timeout=10)
@@ -37,8 +39,12 @@ def call(official: Official, service, method):
 def test_the_schema_has_both_services_and_the_newest_rpcs(pb) -> None:
     names = {f"{s.name}/{m.name}" for s, m in all_methods(pb)}
     assert len(names) == 41
-    for rpc in ("RuntimeService/UpdatePodSandboxResources", "RuntimeService/StreamContainers",
-                "RuntimeService/RuntimeConfig", "ImageService/StreamImages"):  # fmt: skip
+    for rpc in (
+        "RuntimeService/UpdatePodSandboxResources",
+        "RuntimeService/StreamContainers",
+        "RuntimeService/RuntimeConfig",
+        "ImageService/StreamImages",
+    ):
         assert rpc in names
 
 

@@ -34,7 +34,9 @@ def test_a_stale_socket_file_is_replaced(dockerd, crishim_factory, workdir, offi
     proc = crishim_factory(dockerd.endpoint, f"--listen=unix://{root / 'crishim.sock'}")
     client = Official(root / "crishim.sock", *official_stubs)
     try:
-        assert client.runtime.Version(client.pb.VersionRequest(), timeout=10).runtime_name == "docker"
+        assert (
+            client.runtime.Version(client.pb.VersionRequest(), timeout=10).runtime_name == "docker"
+        )
     finally:
         client.close()
     assert proc.proc.poll() is None
@@ -110,11 +112,20 @@ def test_serves_a_socket_passed_by_systemd(dockerd, workdir, official_stubs) -> 
     )
     log = (workdir / "activated.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-c", launcher, str(sock.fileno()), "--listen=fd://",
-         f"--docker-endpoint={dockerd.endpoint}", f"--state-dir={workdir / 'activated-state'}",
-         "--metrics-address="],
-        pass_fds=(sock.fileno(),), stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            launcher,
+            str(sock.fileno()),
+            "--listen=fd://",
+            f"--docker-endpoint={dockerd.endpoint}",
+            f"--state-dir={workdir / 'activated-state'}",
+            "--metrics-address=",
+        ],
+        pass_fds=(sock.fileno(),),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     sock.close()
     client = Official(path, *official_stubs)
     try:
@@ -130,34 +141,51 @@ def test_serves_a_socket_passed_by_systemd(dockerd, workdir, official_stubs) -> 
 
 def run_check(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "crishim", "check", *args], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "crishim", "check", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
 def test_check_against_the_private_daemon_reports_every_check(dockerd, workdir) -> None:
     version = dockerd.docker("version", "--format", "{{.Server.Version}}").strip()
-    result = run_check(f"--docker-endpoint={dockerd.endpoint}", f"--state-dir={workdir / 'cs'}",
-                       f"--listen=unix://{workdir / 'cs' / 'c.sock'}")  # fmt: skip
+    result = run_check(
+        f"--docker-endpoint={dockerd.endpoint}",
+        f"--state-dir={workdir / 'cs'}",
+        f"--listen=unix://{workdir / 'cs' / 'c.sock'}",
+    )
     lines = result.stdout.splitlines()
     names = {line[5:].split(":")[0] for line in lines if line[:4].strip() in ("OK", "WARN", "FAIL")}
-    assert {"docker", "storage driver", "cgroup driver", "cgroup version", "state dir",
-            "socket dir", "socket"} <= names  # fmt: skip
+    assert {
+        "docker",
+        "storage driver",
+        "cgroup driver",
+        "cgroup version",
+        "state dir",
+        "socket dir",
+        "socket",
+    } <= names
     assert f"OK   docker: Docker {version}" in result.stdout
     assert "OK   storage driver: overlay2" in result.stdout
     assert result.returncode == 0, result.stdout
 
 
 def test_check_against_a_dead_endpoint_fails_with_a_reason(workdir) -> None:
-    result = run_check(f"--docker-endpoint=unix://{workdir / 'nothing.sock'}",
-                       f"--state-dir={workdir / 'cs2'}")  # fmt: skip
+    result = run_check(
+        f"--docker-endpoint=unix://{workdir / 'nothing.sock'}", f"--state-dir={workdir / 'cs2'}"
+    )
     assert result.returncode != 0
     assert "FAIL docker: docker: cannot connect to" in result.stdout
     assert "No such file or directory" in result.stdout
 
 
 def test_check_refuses_a_socket_in_use(dockerd, crishim) -> None:
-    result = run_check(f"--docker-endpoint={dockerd.endpoint}", f"--listen=unix://{crishim.socket}",
-                       f"--state-dir={crishim.state_dir}")  # fmt: skip
+    result = run_check(
+        f"--docker-endpoint={dockerd.endpoint}",
+        f"--listen=unix://{crishim.socket}",
+        f"--state-dir={crishim.state_dir}",
+    )
     assert result.returncode == 1
     assert f"FAIL socket: {crishim.socket} is served by another live process" in result.stdout
 
@@ -180,10 +208,14 @@ def test_metrics_count_rpcs_and_time_docker_calls(dockerd, crishim_factory, offi
     assert 'crishim_docker_request_duration_seconds_count{operation="version"}' in text
 
 
-def test_one_log_event_per_rpc_with_method_code_duration_and_ids(official: Official, crishim) -> None:
+def test_one_log_event_per_rpc_with_method_code_duration_and_ids(
+    official: Official, crishim
+) -> None:
     pb = official.pb
     with pytest.raises(grpc.RpcError):
-        official.runtime.ContainerStatus(pb.ContainerStatusRequest(container_id="c0ffee"), timeout=10)
+        official.runtime.ContainerStatus(
+            pb.ContainerStatusRequest(container_id="c0ffee"), timeout=10
+        )
     official.runtime.UpdateRuntimeConfig(pb.UpdateRuntimeConfigRequest(), timeout=10)
     events = [e for e in crishim.events() if e.get("event") == "rpc"]
     status = [e for e in events if e["rpc"] == "ContainerStatus"][-1]

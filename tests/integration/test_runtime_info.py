@@ -44,7 +44,10 @@ def test_verbose_status_reports_the_engine_and_config(official: Official, docker
     response = official.runtime.Status(official.pb.StatusRequest(verbose=True), timeout=10)
     docker = json.loads(response.info["docker"])
     assert docker["version"] == engine_version(dockerd)
-    assert docker["apiVersion"] == dockerd.docker("version", "--format", "{{.Server.APIVersion}}").strip()
+    assert (
+        docker["apiVersion"]
+        == dockerd.docker("version", "--format", "{{.Server.APIVersion}}").strip()
+    )
     assert docker["storageDriver"] == "overlay2"
     assert docker["cgroupDriver"] in ("cgroupfs", "systemd")
     assert json.loads(response.info["config"])["state_dir"] == str(crishim.state_dir)
@@ -60,7 +63,9 @@ def test_runtime_config_reports_the_cgroup_driver_docker_uses(official: Official
 def test_update_runtime_config_remembers_the_pod_cidr(official: Official) -> None:
     pb = official.pb
     request = pb.UpdateRuntimeConfigRequest(
-        runtime_config=pb.RuntimeConfig(network_config=pb.NetworkConfig(pod_cidr="10.244.1.0/24,fd00:10:244:1::/64"))
+        runtime_config=pb.RuntimeConfig(
+            network_config=pb.NetworkConfig(pod_cidr="10.244.1.0/24,fd00:10:244:1::/64")
+        )
     )
     official.runtime.UpdateRuntimeConfig(request, timeout=10)
     info = official.runtime.Status(pb.StatusRequest(verbose=True), timeout=10).info
@@ -86,7 +91,9 @@ def test_status_without_docker_is_not_ready_and_crishim_keeps_serving(
     client = Official(proc.socket, *official_stubs)
     try:
         pb = client.pb
-        assert conditions(client.runtime.Status(pb.StatusRequest(), timeout=10))["RuntimeReady"].status
+        assert conditions(client.runtime.Status(pb.StatusRequest(), timeout=10))[
+            "RuntimeReady"
+        ].status
 
         daemon.stop_daemon()
         down = conditions(client.runtime.Status(pb.StatusRequest(), timeout=20))
@@ -99,7 +106,9 @@ def test_status_without_docker_is_not_ready_and_crishim_keeps_serving(
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE
 
         daemon.start()
-        assert conditions(client.runtime.Status(pb.StatusRequest(), timeout=20))["RuntimeReady"].status
+        assert conditions(client.runtime.Status(pb.StatusRequest(), timeout=20))[
+            "RuntimeReady"
+        ].status
         assert proc.proc.poll() is None, "crishim must still be running"
     finally:
         client.close()

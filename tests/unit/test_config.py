@@ -10,8 +10,10 @@ from crishim import config, errors
 @pytest.fixture
 def toml(tmp_path):
     path = tmp_path / "crishim.toml"
-    path.write_text('docker_endpoint = "unix:///from/file.sock"\nlog_level = "debug"\n'
-                    'shutdown_grace_seconds = 12.5\n')  # fmt: skip
+    path.write_text(
+        'docker_endpoint = "unix:///from/file.sock"\nlog_level = "debug"\n'
+        "shutdown_grace_seconds = 12.5\n"
+    )
     return str(path)
 
 
@@ -20,15 +22,27 @@ def toml(tmp_path):
     [
         pytest.param({}, {}, "unix:///var/run/docker.sock", id="default"),
         pytest.param({}, {"DOCKER_HOST": "unix:///dh.sock"}, "unix:///dh.sock", id="docker-host"),
-        pytest.param({"config": "FILE"}, {"DOCKER_HOST": "unix:///dh.sock"}, "unix:///from/file.sock",
-                     id="file-over-docker-host"),
-        pytest.param({"config": "FILE"}, {"CRISHIM_DOCKER_ENDPOINT": "unix:///env.sock"}, "unix:///env.sock",
-                     id="env-over-file"),
-        pytest.param({"config": "FILE", "docker_endpoint": "unix:///flag.sock"},
-                     {"CRISHIM_DOCKER_ENDPOINT": "unix:///env.sock"}, "unix:///flag.sock", id="flag-over-all"),
+        pytest.param(
+            {"config": "FILE"},
+            {"DOCKER_HOST": "unix:///dh.sock"},
+            "unix:///from/file.sock",
+            id="file-over-docker-host",
+        ),
+        pytest.param(
+            {"config": "FILE"},
+            {"CRISHIM_DOCKER_ENDPOINT": "unix:///env.sock"},
+            "unix:///env.sock",
+            id="env-over-file",
+        ),
+        pytest.param(
+            {"config": "FILE", "docker_endpoint": "unix:///flag.sock"},
+            {"CRISHIM_DOCKER_ENDPOINT": "unix:///env.sock"},
+            "unix:///flag.sock",
+            id="flag-over-all",
+        ),
         pytest.param({}, {"CRISHIM_CONFIG": "FILE"}, "unix:///from/file.sock", id="file-from-env"),
     ],
-)  # fmt: skip
+)
 def test_precedence(flags, environ, expected, toml) -> None:
     flags = {k: (toml if v == "FILE" else v) for k, v in flags.items()}
     environ = {k: (toml if v == "FILE" else v) for k, v in environ.items()}

@@ -29,8 +29,10 @@ def test_a_schema_change_without_regeneration_is_caught(tmp_path) -> None:
     protos = tmp_path / "protos"
     shutil.copytree(ROOT / "protos", protos)
     schema = protos / "runtime" / "v1" / "api.proto"
-    schema.write_text(schema.read_text().replace(
-        "message VersionRequest {", "message VersionRequest {\n    string extra = 99;", 1
-    ))  # fmt: skip
+    schema.write_text(
+        schema.read_text().replace(
+            "message VersionRequest {", "message VersionRequest {\n    string extra = 99;", 1
+        )
+    )
     gen.generate(tmp_path / "api", protos)
     assert gen.diff_trees(tmp_path / "api", API) == ["runtime/v1/__init__.py"]

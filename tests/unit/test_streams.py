@@ -22,8 +22,11 @@ def test_frames_split_anywhere_come_out_whole_and_in_order() -> None:
         for i in range(0, len(data), size):
             chunks += list(demux.feed(data[i : i + size]))
         assert [(c.stream, c.data) for c in chunks] == [
-            ("stdout", b"out one\n"), ("stderr", b"err\n"), ("stdout", b""), ("stdout", b"out two\n"),
-        ], f"pieces of {size}"  # fmt: skip
+            ("stdout", b"out one\n"),
+            ("stderr", b"err\n"),
+            ("stdout", b""),
+            ("stdout", b"out two\n"),
+        ], f"pieces of {size}"
         assert demux.pending == 0
 
 
@@ -35,7 +38,9 @@ def test_an_incomplete_frame_is_held_until_the_rest_arrives() -> None:
     assert [c.data for c in demux.feed(data[50:])] == [b"x" * 100]
 
 
-@pytest.mark.parametrize("header", [b"\x07\x00\x00\x00\x00\x00\x00\x01", b"\x01\x00\x00\x00\x7f\xff\xff\xff"])
+@pytest.mark.parametrize(
+    "header", [b"\x07\x00\x00\x00\x00\x00\x00\x01", b"\x01\x00\x00\x00\x7f\xff\xff\xff"]
+)
 def test_unframed_or_corrupt_input_is_an_error_not_a_hang(header) -> None:
     with pytest.raises(errors.CrishimError, match="corrupt Docker stream frame"):
         list(Demuxer().feed(header + b"rest"))

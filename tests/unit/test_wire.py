@@ -51,7 +51,11 @@ def test_enums_and_nested_messages_round_trip(pb) -> None:
         state=api.ContainerState.CONTAINER_EXITED,
         exit_code=137,
         reason="OOMKilled",
-        mounts=[api.Mount(container_path="/data", propagation=api.MountPropagation.PROPAGATION_BIDIRECTIONAL)],
+        mounts=[
+            api.Mount(
+                container_path="/data", propagation=api.MountPropagation.PROPAGATION_BIDIRECTIONAL
+            )
+        ],
         stop_signal=api.Signal.SIGTERM,
     )
     theirs = pb.ContainerStatus.FromString(bytes(ours))
@@ -77,7 +81,9 @@ def ours_accepts(cls, data: bytes) -> bool:
     return True
 
 
-@pytest.mark.parametrize("name", ["RunPodSandboxRequest", "CreateContainerRequest", "PullImageRequest"])
+@pytest.mark.parametrize(
+    "name", ["RunPodSandboxRequest", "CreateContainerRequest", "PullImageRequest"]
+)
 def test_the_wire_check_agrees_with_the_official_parser_on_random_damage(pb, name) -> None:
     ours_cls, theirs_cls = getattr(api, name), getattr(pb, name)
     sample = theirs_cls()
@@ -101,7 +107,9 @@ def test_the_wire_check_agrees_with_the_official_parser_on_random_damage(pb, nam
             if damaged:
                 damaged[rng.randrange(len(damaged))] = rng.randrange(256)
         damaged = bytes(damaged)
-        assert ours_accepts(ours_cls, damaged) == official_accepts(theirs_cls, damaged), damaged.hex()
+        assert ours_accepts(ours_cls, damaged) == official_accepts(theirs_cls, damaged), (
+            damaged.hex()
+        )
 
 
 @pytest.mark.parametrize(
@@ -112,7 +120,9 @@ def test_the_wire_check_agrees_with_the_official_parser_on_random_damage(pb, nam
         pytest.param(b"\x0c", "without its start", id="stray-end-group"),
         pytest.param(b"\x0b\x10\x01", "not closed", id="open-group"),
         pytest.param(b"\x00\x01", "field number 0", id="field-zero"),
-        pytest.param(b"\x0a\x02\x0a\xff", "RunPodSandboxRequest.config: truncated", id="truncated-nested"),
+        pytest.param(
+            b"\x0a\x02\x0a\xff", "RunPodSandboxRequest.config: truncated", id="truncated-nested"
+        ),
         pytest.param(b"\x12\x02\xc3\x28", "not valid UTF-8", id="bad-utf8"),
     ],
 )
@@ -125,7 +135,9 @@ def test_a_known_field_with_the_wrong_wire_type_is_dropped_like_protobuf_does(pb
     # field 1 (config, a message) sent as a varint, then a valid runtime_handler
     data = b"\x08\x01" + b"\x12\x04runc"
     cleaned = wire.check(data, api.RunPodSandboxRequest)
-    assert api.RunPodSandboxRequest.parse(cleaned) == api.RunPodSandboxRequest(runtime_handler="runc")
+    assert api.RunPodSandboxRequest.parse(cleaned) == api.RunPodSandboxRequest(
+        runtime_handler="runc"
+    )
     theirs = pb.RunPodSandboxRequest.FromString(data)
     assert not theirs.HasField("config")
     assert theirs.runtime_handler == "runc"

@@ -28,16 +28,33 @@ log = structlog.get_logger("crishim.rpc")
 ID_FIELDS = ("pod_sandbox_id", "container_id")
 
 # Called in a loop by the kubelet: logged at debug so that info stays readable.
-POLLED_PREFIXES = ("List", "Stream", "Version", "Status", "ImageStatus", "ImageFsInfo",
-                   "ContainerStatus", "PodSandboxStatus", "ContainerStats", "PodSandboxStats",
-                   "RuntimeConfig")  # fmt: skip
+POLLED_PREFIXES = (
+    "List",
+    "Stream",
+    "Version",
+    "Status",
+    "ImageStatus",
+    "ImageFsInfo",
+    "ContainerStatus",
+    "PodSandboxStatus",
+    "ContainerStats",
+    "PodSandboxStats",
+    "RuntimeConfig",
+)
 
 # Client-caused codes: logged at warning, not error.
 CLIENT_CODES = {
-    Status.INVALID_ARGUMENT, Status.NOT_FOUND, Status.ALREADY_EXISTS, Status.UNIMPLEMENTED,
-    Status.FAILED_PRECONDITION, Status.CANCELLED, Status.DEADLINE_EXCEEDED,
-    Status.RESOURCE_EXHAUSTED, Status.UNAUTHENTICATED, Status.OUT_OF_RANGE,
-}  # fmt: skip
+    Status.INVALID_ARGUMENT,
+    Status.NOT_FOUND,
+    Status.ALREADY_EXISTS,
+    Status.UNIMPLEMENTED,
+    Status.FAILED_PRECONDITION,
+    Status.CANCELLED,
+    Status.DEADLINE_EXCEEDED,
+    Status.RESOURCE_EXHAUSTED,
+    Status.UNAUTHENTICATED,
+    Status.OUT_OF_RANGE,
+}
 
 
 def short_method(path: str) -> str:

@@ -123,7 +123,7 @@ def check(data: bytes, cls: Any, where: str | None = None, depth: int = 0) -> by
             changed = True  # treated as an unknown field, like the official runtime does
             continue
         if field is not None and wire == LEN:
-            length, payload_at = _varint(data, value_at, where)
+            _, payload_at = _varint(data, value_at, where)
             payload = data[payload_at:pos]
             cleaned = _check_payload(payload, cls, name, field, f"{where}.{name}", depth)
             if cleaned is not payload:

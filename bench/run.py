@@ -1,0 +1,150 @@
+"""crishim benchmarks; run on purpose, never by the test suite. Prints one JSON document.
+
+    .venv/bin/python bench/run.py [--calls N]
+
+Starts a private dockerd and crishim with the test harness (as root), then measures:
+  - Version and Status round trips through crishim's own grpclib client and grpcio,
+  - the codec cost of a ListContainersResponse of 1000 containers (betterproto2 vs the
+    official protobuf runtime), the figure the list-path performance budget starts from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from crishim.api.runtime import v1 as api
+from tests.harness.clients import Official, Own, generate_official_stubs
+from tests.harness.crishim import CrishimProcess
+from tests.harness.dockerd import PrivateDockerd, unique_name
+
+
+def summary(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+    return {
+        "n": len(ordered),
+        "p50_ms": round(statistics.median(ordered) * 1000, 3),
+        "p90_ms": round(ordered[int(len(ordered) * 0.9) - 1] * 1000, 3),
+        "max_ms": round(ordered[-1] * 1000, 3),
+    }
+
+
+def timed(fn, n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        start = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - start)
+    return out
+
+
+async def timed_async(fn, n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        start = time.perf_counter()
+        await fn()
+        out.append(time.perf_counter() - start)
+    return out
+
+
+def containers_response(n: int) -> api.ListContainersResponse:
+    return api.ListContainersResponse(
+        containers=[
+            api.Container(
+                id=f"{i:064x}",
+                pod_sandbox_id=f"{i + 1:064x}",
+                metadata=api.ContainerMetadata(name=f"app-{i}", attempt=1),
+                image=api.ImageSpec(image="docker.io/library/nginx:1.27"),
+                image_ref="sha256:" + "ab" * 32,
+                state=api.ContainerState.CONTAINER_RUNNING,
+                created_at=1_700_000_000_000_000_000 + i,
+                labels={
+                    "io.kubernetes.pod.name": f"web-{i}",
+                    "io.kubernetes.pod.namespace": "default",
+                },
+                annotations={"io.kubernetes.container.hash": "1a2b3c4d"},
+                image_id="sha256:" + "ab" * 32,
+            )
+            for i in range(n)
+        ]
+    )
+
+
+def codec_bench(pb, repeat: int = 5) -> dict:
+    ours = containers_response(1000)
+    data = bytes(ours)
+    theirs = pb.ListContainersResponse.FromString(data)
+    return {
+        "list_containers_1000_bytes": len(data),
+        "betterproto2_encode": summary(timed(lambda: bytes(ours), repeat)),
+        "betterproto2_decode": summary(
+            timed(lambda: api.ListContainersResponse.parse(data), repeat)
+        ),
+        "protobuf_encode": summary(timed(theirs.SerializeToString, repeat)),
+        "protobuf_decode": summary(
+            timed(lambda: pb.ListContainersResponse.FromString(data), repeat)
+        ),
+    }
+
+
+async def rpc_bench(socket: Path, stubs, calls: int) -> dict:
+    official = Official(socket, *stubs)
+    own = Own(socket)
+    try:
+        pb = official.pb
+        official.runtime.Version(pb.VersionRequest(), timeout=10)  # warm up
+        await own.runtime.version(api.VersionRequest())
+        return {
+            "version_grpcio": summary(
+                timed(lambda: official.runtime.Version(pb.VersionRequest()), calls)
+            ),
+            "version_grpclib": summary(
+                await timed_async(lambda: own.runtime.version(api.VersionRequest()), calls)
+            ),
+            "status_grpcio": summary(
+                timed(lambda: official.runtime.Status(pb.StatusRequest()), calls)
+            ),
+            "status_grpclib": summary(
+                await timed_async(lambda: own.runtime.status(api.StatusRequest()), calls)
+            ),
+        }
+    finally:
+        official.close()
+        own.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--calls", type=int, default=200)
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="crb-", dir="/tmp"))
+    dockerd = PrivateDockerd(root / "dockerd", unique_name("crbench")).start()
+    crishim = CrishimProcess(root / "crishim", dockerd.endpoint, "--log-level=info")
+    try:
+        crishim.start()
+        stubs = generate_official_stubs(root / "stubs")
+        result = {
+            "machine": {"python": platform.python_version(), "cpus": __import__("os").cpu_count()},
+            "rpc": asyncio.run(rpc_bench(crishim.socket, stubs, args.calls)),
+            "codec": codec_bench(stubs[0]),
+        }
+    finally:
+        crishim.stop()
+        dockerd.destroy()
+        shutil.rmtree(root, ignore_errors=True)
+    json.dump(result, sys.stdout, indent=2)
+    print()
+
+
+if __name__ == "__main__":
+    main()

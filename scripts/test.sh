@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Install everything the test suite needs, then run all of it: ruff, then pytest.
+# Run as root on Debian: the suite starts its own private dockerd and registry
+# (under /tmp, on their own socket and bridge) and stops exactly what it starts.
+#   ./scripts/test.sh [pytest args...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# The real parts the tests run on, from Debian's packages:
+#   docker.io (dockerd 20.10, API 1.41), docker-registry, containernetworking-plugins,
+#   busybox (dynamic: test images are built from it), apache2-utils (htpasswd for
+#   registry auth), iproute2 (the private daemon's bridge).
+packages=(docker.io docker-registry containernetworking-plugins busybox apache2-utils iproute2 ca-certificates)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "== installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  # policy-rc.d: installing docker.io must not start the machine's own dockerd;
+  # the suite runs a private one.
+  had_policy=0; [ -e /usr/sbin/policy-rc.d ] && had_policy=1
+  if [ "$had_policy" = 0 ]; then printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; fi
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  if [ "$had_policy" = 0 ]; then rm -f /usr/sbin/policy-rc.d; fi
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  echo "== creating .venv"
+  python3 -m venv .venv 2>/dev/null || {
+    apt-get install -y -qq python3-venv >/dev/null && python3 -m venv .venv
+  }
+fi
+echo "== installing crishim and its test dependencies"
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+.venv/bin/python -m pip install -q -e '.[test]'
+
+echo "== ruff"
+.venv/bin/ruff check src tests bench scripts
+.venv/bin/ruff format --check src tests bench scripts
+
+echo "== pytest"
+exec .venv/bin/python -m pytest "$@"

@@ -52,7 +52,11 @@ async def serve(config: Config) -> int:
     await asyncio.to_thread(Path(config.state_dir).mkdir, parents=True, exist_ok=True, mode=0o700)
     docker = DockerClient(config.docker_endpoint)
     try:
-        await docker.connect()
+        # Bounded: a hung daemon must not keep crishim from serving (Status reports it).
+        async with asyncio.timeout(10):
+            await docker.connect()
+    except TimeoutError:
+        log.warning("docker_unavailable_at_start", endpoint=docker.endpoint, error="timed out")
     except errors.CrishimError as exc:
         log.warning("docker_unavailable_at_start", endpoint=docker.endpoint, error=str(exc))
 

@@ -45,6 +45,15 @@ def generate_official_stubs(out: Path) -> tuple[ModuleType, ModuleType]:
     )
 
 
+def official_accepts(message_cls, data: bytes) -> bool:
+    """The oracle for malformed input: does the official protobuf runtime parse `data`?"""
+    try:
+        message_cls.FromString(data)
+    except Exception:
+        return False
+    return True
+
+
 class Official:
     """grpcio channel and both service stubs on a unix socket."""
 

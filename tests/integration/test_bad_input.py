@@ -11,7 +11,7 @@ import random
 import grpc
 import pytest
 
-from tests.harness.clients import Official
+from tests.harness.clients import Official, official_accepts
 
 RUN_POD = "/runtime.v1.RuntimeService/RunPodSandbox"
 UPDATE_CONFIG = "/runtime.v1.RuntimeService/UpdateRuntimeConfig"
@@ -24,14 +24,6 @@ def raw_call(official: Official, path: str, payload: bytes) -> grpc.StatusCode:
     except grpc.RpcError as exc:
         return exc.code()
     return grpc.StatusCode.OK
-
-
-def official_accepts(cls, data: bytes) -> bool:
-    try:
-        cls.FromString(data)
-    except Exception:
-        return False
-    return True
 
 
 def sample_run_pod_request(pb) -> bytes:

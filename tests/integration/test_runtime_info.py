@@ -112,3 +112,25 @@ def test_status_without_docker_is_not_ready_and_crishim_keeps_serving(
         assert proc.proc.poll() is None, "crishim must still be running"
     finally:
         client.close()
+
+
+def test_crishim_starts_and_serves_while_docker_is_frozen(
+    dockerd_factory, crishim_factory, official_stubs
+) -> None:
+    daemon = dockerd_factory()
+    daemon.pause()
+    try:
+        proc = crishim_factory(daemon.endpoint)  # waits until crishim serves
+        client = Official(proc.socket, *official_stubs)
+        try:
+            frozen = conditions(client.runtime.Status(client.pb.StatusRequest(), timeout=20))
+            assert frozen["RuntimeReady"].status is False
+            assert "did not finish" in frozen["RuntimeReady"].message
+            daemon.resume()
+            thawed = conditions(client.runtime.Status(client.pb.StatusRequest(), timeout=20))
+            assert thawed["RuntimeReady"].status is True
+        finally:
+            client.close()
+    finally:
+        daemon.resume()
+    assert any(e.get("event") == "docker_unavailable_at_start" for e in proc.events())

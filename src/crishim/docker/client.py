@@ -9,6 +9,7 @@ hijacked exec/attach, checkpoints, registry tokens) are raw API calls here.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -79,6 +80,8 @@ class DockerClient:
         self._call_timeout = aiohttp.ClientTimeout(total=call_timeout, connect=5)
         self._docker: aiodocker.Docker | None = None
         self.version: EngineVersion | None = None
+        # Calls arriving together while disconnected must not race into several sessions.
+        self._connecting = asyncio.Lock()
 
     # -- connection -------------------------------------------------------
 
@@ -96,14 +99,23 @@ class DockerClient:
 
     async def connect(self) -> EngineVersion:
         """Negotiate the API version and pin it. Safe to call again after a failure."""
+        async with self._connecting:
+            return await self._connect()
+
+    async def _connect(self) -> EngineVersion:
         probe = aiodocker.Docker(
-            url=self._base_url(), connector=self._connector(), api_version="v1.41"
+            url=self._base_url(),
+            connector=self._connector(),
+            api_version="v1.41",
+            timeout=self._call_timeout,
         )
         try:
             raw = await self._call(probe, "version", versioned=False)
         finally:
             await probe.close()
             await probe.connector.close()
+        if not isinstance(raw, dict) or not raw.get("ApiVersion"):
+            raise DockerServerError(f"docker: /version did not name an API version: {raw!r}")
         negotiated = versions.negotiate(raw["ApiVersion"], raw.get("MinAPIVersion"))
         self.version = EngineVersion(
             version=raw.get("Version", ""),
@@ -143,7 +155,9 @@ class DockerClient:
 
     async def _client(self) -> aiodocker.Docker:
         if self._docker is None:
-            await self.connect()
+            async with self._connecting:
+                if self._docker is None:  # another call may have connected meanwhile
+                    await self._connect()
         assert self._docker is not None
         return self._docker
 

@@ -55,14 +55,25 @@ def registry(
     workdir: Path, dockerd: PrivateDockerd, test_images: images_mod.TestImages
 ) -> Iterator[Registry]:
     reg = Registry(workdir / "registry").start()
-    reg.push(dockerd, test_images.busybox, "crishim-test/busybox:1.0")
+    # Images of their own (own IDs), present only in the registry: tests pull and
+    # remove them without touching the local test images.
+    for base, name in (
+        (test_images.busybox, "crishim-test/busybox:1.0"),
+        (test_images.user_numeric, "crishim-test/user-numeric:1.0"),
+        (test_images.user_named, "crishim-test/user-named:1.0"),
+    ):
+        local = images_mod.derive(dockerd, base, f"remote-{name}", workdir / "build", "registry")
+        pushed = reg.push(dockerd, local, name)
+        dockerd.docker("rmi", local, pushed)
     yield reg
     reg.stop()
 
 
 @pytest.fixture(scope="session")
 def crishim(workdir: Path, dockerd: PrivateDockerd) -> Iterator[CrishimProcess]:
-    proc = CrishimProcess(workdir / "crishim", dockerd.endpoint).start()
+    proc = CrishimProcess(
+        workdir / "crishim", dockerd.endpoint, f"--pause-image={images_mod.PAUSE_IMAGE}"
+    ).start()
     yield proc
     code = proc.stop()
     assert code == 0, f"crishim exited {code}: {proc.log_text()[-3000:]}"

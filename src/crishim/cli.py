@@ -31,6 +31,12 @@ def _add_settings(parser: argparse.ArgumentParser) -> None:
     add("--log-format", choices=config.LOG_FORMATS, help="[json]")
     add("--log-level", choices=config.LOG_LEVELS, help="[info]")
     add("--shutdown-grace-seconds", type=float, help="time in-flight calls get on SIGTERM [30]")
+    add(
+        "--pull-progress-timeout",
+        type=float,
+        help="abort a pull without progress for this long [60]",
+    )
+    add("--pull-log-interval", type=float, help="seconds between pull progress logs [10]")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -48,6 +48,10 @@ class Config:
     shutdown_grace_seconds: float = 30.0
     # Largest request message accepted (the kubelet's own limit is 16 MiB).
     max_request_bytes: int = 16 * 1024 * 1024
+    # An image pull is aborted after this many seconds without progress (never
+    # for taking long while it moves), and logs its progress at this interval.
+    pull_progress_timeout: float = 60.0
+    pull_log_interval: float = 10.0
     # Upper bound on a Docker liveness check in Status, seconds.
     docker_ping_timeout: float = 5.0
     # The file the settings came from, if any (reported, not a setting itself).
@@ -69,7 +73,12 @@ class Config:
             value = getattr(self, name)
             if value or name == "streaming_address":
                 split_host_port(value, name)
-        if self.shutdown_grace_seconds < 0 or self.docker_ping_timeout <= 0:
+        if (
+            self.shutdown_grace_seconds < 0
+            or self.docker_ping_timeout <= 0
+            or self.pull_progress_timeout <= 0
+            or self.pull_log_interval <= 0
+        ):
             raise errors.InvalidArgument("timeouts must be positive")
         if self.max_request_bytes < 1024:
             raise errors.InvalidArgument("max_request_bytes: at least 1024")

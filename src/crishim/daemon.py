@@ -22,6 +22,7 @@ from grpclib.server import Server
 from crishim import errors, metrics, sdnotify
 from crishim.config import Config, split_host_port
 from crishim.docker import DockerClient
+from crishim.images import Images
 from crishim.listen import open_listener
 from crishim.runtime_status import RuntimeStatus
 from crishim.server import instrument
@@ -62,8 +63,14 @@ async def serve(config: Config) -> int:
 
     status = RuntimeStatus(config, docker)
     inflight = instrument.Inflight()
+    images = Images(
+        docker,
+        pause_image=config.pause_image,
+        pull_progress_timeout=config.pull_progress_timeout,
+        pull_log_interval=config.pull_log_interval,
+    )
     server = Server(
-        [RuntimeService(status), ImageService()], codec=CriCodec(config.max_request_bytes)
+        [RuntimeService(status), ImageService(images)], codec=CriCodec(config.max_request_bytes)
     )
     instrument.attach(server, inflight)
     listener = open_listener(config.listen)

@@ -19,6 +19,7 @@ from tests.harness.dockerd import PrivateDockerd
 
 BUSYBOX = Path("/bin/busybox")
 REPO = "crishim-test"
+PAUSE_IMAGE = f"{REPO}/pause:latest"
 
 PASSWD = (
     "root:x:0:0:root:/root:/bin/sh\n"
@@ -115,7 +116,16 @@ def build(dockerd: PrivateDockerd, workdir: Path) -> TestImages:
         dockerd.docker("build", "-q", "-t", f"{REPO}/{name}:latest", str(ctx))
     return TestImages(
         busybox=base,
-        pause=f"{REPO}/pause:latest",
+        pause=PAUSE_IMAGE,
         user_numeric=f"{REPO}/user-numeric:latest",
         user_named=f"{REPO}/user-named:latest",
     )
+
+
+def derive(dockerd: PrivateDockerd, base: str, tag: str, workdir: Path, purpose: str) -> str:
+    """A new image (its own ID) on top of `base`, so that removing it touches nothing else."""
+    ctx = workdir / tag.replace("/", "_").replace(":", "_")
+    ctx.mkdir(parents=True, exist_ok=True)
+    (ctx / "Dockerfile").write_text(f'FROM {base}\nLABEL crishim-test.purpose="{purpose}"\n')
+    dockerd.docker("build", "-q", "-t", tag, str(ctx))
+    return tag

@@ -15,6 +15,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
+from urllib.parse import quote
 
 import aiodocker
 import aiohttp
@@ -30,9 +31,13 @@ from crishim.docker.errors import (
 )
 from crishim.docker.streams import Demuxer, Hijacked, hijack
 from crishim.docker.types import (
+    ContainerRef,
     DiskUsage,
     EngineInfo,
     EngineVersion,
+    ImageConfig,
+    ImageDetails,
+    ImageListEntry,
     LogChunk,
     NetworkState,
     PullProgress,
@@ -44,6 +49,9 @@ from crishim.docker.types import (
 log = structlog.get_logger(__name__)
 
 JSON = dict[str, Any]
+# Image references go into URL paths as Docker's own client sends them: with
+# their slashes, colons and @ (Docker's router matches names that contain them).
+REF_SAFE = "/:@"
 
 
 def normalize_endpoint(endpoint: str) -> str:
@@ -55,6 +63,11 @@ def normalize_endpoint(endpoint: str) -> str:
     raise errors.InvalidArgument(
         f"unsupported Docker endpoint {endpoint!r}: use unix:///path or tcp://host:port"
     )
+
+
+def _names(value: Any) -> tuple[str, ...]:
+    """Docker reports untagged images as `<none>:<none>`; those are no names."""
+    return tuple(n for n in (value or ()) if n and not n.startswith("<none>"))
 
 
 def registry_auth_header(auth: RegistryAuth) -> str:
@@ -356,7 +369,7 @@ class DockerClient:
                 for chunk in demux.feed(data):
                     yield chunk
         finally:
-            response.release()
+            response.close()  # unfinished: closing tells Docker to stop
 
     async def pull(self, image: str, tag: str, auth: RegistryAuth) -> AsyncIterator[PullProgress]:
         """Pull `image:tag` (or `image@digest` with tag ""), yielding Docker's progress.
@@ -386,7 +399,72 @@ class DockerClient:
                     total=int(detail.get("total") or 0),
                 )
         finally:
-            response.release()
+            response.close()  # unfinished: closing tells Docker to stop
+
+    # -- images -------------------------------------------------------------
+
+    async def list_images(self) -> list[ImageListEntry]:
+        raw: list[JSON] = await self.request("images/json", op="image_list")
+        return [
+            ImageListEntry(
+                id=str(img.get("Id", "")),
+                repo_tags=_names(img.get("RepoTags")),
+                repo_digests=_names(img.get("RepoDigests")),
+                size=int(img.get("Size") or 0),
+            )
+            for img in raw
+        ]
+
+    async def inspect_image(self, ref: str) -> ImageDetails:
+        """By ID, tag or digest reference; DockerNotFound when absent."""
+        raw: JSON = await self.request(
+            f"images/{quote(ref, safe=REF_SAFE)}/json", op="image_inspect"
+        )
+        cfg = raw.get("Config") or {}
+        return ImageDetails(
+            id=str(raw.get("Id", "")),
+            repo_tags=_names(raw.get("RepoTags")),
+            repo_digests=_names(raw.get("RepoDigests")),
+            size=int(raw.get("Size") or 0),
+            created=str(raw.get("Created", "")),
+            architecture=str(raw.get("Architecture", "")),
+            os=str(raw.get("Os", "")),
+            config=ImageConfig(
+                user=str(cfg.get("User") or ""),
+                env=tuple(cfg.get("Env") or ()),
+                entrypoint=tuple(cfg.get("Entrypoint") or ()),
+                cmd=tuple(cfg.get("Cmd") or ()),
+                working_dir=str(cfg.get("WorkingDir") or ""),
+                labels=dict(cfg.get("Labels") or {}),
+                exposed_ports=tuple(sorted(cfg.get("ExposedPorts") or {})),
+                volumes=tuple(sorted(cfg.get("Volumes") or {})),
+                stop_signal=str(cfg.get("StopSignal") or ""),
+            ),
+        )
+
+    async def remove_image(self, image_id: str) -> None:
+        """Remove an image with all its tags. Callers check first that no container uses it."""
+        await self.request(
+            f"images/{quote(image_id, safe=REF_SAFE)}",
+            "DELETE",
+            params={"force": "true"},
+            op="image_remove",
+        )
+
+    async def containers_using(self, image_id: str) -> list[ContainerRef]:
+        """Containers, running or not, created from `image_id`."""
+        raw: list[JSON] = await self.request(
+            "containers/json",
+            params={"all": "true", "filters": json.dumps({"ancestor": [image_id]})},
+            op="container_list",
+        )
+        return [
+            ContainerRef(
+                id=str(c.get("Id", "")), name=str((c.get("Names") or ["/"])[0]).lstrip("/")
+            )
+            for c in raw
+            if c.get("ImageID") == image_id
+        ]
 
     async def exec_create(
         self, container_id: str, cmd: list[str], *, stdin: bool, tty: bool, user: str = ""

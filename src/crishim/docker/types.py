@@ -113,3 +113,48 @@ class RegistryAuth:
         return not any(
             (self.username, self.password, self.auth, self.identity_token, self.registry_token)
         )
+
+
+@dataclass(frozen=True, slots=True)
+class ImageConfig:
+    """The run defaults an image carries (its Docker `Config`)."""
+
+    user: str = ""
+    env: tuple[str, ...] = ()
+    entrypoint: tuple[str, ...] = ()
+    cmd: tuple[str, ...] = ()
+    working_dir: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    exposed_ports: tuple[str, ...] = ()
+    volumes: tuple[str, ...] = ()
+    stop_signal: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ImageListEntry:
+    """One row of `GET /images/json`: what can change for an image (its names)."""
+
+    id: str
+    repo_tags: tuple[str, ...]
+    repo_digests: tuple[str, ...]
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class ImageDetails:
+    """`GET /images/{ref}/json`. Everything but the names is fixed for an image ID."""
+
+    id: str
+    repo_tags: tuple[str, ...]
+    repo_digests: tuple[str, ...]
+    size: int
+    created: str
+    architecture: str
+    os: str
+    config: ImageConfig
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerRef:
+    id: str
+    name: str

@@ -1,13 +1,111 @@
-"""runtime.v1.ImageService.
-
-Nothing is implemented yet: every RPC is inherited from the generated base,
-which answers UNIMPLEMENTED. The image issue fills this in.
-"""
+"""runtime.v1.ImageService: CRI image messages in, crishim.images calls, messages out."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import AsyncIterator
+from dataclasses import asdict
+
+from crishim import errors
 from crishim.api.runtime import v1 as api
+from crishim.docker.types import RegistryAuth
+from crishim.images import FsUsage, Image, Images
+
+STREAM_CHUNK = 100  # images per StreamImages message
+
+
+def _reference(spec: api.ImageSpec | None, field: str) -> str:
+    if spec is None or not spec.image:
+        raise errors.InvalidArgument(f"{field}.image is required")
+    return spec.image
+
+
+def to_cri(image: Image) -> api.Image:
+    return api.Image(
+        id=image.id,
+        repo_tags=list(image.repo_tags),
+        repo_digests=list(image.repo_digests),
+        size=image.size,
+        uid=api.Int64Value(value=image.uid) if image.uid is not None else None,
+        username=image.username,
+        spec=api.ImageSpec(image=image.id),
+        pinned=image.pinned,
+    )
+
+
+def verbose_info(image: Image) -> dict[str, str]:
+    d = image.details
+    body = {
+        "id": d.id,
+        "repoTags": list(image.repo_tags),
+        "repoDigests": list(image.repo_digests),
+        "size": image.size,
+        "created": d.created,
+        "architecture": d.architecture,
+        "os": d.os,
+        "config": asdict(d.config),
+        "pinned": image.pinned,
+    }
+    return {"info": json.dumps(body)}
+
+
+def _fs(usage: FsUsage) -> api.FilesystemUsage:
+    return api.FilesystemUsage(
+        timestamp=usage.timestamp_ns,
+        fs_id=api.FilesystemIdentifier(mountpoint=usage.mountpoint),
+        used_bytes=api.UInt64Value(value=usage.used_bytes),
+        inodes_used=api.UInt64Value(value=usage.inodes_used)
+        if usage.inodes_used is not None
+        else None,
+    )
 
 
 class ImageService(api.ImageServiceBase):
-    pass
+    def __init__(self, images: Images) -> None:
+        self._images = images
+
+    async def list_images(self, message: api.ListImagesRequest) -> api.ListImagesResponse:
+        return api.ListImagesResponse(images=[to_cri(i) for i in await self._list(message.filter)])
+
+    async def stream_images(
+        self, message: api.StreamImagesRequest
+    ) -> AsyncIterator[api.StreamImagesResponse]:
+        images = [to_cri(i) for i in await self._list(message.filter)]
+        for start in range(0, len(images), STREAM_CHUNK):
+            yield api.StreamImagesResponse(images=images[start : start + STREAM_CHUNK])
+
+    async def _list(self, filter_: api.ImageFilter | None) -> list[Image]:
+        wanted = filter_.image.image if filter_ is not None and filter_.image is not None else ""
+        return await self._images.list(wanted)
+
+    async def image_status(self, message: api.ImageStatusRequest) -> api.ImageStatusResponse:
+        image = await self._images.status(_reference(message.image, "image"))
+        if image is None:
+            return api.ImageStatusResponse()
+        info = verbose_info(image) if message.verbose else {}
+        return api.ImageStatusResponse(image=to_cri(image), info=info)
+
+    async def pull_image(self, message: api.PullImageRequest) -> api.PullImageResponse:
+        # sandbox_config and image.runtime_handler are accepted: every Docker
+        # runtime shares one image store, so neither changes what is pulled.
+        reference = _reference(message.image, "image")
+        a = message.auth or api.AuthConfig()
+        auth = RegistryAuth(
+            username=a.username,
+            password=a.password,
+            auth=a.auth,
+            server_address=a.server_address,
+            identity_token=a.identity_token,
+            registry_token=a.registry_token,
+        )
+        return api.PullImageResponse(image_ref=await self._images.pull(reference, auth))
+
+    async def remove_image(self, message: api.RemoveImageRequest) -> api.RemoveImageResponse:
+        await self._images.remove(_reference(message.image, "image"))
+        return api.RemoveImageResponse()
+
+    async def image_fs_info(self, message: api.ImageFsInfoRequest) -> api.ImageFsInfoResponse:
+        images, containers = await self._images.fs_usage()
+        return api.ImageFsInfoResponse(
+            image_filesystems=[_fs(images)], container_filesystems=[_fs(containers)]
+        )

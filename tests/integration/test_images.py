@@ -1,0 +1,343 @@
+"""ImageService against the suite's registry (htpasswd auth) and private dockerd."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import threading
+import time
+
+import grpc
+import pytest
+
+from crishim.api.runtime import v1 as api
+from tests.harness.clients import Official, Own
+from tests.harness.images import PAUSE_IMAGE
+from tests.harness.procs import free_port
+
+
+def spec(pb, image: str):
+    return pb.ImageSpec(image=image)
+
+
+def auth_forms(pb, registry):
+    user, password, server = registry.username, registry.password, registry.address
+    encoded = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return {
+        "username-password": pb.AuthConfig(username=user, password=password, server_address=server),
+        "auth-string": pb.AuthConfig(auth=encoded, server_address=server),
+    }
+
+
+def pull(official: Official, image: str, auth=None, timeout: float = 120):
+    request = official.pb.PullImageRequest(image=spec(official.pb, image), auth=auth)
+    return official.image.PullImage(request, timeout=timeout)
+
+
+def status(official: Official, image: str, verbose: bool = False):
+    return official.image.ImageStatus(
+        official.pb.ImageStatusRequest(image=spec(official.pb, image), verbose=verbose), timeout=30
+    )
+
+
+def remove(official: Official, image: str) -> None:
+    official.image.RemoveImage(
+        official.pb.RemoveImageRequest(image=spec(official.pb, image)), timeout=60
+    )
+
+
+def grpc_error(fn, *args, **kwargs) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as err:
+        fn(*args, **kwargs)
+    return err.value
+
+
+@pytest.fixture
+def busybox_ref(registry) -> str:
+    return f"{registry.address}/crishim-test/busybox:1.0"
+
+
+@pytest.mark.parametrize("form", ["username-password", "auth-string"])
+def test_pull_with_credentials_in_each_form(
+    official: Official, registry, busybox_ref, form
+) -> None:
+    remove(official, busybox_ref)
+    assert not status(official, busybox_ref).HasField("image")
+    response = pull(official, busybox_ref, auth_forms(official.pb, registry)[form])
+    assert response.image_ref.startswith("sha256:")
+    image = status(official, busybox_ref).image
+    assert image.id == response.image_ref, "image_ref is the same value ImageStatus reports"
+    assert busybox_ref in image.repo_tags
+
+
+def test_pull_without_credentials_says_the_registry_requires_them(
+    official: Official, registry
+) -> None:
+    err = grpc_error(pull, official, f"{registry.address}/crishim-test/user-named:1.0")
+    assert err.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert f"registry {registry.address} requires credentials" in err.details()
+
+
+def test_pull_with_a_wrong_password_says_authentication_failed(
+    official: Official, registry
+) -> None:
+    pb = official.pb
+    wrong = pb.AuthConfig(
+        username=registry.username, password="not-it", server_address=registry.address
+    )
+    err = grpc_error(pull, official, f"{registry.address}/crishim-test/user-named:1.0", wrong)
+    assert err.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert f"authentication failed for registry {registry.address}" in err.details()
+
+
+def test_pull_by_digest_gives_the_same_image_as_by_tag(
+    official: Official, registry, busybox_ref
+) -> None:
+    auth = auth_forms(official.pb, registry)["username-password"]
+    by_tag = pull(official, busybox_ref, auth).image_ref
+    digests = status(official, busybox_ref).image.repo_digests
+    assert digests, "a pulled image has a repo digest"
+    digest_ref = digests[0]
+    assert digest_ref.startswith(f"{registry.address}/crishim-test/busybox@sha256:")
+    remove(official, by_tag)
+    assert pull(official, digest_ref, auth).image_ref == by_tag
+    assert status(official, digest_ref).image.id == by_tag
+
+
+def test_unknown_image_unreachable_registry_and_malformed_reference(
+    official: Official, registry
+) -> None:
+    auth = auth_forms(official.pb, registry)["username-password"]
+    err = grpc_error(pull, official, f"{registry.address}/crishim-test/no-such-image:1.0", auth)
+    assert err.code() == grpc.StatusCode.NOT_FOUND
+    err = grpc_error(pull, official, f"127.0.0.1:{free_port()}/crishim-test/busybox:1.0")
+    assert err.code() == grpc.StatusCode.UNAVAILABLE
+    assert "unreachable" in err.details()
+    # All refused before any lookup: none of these may reach a resolver or registry.
+    for bad in ("library/UPPER", "busybox:-tag", "a b", "busybox@sha256:short"):
+        err = grpc_error(pull, official, bad)
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, bad
+    err = grpc_error(pull, official, "")
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "image.image is required" in err.details()
+
+
+def test_image_status_reports_the_images_user(official: Official, registry) -> None:
+    auth = auth_forms(official.pb, registry)["username-password"]
+    numeric = f"{registry.address}/crishim-test/user-numeric:1.0"
+    named = f"{registry.address}/crishim-test/user-named:1.0"
+    pull(official, numeric, auth)
+    pull(official, named, auth)
+    image = status(official, numeric).image
+    assert image.HasField("uid")
+    assert (image.uid.value, image.username) == (1000, "")
+    image = status(official, named).image
+    assert not image.HasField("uid")
+    assert image.username == "app"
+
+
+def test_an_image_without_user_has_neither_uid_nor_username(
+    official: Official, test_images
+) -> None:
+    image = status(official, test_images.busybox).image
+    assert image.id.startswith("sha256:")
+    assert not image.HasField("uid")
+    assert image.username == ""
+    assert image.size > 0
+    assert image.repo_tags == [f"docker.io/{test_images.busybox}"], "tags are normalised"
+
+
+def test_an_absent_image_is_a_response_without_image(official: Official) -> None:
+    response = status(official, "docker.io/library/absent-image:never")
+    assert not response.HasField("image")
+
+
+def test_verbose_status_carries_the_image_config(official: Official, test_images) -> None:
+    response = status(official, test_images.user_named, verbose=True)
+    info = json.loads(response.info["info"])
+    assert info["config"]["user"] == "app"
+    assert info["id"] == response.image.id
+    assert dict(status(official, test_images.user_named).info) == {}
+
+
+def test_the_pause_image_is_pinned(official: Official, test_images) -> None:
+    assert status(official, PAUSE_IMAGE).image.pinned is True
+    assert status(official, test_images.busybox).image.pinned is False
+
+
+def test_list_images_shows_tags_and_digests_and_filters(
+    official: Official, registry, busybox_ref
+) -> None:
+    pb = official.pb
+    auth = auth_forms(pb, registry)["username-password"]
+    image_id = pull(official, busybox_ref, auth).image_ref
+    images = official.image.ListImages(pb.ListImagesRequest(), timeout=30).images
+    listed = {i.id: i for i in images}
+    assert image_id in listed
+    assert busybox_ref in listed[image_id].repo_tags
+    assert any(
+        d.startswith(f"{registry.address}/crishim-test/busybox@sha256:")
+        for d in listed[image_id].repo_digests
+    )
+    assert len(images) >= 5
+    only = official.image.ListImages(
+        pb.ListImagesRequest(filter=pb.ImageFilter(image=spec(pb, busybox_ref))), timeout=30
+    ).images
+    assert [i.id for i in only] == [image_id]
+    by_id = official.image.ListImages(
+        pb.ListImagesRequest(filter=pb.ImageFilter(image=spec(pb, image_id))), timeout=30
+    ).images
+    assert [i.id for i in by_id] == [image_id]
+
+
+@pytest.mark.parametrize("kind", ["tag", "digest", "id"])
+def test_remove_image_by_each_kind_of_reference_twice(
+    official: Official, registry, busybox_ref, kind
+) -> None:
+    auth = auth_forms(official.pb, registry)["username-password"]
+    image_id = pull(official, busybox_ref, auth).image_ref
+    ref = {
+        "tag": busybox_ref,
+        "digest": status(official, busybox_ref).image.repo_digests[0],
+        "id": image_id,
+    }[kind]
+    remove(official, ref)
+    remove(official, ref)  # idempotent
+    assert not status(official, busybox_ref).HasField("image")
+    assert not status(official, image_id).HasField("image")
+
+
+def test_removing_an_image_in_use_names_the_container(
+    official: Official, dockerd, test_images
+) -> None:
+    name = f"uses-image-{os.getpid()}"
+    dockerd.docker("create", "--name", name, test_images.user_numeric, "true")
+    try:
+        err = grpc_error(remove, official, test_images.user_numeric)
+        assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert name in err.details()
+        assert status(official, test_images.user_numeric).HasField("image")
+    finally:
+        dockerd.docker("rm", "-f", name)
+
+
+def test_ten_concurrent_pulls_make_one_docker_pull(official: Official, registry, dockerd) -> None:
+    pb = official.pb
+    ref = f"{registry.address}/crishim-test/user-named:1.0"
+    remove(official, ref)
+    since = f"{time.time():.6f}"  # Docker's events take fractional seconds
+    auth = auth_forms(pb, registry)["username-password"]
+    request = pb.PullImageRequest(image=spec(pb, ref), auth=auth)
+    futures = [official.image.PullImage.future(request, timeout=120) for _ in range(10)]
+    refs = {f.result().image_ref for f in futures}
+    assert len(refs) == 1
+    events = dockerd.docker(
+        "events",
+        "--since",
+        since,
+        "--until",
+        str(int(time.time()) + 1),
+        "--filter",
+        "type=image",
+        "--filter",
+        "event=pull",
+        "--format",
+        "{{.ID}}",
+    ).split()
+    assert events.count(ref) == 1, f"one pull event expected since {since}, got {events}"
+
+
+def test_image_fs_info_describes_the_docker_data_root(official: Official, dockerd) -> None:
+    response = official.image.ImageFsInfo(official.pb.ImageFsInfoRequest(), timeout=60)
+    (images,) = response.image_filesystems
+    (containers,) = response.container_filesystems
+    root = dockerd.root / "data"
+    mount = str(root.resolve())
+    while not os.path.ismount(mount):
+        mount = os.path.dirname(mount)
+    assert images.fs_id.mountpoint == containers.fs_id.mountpoint == mount
+    assert images.used_bytes.value > 0
+    assert images.inodes_used.value > 0
+    assert containers.HasField("used_bytes")
+    assert abs(images.timestamp / 1e9 - time.time()) < 60
+
+
+async def test_our_own_client_lists_and_inspects(own: Own, test_images) -> None:
+    listed = await own.image.list_images(api.ListImagesRequest())
+    assert any(f"docker.io/{test_images.busybox}" in i.repo_tags for i in listed.images)
+    response = await own.image.image_status(
+        api.ImageStatusRequest(image=api.ImageSpec(image=test_images.user_numeric))
+    )
+    assert response.image.uid == api.Int64Value(value=1000)
+
+
+class StallingServer:
+    """Accepts connections and never answers: a registry that makes no progress."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        self.port = self.sock.getsockname()[1]
+        self.held: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.held.append(conn)
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.held:
+            conn.close()
+
+
+def test_a_pull_without_progress_is_aborted(dockerd, crishim_factory, official_stubs) -> None:
+    stall = StallingServer()
+    proc = crishim_factory(dockerd.endpoint, "--pull-progress-timeout=3")
+    client = Official(proc.socket, *official_stubs)
+    try:
+        started = time.monotonic()
+        err = grpc_error(pull, client, f"127.0.0.1:{stall.port}/crishim-test/busybox:1.0", None, 60)
+        elapsed = time.monotonic() - started
+    finally:
+        client.close()
+        stall.close()
+    assert err.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert "made no progress for 3s" in err.details()
+    assert elapsed < 50
+
+
+def test_a_long_pull_logs_its_progress(
+    dockerd, registry, crishim_factory, official_stubs, workdir
+) -> None:
+    # A layer big enough that the pull takes several progress reports.
+    ctx = workdir / "big-image"
+    ctx.mkdir(exist_ok=True)
+    (ctx / "Dockerfile").write_text(
+        "FROM crishim-test/busybox:latest\nRUN head -c 30000000 /dev/urandom > /blob\n"
+    )
+    dockerd.docker("build", "-q", "-t", "crishim-test/big:latest", str(ctx))
+    ref = registry.push(dockerd, "crishim-test/big:latest", "crishim-test/big:1.0")
+    dockerd.docker("rmi", ref, "crishim-test/big:latest")
+    proc = crishim_factory(dockerd.endpoint, "--pull-log-interval=0.05")
+    client = Official(proc.socket, *official_stubs)
+    try:
+        auth = auth_forms(client.pb, registry)["username-password"]
+        pull(client, ref, auth)
+    finally:
+        client.close()
+    events = [e for e in proc.events() if e.get("image") == ref]
+    names = [e["event"] for e in events]
+    assert names[0] == "image_pull_started"
+    assert names[-1] == "image_pulled"
+    progress = [e for e in events if e["event"] == "image_pull_progress"]
+    assert progress, names
+    assert {"layers", "layers_done", "bytes", "bytes_total"} <= set(progress[-1])

@@ -4,6 +4,8 @@
 
 Starts a private dockerd and crishim with the test harness (as root), then measures:
   - Version and Status round trips through crishim's own grpclib client and grpcio,
+  - PullImage from a local registry (htpasswd auth), ImageStatus, and ListImages over
+    100 images (the first call inspects every image, later ones read the ID cache),
   - the codec cost of a ListContainersResponse of 1000 containers (betterproto2 vs the
     official protobuf runtime), the figure the list-path performance budget starts from.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import shutil
 import statistics
@@ -24,9 +27,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from crishim.api.runtime import v1 as api
+from tests.harness import images as test_images
 from tests.harness.clients import Official, Own, generate_official_stubs
 from tests.harness.crishim import CrishimProcess
 from tests.harness.dockerd import PrivateDockerd, unique_name
+from tests.harness.registry import Registry
 
 
 def summary(samples: list[float]) -> dict[str, float]:
@@ -123,6 +128,55 @@ async def rpc_bench(socket: Path, stubs, calls: int) -> dict:
         own.close()
 
 
+def tiny_image_tar(i: int) -> bytes:
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        data = f"image {i}\n".encode()
+        info = tarfile.TarInfo("id.txt")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def image_bench(dockerd, registry, socket: Path, stubs, calls: int) -> dict:
+    work = registry.root.parent / "build"
+    built = test_images.build(dockerd, work)
+    # An image of its own, so that removing it between pulls touches nothing else.
+    local = test_images.derive(dockerd, built.busybox, "bench/pullable:latest", work, "bench")
+    ref = registry.push(dockerd, local, "bench/pullable:1.0")
+    dockerd.docker("rmi", ref, local)
+    for i in range(100):
+        dockerd.docker("import", "-", f"bench/tiny-{i}:latest", input=tiny_image_tar(i))
+    client = Official(socket, *stubs)
+    pb = client.pb
+    auth = pb.AuthConfig(username=registry.username, password=registry.password)
+    request = pb.PullImageRequest(image=pb.ImageSpec(image=ref), auth=auth)
+    remove = pb.RemoveImageRequest(image=pb.ImageSpec(image=ref))
+    try:
+        pulls = []
+        for _ in range(10):
+            client.image.RemoveImage(remove, timeout=60)
+            start = time.perf_counter()
+            client.image.PullImage(request, timeout=120)
+            pulls.append(time.perf_counter() - start)
+        status = pb.ImageStatusRequest(image=pb.ImageSpec(image=ref))
+        list_request = pb.ListImagesRequest()
+        cold = timed(lambda: client.image.ListImages(list_request, timeout=60), 1)
+        count = len(client.image.ListImages(list_request, timeout=60).images)
+        return {
+            "pull_image_local_registry": summary(pulls),
+            "image_status": summary(timed(lambda: client.image.ImageStatus(status), calls)),
+            "list_images_count": count,
+            "list_images_cold": summary(cold),
+            "list_images_warm": summary(timed(lambda: client.image.ListImages(list_request), 50)),
+        }
+    finally:
+        client.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, default=200)
@@ -130,16 +184,20 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="crb-", dir="/tmp"))
     dockerd = PrivateDockerd(root / "dockerd", unique_name("crbench")).start()
     crishim = CrishimProcess(root / "crishim", dockerd.endpoint, "--log-level=info")
+    registry = Registry(root / "registry")
     try:
         crishim.start()
+        registry.start()
         stubs = generate_official_stubs(root / "stubs")
         result = {
-            "machine": {"python": platform.python_version(), "cpus": __import__("os").cpu_count()},
+            "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
             "rpc": asyncio.run(rpc_bench(crishim.socket, stubs, args.calls)),
+            "images": image_bench(dockerd, registry, crishim.socket, stubs, args.calls),
             "codec": codec_bench(stubs[0]),
         }
     finally:
         crishim.stop()
+        registry.stop()
         dockerd.destroy()
         shutil.rmtree(root, ignore_errors=True)
     json.dump(result, sys.stdout, indent=2)

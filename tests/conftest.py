@@ -23,6 +23,7 @@ from tests.harness.clients import Official, Own, generate_official_stubs
 from tests.harness.crishim import CrishimProcess
 from tests.harness.dockerd import PrivateDockerd, unique_name
 from tests.harness.registry import Registry
+from tests.harness.tokens import TokenServer
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -67,6 +68,25 @@ def registry(
         dockerd.docker("rmi", local, pushed)
     yield reg
     reg.stop()
+
+
+@pytest.fixture(scope="session")
+def token_registry(workdir: Path, dockerd: PrivateDockerd, test_images) -> Iterator[Registry]:
+    """A registry with token auth (bearer JWTs from the harness's token server)."""
+    tokens = TokenServer(workdir / "tokens", "crishim", "t0ken-pw").start()
+    reg = Registry(workdir / "token-registry", "crishim", "t0ken-pw", tokens=tokens).start()
+    local = images_mod.derive(
+        dockerd,
+        test_images.busybox,
+        "remote-token/busybox:1.0",
+        workdir / "build",
+        "token registry",
+    )
+    pushed = reg.push(dockerd, local, "crishim-test/busybox:1.0")
+    dockerd.docker("rmi", local, pushed)
+    yield reg
+    reg.stop()
+    tokens.stop()
 
 
 @pytest.fixture(scope="session")

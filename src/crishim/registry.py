@@ -31,12 +31,14 @@ log = structlog.get_logger(__name__)
 
 HUB_API = "registry-1.docker.io"
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
-MANIFEST_TYPES = ", ".join((
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-    "application/vnd.docker.distribution.manifest.v2+json",
-))  # fmt: skip
+MANIFEST_TYPES = ", ".join(
+    (
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+    )
+)
 
 
 def credentials(auth: RegistryAuth) -> tuple[str, str] | None:
@@ -96,8 +98,13 @@ async def _base_url(session: aiohttp.ClientSession, host: str) -> str:
         async with session.get(f"https://{host}/v2/") as resp:
             resp.release()
         return f"https://{host}"
-    except (aiohttp.ClientSSLError, aiohttp.ClientConnectorSSLError, ssl.SSLError,
-            aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):  # fmt: skip
+    except (
+        aiohttp.ClientSSLError,
+        aiohttp.ClientConnectorSSLError,
+        ssl.SSLError,
+        aiohttp.ServerDisconnectedError,
+        aiohttp.ClientOSError,
+    ):
         return f"http://{host}"
 
 
@@ -125,7 +132,7 @@ async def _authorize(
             "service": query["service"],
             "scope": query["scope"],
             "client_id": "crishim",
-        }  # fmt: skip
+        }
         request = session.post(realm, data=form)
     else:
         request = session.get(f"{realm}?{urlencode(query)}", auth=basic)

@@ -13,10 +13,15 @@ REGISTRY = "/usr/bin/docker-registry"
 
 
 class Registry:
-    def __init__(self, root: Path, username: str = "crishim", password: str = "s3cret-pw") -> None:
+    """htpasswd (Basic) auth by default; token auth when given a TokenServer."""
+
+    def __init__(
+        self, root: Path, username: str = "crishim", password: str = "s3cret-pw", tokens=None
+    ) -> None:
         self.root = root
         self.username = username
         self.password = password
+        self.tokens = tokens
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.log_path = root / "registry.log"
@@ -24,17 +29,25 @@ class Registry:
 
     def start(self) -> Registry:
         self.root.mkdir(parents=True, exist_ok=True)
-        htpasswd = self.root / "htpasswd"
-        # docker-registry accepts bcrypt entries only.
-        htpasswd.write_text(run("htpasswd", "-Bbn", self.username, self.password))
+        if self.tokens is None:
+            htpasswd = self.root / "htpasswd"
+            # docker-registry accepts bcrypt entries only.
+            htpasswd.write_text(run("htpasswd", "-Bbn", self.username, self.password))
+            auth = f"auth: {{htpasswd: {{realm: crishim-test, path: {htpasswd}}}}}\n"
+        else:
+            from tests.harness.tokens import ISSUER, SERVICE
+
+            auth = (
+                f"auth: {{token: {{realm: '{self.tokens.realm}', service: {SERVICE}, "
+                f"issuer: {ISSUER}, rootcertbundle: {self.tokens.cert_path}}}}}\n"
+            )
         config = self.root / "config.yml"
         config.write_text(
             "version: 0.1\n"
             "log: {level: info}\n"
             f"storage: {{filesystem: {{rootdirectory: {self.root / 'data'}}},"
             " delete: {enabled: true}}\n"
-            f"http: {{addr: {self.address}}}\n"
-            f"auth: {{htpasswd: {{realm: crishim-test, path: {htpasswd}}}}}\n"
+            f"http: {{addr: {self.address}}}\n" + auth
         )
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(

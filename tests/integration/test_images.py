@@ -341,3 +341,43 @@ def test_a_long_pull_logs_its_progress(
     progress = [e for e in events if e["event"] == "image_pull_progress"]
     assert progress, names
     assert {"layers", "layers_done", "bytes", "bytes_total"} <= set(progress[-1])
+
+
+def token_forms(pb, registry):
+    tokens = registry.tokens
+    scope = [{"type": "repository", "name": "crishim-test/busybox", "actions": ["pull"]}]
+    return {
+        "username-password": pb.AuthConfig(username=registry.username, password=registry.password),
+        "identity-token": pb.AuthConfig(
+            identity_token=tokens.identity_token, server_address=registry.address
+        ),
+        "registry-token": pb.AuthConfig(registry_token=tokens.mint(registry.username, scope)),
+    }
+
+
+@pytest.mark.parametrize("form", ["username-password", "identity-token", "registry-token"])
+def test_pull_from_a_token_registry_with_each_form(
+    official: Official, token_registry, form
+) -> None:
+    ref = f"{token_registry.address}/crishim-test/busybox:1.0"
+    remove(official, ref)
+    image_ref = pull(official, ref, token_forms(official.pb, token_registry)[form]).image_ref
+    assert status(official, ref).image.id == image_ref
+
+
+@pytest.mark.parametrize(
+    "auth",
+    [
+        pytest.param({"username": "crishim", "password": "wrong"}, id="password"),
+        pytest.param({"identity_token": "not-the-token"}, id="identity-token"),
+        pytest.param({"registry_token": "not.a.jwt"}, id="registry-token"),
+    ],
+)
+def test_wrong_credentials_for_a_token_registry_say_authentication_failed(
+    official: Official, token_registry, auth
+) -> None:
+    ref = f"{token_registry.address}/crishim-test/busybox:1.0"
+    remove(official, ref)
+    err = grpc_error(pull, official, ref, official.pb.AuthConfig(**auth))
+    assert err.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert f"authentication failed for registry {token_registry.address}" in err.details()

@@ -90,10 +90,11 @@ def token_registry(workdir: Path, dockerd: PrivateDockerd, test_images) -> Itera
 
 
 @pytest.fixture(scope="session")
-def crishim(workdir: Path, dockerd: PrivateDockerd) -> Iterator[CrishimProcess]:
-    proc = CrishimProcess(
-        workdir / "crishim", dockerd.endpoint, f"--pause-image={images_mod.PAUSE_IMAGE}"
-    ).start()
+def crishim(
+    workdir: Path, dockerd: PrivateDockerd, test_images: images_mod.TestImages
+) -> Iterator[CrishimProcess]:
+    # test_images: the pause image must exist locally, or crishim would try to pull it.
+    proc = CrishimProcess(workdir / "crishim", dockerd.endpoint).start()
     yield proc
     code = proc.stop()
     assert code == 0, f"crishim exited {code}: {proc.log_text()[-3000:]}"

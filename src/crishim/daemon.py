@@ -25,10 +25,12 @@ from crishim.docker import DockerClient
 from crishim.images import Images
 from crishim.listen import open_listener
 from crishim.runtime_status import RuntimeStatus
+from crishim.sandboxes import Sandboxes
 from crishim.server import instrument
 from crishim.server.codec import CriCodec
 from crishim.server.image import ImageService
 from crishim.server.runtime import RuntimeService
+from crishim.store import Store
 
 log = structlog.get_logger("crishim")
 
@@ -69,8 +71,19 @@ async def serve(config: Config) -> int:
         pull_progress_timeout=config.pull_progress_timeout,
         pull_log_interval=config.pull_log_interval,
     )
+    store = Store(docker)
+    await store.start()
+    if docker.version is not None:
+        try:
+            # Serve from a complete view when Docker is there; without it, serve anyway.
+            async with asyncio.timeout(10):
+                await store.synced.wait()
+        except TimeoutError:
+            log.warning("store_not_synced_at_start")
+    sandboxes = Sandboxes(docker, store, images, pause_image=config.pause_image)
     server = Server(
-        [RuntimeService(status), ImageService(images)], codec=CriCodec(config.max_request_bytes)
+        [RuntimeService(status, sandboxes), ImageService(images)],
+        codec=CriCodec(config.max_request_bytes),
     )
     instrument.attach(server, inflight)
     listener = open_listener(config.listen)
@@ -96,6 +109,7 @@ async def serve(config: Config) -> int:
         await server.wait_closed()
     if metrics_runner is not None:
         await metrics_runner.cleanup()
+    await store.close()
     await docker.close()
     log.info("crishim_stopped")
     return 0

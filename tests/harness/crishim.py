@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.harness.images import PAUSE_IMAGE
 from tests.harness.procs import stop_process, wait_for
 
 
@@ -36,6 +37,8 @@ class CrishimProcess:
             f"--docker-endpoint={self.docker_endpoint}",
             f"--state-dir={self.state_dir}",
             "--metrics-address=",
+            # Never the default (registry.k8s.io): tests must not reach for the internet.
+            f"--pause-image={PAUSE_IMAGE}",
             "--log-format=json",
             "--log-level=debug",
             *self.extra,

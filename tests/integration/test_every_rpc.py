@@ -14,7 +14,17 @@ from tests.harness.clients import Official
 OK, INVALID = grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT
 # What an implemented RPC answers to an empty request; any other RPC is UNIMPLEMENTED.
 IMPLEMENTED = {
-    "RuntimeService": {"Version": OK, "Status": OK, "RuntimeConfig": OK, "UpdateRuntimeConfig": OK},
+    "RuntimeService": {
+        "Version": OK,
+        "Status": OK,
+        "RuntimeConfig": OK,
+        "UpdateRuntimeConfig": OK,
+        "ListPodSandbox": OK,
+        "RunPodSandbox": INVALID,  # metadata is required
+        "StopPodSandbox": INVALID,  # an id is required
+        "RemovePodSandbox": INVALID,
+        "PodSandboxStatus": INVALID,
+    },
     "ImageService": {
         "ListImages": OK,
         "StreamImages": OK,

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime
 import json
+import re
 import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -31,7 +33,10 @@ from crishim.docker.errors import (
 )
 from crishim.docker.streams import Demuxer, Hijacked, hijack
 from crishim.docker.types import (
+    ContainerInfo,
     ContainerRef,
+    ContainerSpec,
+    ContainerState,
     DiskUsage,
     EngineInfo,
     EngineVersion,
@@ -62,6 +67,111 @@ def normalize_endpoint(endpoint: str) -> str:
         return endpoint.replace("http://", "tcp://", 1)
     raise errors.InvalidArgument(
         f"unsupported Docker endpoint {endpoint!r}: use unix:///path or tcp://host:port"
+    )
+
+
+_RFC3339 = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)?")
+
+
+def _ns(timestamp: str | None) -> int:
+    """Docker's RFC 3339 nanosecond timestamps as Unix ns; its zero time is 0."""
+    if not timestamp or timestamp.startswith("0001-01-01"):
+        return 0
+    match = _RFC3339.fullmatch(timestamp)
+    if match is None:
+        return 0
+    whole, frac, tz = match.groups()
+    offset = "+00:00" if tz in (None, "Z") else tz
+    seconds = int(datetime.datetime.fromisoformat(whole + offset).timestamp())
+    return seconds * 1_000_000_000 + int((frac or "0").ljust(9, "0")[:9])
+
+
+def _create_body(spec: ContainerSpec) -> JSON:
+    """Docker's create JSON for a ContainerSpec (only here does that JSON exist)."""
+    bindings: dict[str, list[JSON]] = {}
+    for b in spec.port_bindings:
+        bindings.setdefault(f"{b.container_port}/{b.protocol}", []).append(
+            {"HostIp": b.host_ip, "HostPort": str(b.host_port)}
+        )
+    host: JSON = {
+        "NetworkMode": spec.network_mode,
+        "PidMode": spec.pid_mode,
+        "IpcMode": spec.ipc_mode,
+        "UTSMode": spec.uts_mode,
+        "PortBindings": bindings,
+        "CgroupParent": spec.cgroup_parent,
+        "Sysctls": spec.sysctls,
+        "Privileged": spec.privileged,
+        "ReadonlyRootfs": spec.readonly_rootfs,
+        "GroupAdd": list(spec.group_add),
+        "SecurityOpt": list(spec.security_opt),
+        "OomScoreAdj": spec.oom_score_adj,
+        "Dns": list(spec.dns_servers),
+        "DnsSearch": list(spec.dns_search),
+        "DnsOptions": list(spec.dns_options),
+        "LogConfig": {
+            "Type": "json-file",
+            "Config": {"max-size": spec.log_max_size} if spec.log_max_size else {},
+        },
+    }
+    if spec.runtime:
+        host["Runtime"] = spec.runtime
+    if spec.shm_size:
+        host["ShmSize"] = spec.shm_size
+    body: JSON = {
+        "Image": spec.image,
+        "Labels": spec.labels,
+        "Env": list(spec.env),
+        "WorkingDir": spec.working_dir,
+        "User": spec.user,
+        "Hostname": spec.hostname,
+        "ExposedPorts": {key: {} for key in bindings},
+        "HostConfig": host,
+    }
+    if spec.entrypoint is not None:
+        body["Entrypoint"] = list(spec.entrypoint)
+    if spec.cmd is not None:
+        body["Cmd"] = list(spec.cmd)
+    return body
+
+
+def _container_info(raw: JSON) -> ContainerInfo:
+    state = raw.get("State") or {}
+    config = raw.get("Config") or {}
+    host = raw.get("HostConfig") or {}
+    network = raw.get("NetworkSettings") or {}
+    ip = network.get("IPAddress") or next(
+        (
+            n.get("IPAddress")
+            for n in (network.get("Networks") or {}).values()
+            if n.get("IPAddress")
+        ),
+        "",
+    )
+    return ContainerInfo(
+        id=str(raw.get("Id", "")),
+        name=str(raw.get("Name", "")).lstrip("/"),
+        created_at_ns=_ns(raw.get("Created")),
+        image=str(config.get("Image", "")),
+        image_id=str(raw.get("Image", "")),
+        labels=dict(config.get("Labels") or {}),
+        state=ContainerState(
+            status=str(state.get("Status", "")),
+            running=bool(state.get("Running")),
+            exit_code=int(state.get("ExitCode") or 0),
+            oom_killed=bool(state.get("OOMKilled")),
+            pid=int(state.get("Pid") or 0),
+            error=str(state.get("Error") or ""),
+            started_at_ns=_ns(state.get("StartedAt")),
+            finished_at_ns=_ns(state.get("FinishedAt")),
+        ),
+        hostname=str(config.get("Hostname", "")),
+        network_mode=str(host.get("NetworkMode", "")),
+        pid_mode=str(host.get("PidMode", "")),
+        ipc_mode=str(host.get("IpcMode", "")),
+        ip_address=str(ip or ""),
+        runtime=str(host.get("Runtime", "")),
+        resolv_conf_path=str(raw.get("ResolvConfPath", "")),
     )
 
 
@@ -465,6 +575,78 @@ class DockerClient:
             for c in raw
             if c.get("ImageID") == image_id
         ]
+
+    # -- containers -------------------------------------------------------------
+
+    async def list_container_ids(self, label: str) -> list[str]:
+        """IDs of all containers (running or not) that carry `label`."""
+        raw: list[JSON] = await self.request(
+            "containers/json",
+            params={"all": "true", "filters": json.dumps({"label": [label]})},
+            op="container_list",
+        )
+        return [str(c["Id"]) for c in raw if c.get("Id")]
+
+    async def inspect_container(self, container_id: str) -> ContainerInfo:
+        raw: JSON = await self.request(f"containers/{container_id}/json", op="container_inspect")
+        return _container_info(raw)
+
+    async def create_container(self, spec: ContainerSpec) -> str:
+        raw: JSON = await self.request(
+            "containers/create",
+            "POST",
+            params={"name": spec.name},
+            body=_create_body(spec),
+            op="container_create",
+        )
+        return str(raw["Id"])
+
+    async def start_container(self, container_id: str) -> None:
+        await self.request(f"containers/{container_id}/start", "POST", op="container_start")
+
+    async def stop_container(self, container_id: str, timeout_s: int) -> None:
+        """SIGTERM (or the image's stop signal), then SIGKILL after `timeout_s`."""
+        await self.request(
+            f"containers/{container_id}/stop",
+            "POST",
+            params={"t": str(timeout_s)},
+            op="container_stop",
+        )
+
+    async def remove_container(self, container_id: str) -> None:
+        await self.request(
+            f"containers/{container_id}",
+            "DELETE",
+            params={"force": "true", "v": "true"},
+            op="container_remove",
+        )
+
+    async def container_events(self) -> AsyncIterator[tuple[str, str]]:
+        """(action, container id) for every container event, until the stream ends.
+
+        The first item is ("subscribed", ""), yielded once Docker has accepted
+        the subscription: a caller can then list without missing anything in
+        between. Each call opens its own stream (aiodocker's single events
+        object serves one filter set), on the unbounded pool.
+        """
+        response = await self._open_stream(
+            "events", "GET", params={"filters": json.dumps({"type": ["container"]})}
+        )
+        try:
+            yield "subscribed", ""
+            async for line in response.content:
+                if not line.strip():
+                    continue
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    continue
+                actor = event.get("Actor") or {}
+                yield str(event.get("Action", "")), str(actor.get("ID") or event.get("id") or "")
+        except (aiohttp.ClientError, OSError) as exc:
+            raise self._unreachable(exc) from exc
+        finally:
+            response.close()
 
     async def exec_create(
         self, container_id: str, cmd: list[str], *, stdin: bool, tty: bool, user: str = ""

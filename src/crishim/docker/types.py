@@ -158,3 +158,78 @@ class ImageDetails:
 class ContainerRef:
     id: str
     name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerState:
+    """Docker's `State`, times as Unix nanoseconds (0 = never)."""
+
+    status: str  # created | running | paused | restarting | removing | exited | dead
+    running: bool
+    exit_code: int
+    oom_killed: bool
+    pid: int
+    error: str
+    started_at_ns: int
+    finished_at_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerInfo:
+    """`GET /containers/{id}/json`, the parts crishim keeps."""
+
+    id: str
+    name: str
+    created_at_ns: int
+    image: str  # as given at create time
+    image_id: str
+    labels: dict[str, str]
+    state: ContainerState
+    hostname: str
+    network_mode: str
+    pid_mode: str
+    ipc_mode: str
+    ip_address: str
+    runtime: str
+    resolv_conf_path: str
+
+
+@dataclass(frozen=True, slots=True)
+class PortBinding:
+    container_port: int
+    protocol: str  # tcp | udp | sctp
+    host_port: int
+    host_ip: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerSpec:
+    """What to create, in crishim's terms; the adapter turns it into Docker's JSON."""
+
+    name: str
+    image: str
+    labels: dict[str, str] = field(default_factory=dict)
+    entrypoint: tuple[str, ...] | None = None
+    cmd: tuple[str, ...] | None = None
+    env: tuple[str, ...] = ()
+    working_dir: str = ""
+    user: str = ""
+    hostname: str = ""
+    dns_servers: tuple[str, ...] = ()
+    dns_search: tuple[str, ...] = ()
+    dns_options: tuple[str, ...] = ()
+    network_mode: str = ""
+    pid_mode: str = ""
+    ipc_mode: str = ""
+    uts_mode: str = ""
+    port_bindings: tuple[PortBinding, ...] = ()
+    cgroup_parent: str = ""
+    sysctls: dict[str, str] = field(default_factory=dict)
+    privileged: bool = False
+    readonly_rootfs: bool = False
+    group_add: tuple[str, ...] = ()
+    security_opt: tuple[str, ...] = ()
+    oom_score_adj: int = 0
+    runtime: str = ""
+    shm_size: int = 0
+    log_max_size: str = ""

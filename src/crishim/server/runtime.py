@@ -1,6 +1,7 @@
 """runtime.v1.RuntimeService.
 
-Implemented so far: Version, Status, RuntimeConfig, UpdateRuntimeConfig.
+Implemented so far: Version, Status, RuntimeConfig, UpdateRuntimeConfig, and
+the sandbox RPCs (server/sandbox.py).
 Every other RPC is inherited from the generated base, which answers
 UNIMPLEMENTED (the code the kubelet treats as "not supported", never UNKNOWN).
 """
@@ -9,11 +10,14 @@ from __future__ import annotations
 
 from crishim.api.runtime import v1 as api
 from crishim.runtime_status import KUBELET_API_VERSION, RuntimeStatus
+from crishim.sandboxes import Sandboxes
+from crishim.server.sandbox import SandboxRPCs
 
 
-class RuntimeService(api.RuntimeServiceBase):
-    def __init__(self, status: RuntimeStatus) -> None:
+class RuntimeService(SandboxRPCs, api.RuntimeServiceBase):
+    def __init__(self, status: RuntimeStatus, sandboxes: Sandboxes) -> None:
         self._status = status
+        self._sandboxes = sandboxes
 
     async def version(self, message: api.VersionRequest) -> api.VersionResponse:
         v = await self._status.version()

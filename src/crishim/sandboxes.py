@@ -1,0 +1,356 @@
+"""Pod sandboxes: one pause container each, holding the pod's namespaces.
+
+RunPodSandbox creates and starts the pause container (pulling the pause image
+if absent) and undoes the create if the start fails. Stop and Remove are
+idempotent, as the CRI requires: an unknown sandbox is already stopped and
+already removed. Reads come from the store.
+
+Networking until CNI lands: hostNetwork pods use the host's network; every
+other pod gets Docker's default bridge, with Docker port bindings for its
+port mappings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+from crishim import errors, labels
+from crishim.docker import DockerClient
+from crishim.docker.types import ContainerSpec, PortBinding, RegistryAuth
+from crishim.images import Images
+from crishim.store import Record, Store
+
+log = structlog.get_logger(__name__)
+
+RUNTIME_HANDLER_LABEL = "io.crishim.runtime-handler"
+DEFAULT_HANDLERS = ("", "docker")
+SANDBOX_STOP_GRACE = 10  # seconds, for the pause and any container still running
+# dockershim's value: the pause container is the last process the OOM killer picks.
+SANDBOX_OOM_SCORE_ADJ = -998
+CAP_SYS_RESOURCE = 24
+UNDO_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """A seccomp or AppArmor choice: runtime/default, unconfined, or localhost + ref."""
+
+    kind: str = "runtime/default"  # runtime/default | unconfined | localhost
+    ref: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PortMapping:
+    protocol: str  # tcp | udp | sctp
+    container_port: int
+    host_port: int
+    host_ip: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxRequest:
+    meta: labels.SandboxMeta
+    hostname: str = ""
+    log_directory: str = ""
+    dns_servers: tuple[str, ...] = ()
+    dns_searches: tuple[str, ...] = ()
+    dns_options: tuple[str, ...] = ()
+    port_mappings: tuple[PortMapping, ...] = ()
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+    cgroup_parent: str = ""
+    sysctls: dict[str, str] = field(default_factory=dict)
+    host_network: bool = False
+    host_pid: bool = False
+    host_ipc: bool = False
+    privileged: bool = False
+    readonly_rootfs: bool = False
+    run_as_user: int | None = None
+    run_as_group: int | None = None
+    supplemental_groups: tuple[int, ...] = ()
+    seccomp: Profile = Profile()
+    apparmor: Profile = Profile()
+    selinux: tuple[tuple[str, str], ...] = ()  # (user|role|type|level, value)
+    runtime_handler: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxView:
+    id: str
+    meta: labels.SandboxMeta
+    ready: bool
+    created_at_ns: int
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    runtime_handler: str
+    ip: str
+    host_network: bool
+    host_pid: bool
+    host_ipc: bool
+    pid: int
+    info: dict[str, object]
+
+
+def negative_oom_score_allowed(status_text: str) -> bool:
+    """Whether the capability bounding set (from /proc/self/status) has CAP_SYS_RESOURCE."""
+    for line in status_text.splitlines():
+        if line.startswith("CapBnd:"):
+            return bool(int(line.split()[1], 16) >> CAP_SYS_RESOURCE & 1)
+    return True
+
+
+def systemd_cgroup_parent(parent: str) -> str:
+    """cgroupfs-style `/kubepods/burstable/pod1` as systemd's `kubepods-burstable-pod1.slice`."""
+    if not parent or parent.endswith(".slice"):
+        return parent
+    parts = [p.replace("-", "_") for p in parent.strip("/").split("/") if p]
+    return "-".join(parts) + ".slice" if parts else ""
+
+
+def resolv_conf(
+    servers: tuple[str, ...], searches: tuple[str, ...], options: tuple[str, ...]
+) -> str:
+    lines = [f"nameserver {s}" for s in servers]
+    if searches:
+        lines.append("search " + " ".join(searches))
+    if options:
+        lines.append("options " + " ".join(options))
+    return "\n".join(lines) + "\n"
+
+
+def _security_opts(request: SandboxRequest, seccomp_json: str) -> tuple[str, ...]:
+    opts = []
+    if request.seccomp.kind == "unconfined":
+        opts.append("seccomp=unconfined")
+    elif request.seccomp.kind == "localhost":
+        opts.append(f"seccomp={seccomp_json}")
+    if request.apparmor.kind == "unconfined":
+        opts.append("apparmor=unconfined")
+    elif request.apparmor.kind == "localhost":
+        opts.append(f"apparmor={request.apparmor.ref}")
+    opts += [f"label={key}:{value}" for key, value in request.selinux if value]
+    return tuple(opts)
+
+
+class Sandboxes:
+    def __init__(
+        self, docker: DockerClient, store: Store, images: Images, *, pause_image: str
+    ) -> None:
+        self.docker = docker
+        self.store = store
+        self.images = images
+        self.pause_image = pause_image
+        self._oom_allowed: bool | None = None
+
+    # -- run ----------------------------------------------------------------
+
+    async def run(self, request: SandboxRequest) -> str:
+        name = labels.sandbox_name(request.meta)
+        if request.run_as_group is not None and request.run_as_user is None:
+            raise errors.InvalidArgument("linux.security_context.run_as_group requires run_as_user")
+        info = await self.docker.info()
+        runtime = self._runtime(request.runtime_handler, info.runtimes)
+        if await self.images.status(self.pause_image) is None:
+            log.info("pause_image_pull", image=self.pause_image)
+            await self.images.pull(self.pause_image, RegistryAuth())
+        spec = await self._spec(request, name, runtime, info.cgroup_driver)
+        try:
+            sandbox_id = await self.docker.create_container(spec)
+        except errors.FailedPrecondition as exc:  # 409: the name is taken
+            raise errors.AlreadyExists(
+                f"a sandbox for pod {request.meta.namespace}/{request.meta.name} "
+                f"attempt {request.meta.attempt} already exists"
+            ) from exc
+        try:
+            await self.docker.start_container(sandbox_id)
+            if request.host_network and (request.dns_servers or request.dns_searches):
+                await self._write_resolv_conf(sandbox_id, request)
+        except BaseException:
+            await self._undo(sandbox_id)
+            raise
+        await self.store.refresh(sandbox_id)
+        log.info("sandbox_started", pod_sandbox_id=sandbox_id, name=name)
+        return sandbox_id
+
+    @staticmethod
+    def _runtime(handler: str, runtimes: tuple[str, ...]) -> str:
+        if handler in DEFAULT_HANDLERS:
+            return ""
+        if handler in runtimes:
+            return handler
+        known = ", ".join(sorted({*DEFAULT_HANDLERS[1:], *runtimes}))
+        raise errors.InvalidArgument(
+            f"runtime_handler {handler!r} is unknown; this node has: {known}"
+        )
+
+    async def _oom_score_adj(self) -> int:
+        if self._oom_allowed is None:
+            status = await asyncio.to_thread(Path("/proc/self/status").read_text)
+            self._oom_allowed = negative_oom_score_allowed(status)
+            if not self._oom_allowed:
+                log.warning(
+                    "oom_score_adj_fallback",
+                    wanted=SANDBOX_OOM_SCORE_ADJ,
+                    using=0,
+                    reason="CAP_SYS_RESOURCE is not in the capability bounding set",
+                )
+        return SANDBOX_OOM_SCORE_ADJ if self._oom_allowed else 0
+
+    async def _spec(
+        self, request: SandboxRequest, name: str, runtime: str, cgroup_driver: str
+    ) -> ContainerSpec:
+        seccomp_json = ""
+        if request.seccomp.kind == "localhost":
+            try:
+                seccomp_json = await asyncio.to_thread(Path(request.seccomp.ref).read_text)
+            except OSError as exc:
+                raise errors.InvalidArgument(
+                    f"seccomp profile {request.seccomp.ref}: {exc.strerror}"
+                ) from None
+        user = ""
+        if request.run_as_user is not None:
+            user = str(request.run_as_user)
+            if request.run_as_group is not None:
+                user += f":{request.run_as_group}"
+        docker_labels = labels.sandbox_labels(request.labels, request.annotations)
+        if request.runtime_handler:
+            docker_labels[RUNTIME_HANDLER_LABEL] = request.runtime_handler
+        cgroup_parent = request.cgroup_parent
+        if cgroup_driver == "systemd":
+            cgroup_parent = systemd_cgroup_parent(cgroup_parent)
+        host = request.host_network
+        return ContainerSpec(
+            name=name,
+            image=self.pause_image,
+            labels=docker_labels,
+            user=user,
+            # Docker refuses a hostname or DNS settings with the host's network;
+            # DNS is then written into the sandbox's resolv.conf after start.
+            hostname="" if host else request.hostname,
+            dns_servers=() if host else request.dns_servers,
+            dns_search=() if host else request.dns_searches,
+            dns_options=() if host else request.dns_options,
+            network_mode="host" if host else "bridge",
+            pid_mode="host" if request.host_pid else "",
+            ipc_mode="host" if request.host_ipc else "shareable",
+            port_bindings=()
+            if host
+            else tuple(
+                PortBinding(p.container_port, p.protocol, p.host_port, p.host_ip)
+                for p in request.port_mappings
+                if p.host_port
+            ),
+            cgroup_parent=cgroup_parent,
+            sysctls=request.sysctls,
+            privileged=request.privileged,
+            readonly_rootfs=request.readonly_rootfs,
+            group_add=tuple(str(g) for g in request.supplemental_groups),
+            security_opt=_security_opts(request, seccomp_json),
+            oom_score_adj=await self._oom_score_adj(),
+            runtime=runtime,
+        )
+
+    async def _write_resolv_conf(self, sandbox_id: str, request: SandboxRequest) -> None:
+        info = await self.docker.inspect_container(sandbox_id)
+        if not info.resolv_conf_path or not self.docker.endpoint.startswith("unix://"):
+            log.warning("resolv_conf_not_written", pod_sandbox_id=sandbox_id)
+            return
+        content = resolv_conf(request.dns_servers, request.dns_searches, request.dns_options)
+        await asyncio.to_thread(Path(info.resolv_conf_path).write_text, content)
+
+    async def _undo(self, sandbox_id: str) -> None:
+        """Remove a half-created sandbox, even if the RPC that created it was cancelled."""
+
+        async def remove() -> None:
+            async with asyncio.timeout(UNDO_TIMEOUT):
+                await self.docker.remove_container(sandbox_id)
+
+        with contextlib.suppress(errors.CrishimError, TimeoutError):
+            await asyncio.shield(remove())
+        await self.store.refresh(sandbox_id)
+
+    # -- stop, remove ---------------------------------------------------------
+
+    def _containers_of(self, sandbox_id: str) -> list[Record]:
+        return [
+            r for r in self.store.records(labels.TYPE_CONTAINER) if r.cri.sandbox_id == sandbox_id
+        ]
+
+    def _sandbox_record(self, sandbox_id: str) -> Record | None:
+        record = self.store.get(sandbox_id)
+        return record if record is not None and record.cri.kind == labels.TYPE_SANDBOX else None
+
+    async def stop(self, sandbox_id: str) -> None:
+        """Stop every container of the pod, then the pause. Unknown: already stopped (CRI)."""
+        record = self._sandbox_record(sandbox_id)
+        if record is None:
+            return
+        members = self._containers_of(record.id)
+        await asyncio.gather(*(self._stop_one(r.id) for r in members))
+        await self._stop_one(record.id)
+        log.info("sandbox_stopped", pod_sandbox_id=record.id, containers=len(members))
+
+    async def _stop_one(self, container_id: str) -> None:
+        with contextlib.suppress(errors.NotFound):
+            await self.docker.stop_container(container_id, SANDBOX_STOP_GRACE)
+        await self.store.refresh(container_id)
+
+    async def remove(self, sandbox_id: str) -> None:
+        """Force-remove the pod's containers and the pause. Unknown: already removed (CRI)."""
+        record = self._sandbox_record(sandbox_id)
+        if record is None:
+            return
+        for member in [*self._containers_of(record.id), record]:
+            with contextlib.suppress(errors.NotFound):
+                await self.docker.remove_container(member.id)
+            await self.store.refresh(member.id)
+        log.info("sandbox_removed", pod_sandbox_id=record.id)
+
+    # -- read ----------------------------------------------------------------
+
+    def view(self, record: Record) -> SandboxView | None:
+        meta = labels.parse_sandbox_name(record.info.name)
+        if meta is None:
+            return None
+        info = record.info
+        handler = record.info.labels.get(RUNTIME_HANDLER_LABEL, "")
+        if not handler and info.runtime not in ("", "runc"):
+            handler = info.runtime
+        cri_labels = {k: v for k, v in record.cri.labels.items() if k != RUNTIME_HANDLER_LABEL}
+        return SandboxView(
+            id=info.id,
+            meta=meta,
+            ready=info.state.running,
+            created_at_ns=info.created_at_ns,
+            labels=cri_labels,
+            annotations=record.cri.annotations,
+            runtime_handler=handler,
+            ip="" if info.network_mode == "host" else info.ip_address,
+            host_network=info.network_mode == "host",
+            host_pid=info.pid_mode == "host",
+            host_ipc=info.ipc_mode == "host",
+            pid=info.state.pid,
+            info={
+                "pid": info.state.pid,
+                "image": info.image,
+                "name": info.name,
+                "networkMode": info.network_mode,
+                "status": info.state.status,
+            },
+        )
+
+    def get(self, sandbox_id: str) -> SandboxView:
+        record = self._sandbox_record(sandbox_id)
+        view = self.view(record) if record is not None else None
+        if view is None:
+            raise errors.NotFound(f"pod sandbox {sandbox_id!r} not found")
+        return view
+
+    def list(self) -> list[SandboxView]:
+        views = (self.view(r) for r in self.store.records(labels.TYPE_SANDBOX))
+        return [v for v in views if v is not None]

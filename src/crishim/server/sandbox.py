@@ -1,0 +1,172 @@
+"""RunPodSandbox, StopPodSandbox, RemovePodSandbox, PodSandboxStatus, ListPodSandbox."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from crishim import errors, labels
+from crishim.api.runtime import v1 as api
+from crishim.sandboxes import PortMapping, Profile, Sandboxes, SandboxRequest, SandboxView
+
+_PROTOCOLS = {api.Protocol.TCP: "tcp", api.Protocol.UDP: "udp", api.Protocol.SCTP: "sctp"}
+_PROFILE_KINDS = {
+    api.SecurityProfileProfileType.RuntimeDefault: "runtime/default",
+    api.SecurityProfileProfileType.Unconfined: "unconfined",
+    api.SecurityProfileProfileType.Localhost: "localhost",
+}
+
+
+def _profile(profile: api.SecurityProfile | None, legacy: str) -> Profile:
+    """The typed profile, or the deprecated string form ("localhost/<ref>", "unconfined", ...)."""
+    if profile is not None:
+        return Profile(_PROFILE_KINDS[profile.profile_type], profile.localhost_ref)
+    if legacy.startswith("localhost/"):
+        return Profile("localhost", legacy.removeprefix("localhost/"))
+    if legacy == "unconfined":
+        return Profile("unconfined")
+    return Profile()
+
+
+def sandbox_request(message: api.RunPodSandboxRequest) -> SandboxRequest:
+    config = message.config
+    if config is None or config.metadata is None:
+        raise errors.InvalidArgument("config.metadata is required")
+    m = config.metadata
+    linux = config.linux or api.LinuxPodSandboxConfig()
+    sc = linux.security_context or api.LinuxSandboxSecurityContext()
+    ns = sc.namespace_options or api.NamespaceOption()
+    dns = config.dns_config or api.DNSConfig()
+    for p in config.port_mappings:
+        if not 0 < p.container_port < 65536 or not 0 <= p.host_port < 65536:
+            raise errors.InvalidArgument(f"config.port_mappings: invalid port in {p}")
+    return SandboxRequest(
+        meta=labels.SandboxMeta(m.name, m.namespace, m.uid, m.attempt),
+        hostname=config.hostname,
+        log_directory=config.log_directory,
+        dns_servers=tuple(dns.servers),
+        dns_searches=tuple(dns.searches),
+        dns_options=tuple(dns.options),
+        port_mappings=tuple(
+            PortMapping(_PROTOCOLS[p.protocol], p.container_port, p.host_port, p.host_ip)
+            for p in config.port_mappings
+        ),
+        labels=dict(config.labels),
+        annotations=dict(config.annotations),
+        cgroup_parent=linux.cgroup_parent,
+        sysctls=dict(linux.sysctls),
+        host_network=ns.network == api.NamespaceMode.NODE,
+        host_pid=ns.pid == api.NamespaceMode.NODE,
+        host_ipc=ns.ipc == api.NamespaceMode.NODE,
+        privileged=sc.privileged,
+        readonly_rootfs=sc.readonly_rootfs,
+        run_as_user=sc.run_as_user.value if sc.run_as_user is not None else None,
+        run_as_group=sc.run_as_group.value if sc.run_as_group is not None else None,
+        supplemental_groups=tuple(sc.supplemental_groups),
+        seccomp=_profile(sc.seccomp, sc.seccomp_profile_path),
+        apparmor=_profile(sc.apparmor, ""),
+        selinux=tuple(
+            (k, getattr(sc.selinux_options, k)) for k in ("user", "role", "type", "level")
+        )
+        if sc.selinux_options is not None
+        else (),
+        runtime_handler=message.runtime_handler,
+    )
+
+
+def _metadata(view: SandboxView) -> api.PodSandboxMetadata:
+    m = view.meta
+    return api.PodSandboxMetadata(name=m.name, uid=m.uid, namespace=m.namespace, attempt=m.attempt)
+
+
+def _state(view: SandboxView) -> api.PodSandboxState:
+    return api.PodSandboxState.SANDBOX_READY if view.ready else api.PodSandboxState.SANDBOX_NOTREADY
+
+
+def _matches(view: SandboxView, f: api.PodSandboxFilter | None) -> bool:
+    if f is None:
+        return True
+    if f.id and not view.id.startswith(f.id):
+        return False
+    if f.state is not None and _state(view) != f.state.state:
+        return False
+    return all(view.labels.get(k) == v for k, v in f.label_selector.items())
+
+
+class SandboxRPCs:
+    """The sandbox part of RuntimeService (mixed into it)."""
+
+    _sandboxes: Sandboxes
+
+    async def run_pod_sandbox(self, message: api.RunPodSandboxRequest) -> api.RunPodSandboxResponse:
+        return api.RunPodSandboxResponse(
+            pod_sandbox_id=await self._sandboxes.run(sandbox_request(message))
+        )
+
+    async def stop_pod_sandbox(
+        self, message: api.StopPodSandboxRequest
+    ) -> api.StopPodSandboxResponse:
+        if not message.pod_sandbox_id:
+            raise errors.InvalidArgument("pod_sandbox_id is required")
+        await self._sandboxes.stop(message.pod_sandbox_id)
+        return api.StopPodSandboxResponse()
+
+    async def remove_pod_sandbox(
+        self, message: api.RemovePodSandboxRequest
+    ) -> api.RemovePodSandboxResponse:
+        if not message.pod_sandbox_id:
+            raise errors.InvalidArgument("pod_sandbox_id is required")
+        await self._sandboxes.remove(message.pod_sandbox_id)
+        return api.RemovePodSandboxResponse()
+
+    async def pod_sandbox_status(
+        self, message: api.PodSandboxStatusRequest
+    ) -> api.PodSandboxStatusResponse:
+        if not message.pod_sandbox_id:
+            raise errors.InvalidArgument("pod_sandbox_id is required")
+        view = self._sandboxes.get(message.pod_sandbox_id)
+        node, pod, container = (
+            api.NamespaceMode.NODE,
+            api.NamespaceMode.POD,
+            api.NamespaceMode.CONTAINER,
+        )
+        status = api.PodSandboxStatus(
+            id=view.id,
+            metadata=_metadata(view),
+            state=_state(view),
+            created_at=view.created_at_ns,
+            network=None if view.host_network else api.PodSandboxNetworkStatus(ip=view.ip),
+            linux=api.LinuxPodSandboxStatus(
+                namespaces=api.Namespace(
+                    options=api.NamespaceOption(
+                        network=node if view.host_network else pod,
+                        pid=node if view.host_pid else container,
+                        ipc=node if view.host_ipc else pod,
+                    )
+                )
+            ),
+            labels=view.labels,
+            annotations=view.annotations,
+            runtime_handler=view.runtime_handler,
+        )
+        info = {"info": json.dumps(view.info)} if message.verbose else {}
+        return api.PodSandboxStatusResponse(status=status, info=info, timestamp=time.time_ns())
+
+    async def list_pod_sandbox(
+        self, message: api.ListPodSandboxRequest
+    ) -> api.ListPodSandboxResponse:
+        return api.ListPodSandboxResponse(
+            items=[
+                api.PodSandbox(
+                    id=v.id,
+                    metadata=_metadata(v),
+                    state=_state(v),
+                    created_at=v.created_at_ns,
+                    labels=v.labels,
+                    annotations=v.annotations,
+                    runtime_handler=v.runtime_handler,
+                )
+                for v in self._sandboxes.list()
+                if _matches(v, message.filter)
+            ]
+        )

@@ -1,0 +1,145 @@
+"""Store: List* and *Status read here; Docker is still the source of truth.
+
+Filled by a full list at start, kept by Docker's event stream, and filled
+again (resync) whenever that stream has to reconnect. An entry is never
+patched from an event's content: every change is a fresh inspect of the
+container. Each inspect takes a sequence number when it starts, and a result
+is applied only if no inspect that started later has been applied already, so
+a slow answer never overwrites a newer one; events that arrive twice or out
+of order just cause one more inspect.
+
+Writers (RunPodSandbox, StopPodSandbox, ...) call `refresh(id)` after their
+Docker call returns, before answering: a caller never reads a state older
+than a write it has seen completed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from dataclasses import dataclass
+
+import structlog
+
+from crishim import errors, labels
+from crishim.docker import DockerClient
+from crishim.docker.types import ContainerInfo
+
+log = structlog.get_logger(__name__)
+
+RECONNECT_DELAYS = (0.5, 1, 2, 5)  # seconds, then every 5 s
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One CRI object: the Docker container and what its labels say."""
+
+    info: ContainerInfo
+    cri: labels.CriLabels
+    seq: int
+
+    @property
+    def id(self) -> str:
+        return self.info.id
+
+
+class Store:
+    def __init__(self, docker: DockerClient) -> None:
+        self._docker = docker
+        self._records: dict[str, Record] = {}
+        self._applied: dict[str, int] = {}  # id -> seq of the newest applied (or deletion)
+        self._seq = itertools.count(1)
+        self._events: asyncio.Task[None] | None = None
+        self.synced = asyncio.Event()
+
+    # -- reading ------------------------------------------------------------
+
+    def get(self, id_or_prefix: str) -> Record | None:
+        """By full ID, or by a prefix that names exactly one object (as crictl allows)."""
+        record = self._records.get(id_or_prefix)
+        if record is not None or len(id_or_prefix) < 6:
+            return record
+        matches = [r for i, r in self._records.items() if i.startswith(id_or_prefix)]
+        return matches[0] if len(matches) == 1 else None
+
+    def records(self, kind: str) -> list[Record]:
+        return [r for r in self._records.values() if r.cri.kind == kind]
+
+    # -- writing --------------------------------------------------------------
+
+    async def refresh(self, container_id: str) -> Record | None:
+        """Inspect `container_id` now and apply the result (None: it is gone)."""
+        seq = next(self._seq)
+        try:
+            info = await self._docker.inspect_container(container_id)
+        except errors.NotFound:
+            self._apply_gone(container_id, seq)
+            return None
+        return self._apply(info, seq)
+
+    def _apply(self, info: ContainerInfo, seq: int) -> Record | None:
+        if self._applied.get(info.id, 0) > seq:
+            return self._records.get(info.id)  # a newer inspect already landed
+        self._applied[info.id] = seq
+        cri = labels.read(info.labels)
+        if not cri.kind:
+            self._records.pop(info.id, None)
+            return None
+        record = Record(info=info, cri=cri, seq=seq)
+        self._records[info.id] = record
+        return record
+
+    def _apply_gone(self, container_id: str, seq: int) -> None:
+        for known in [i for i in self._records if i.startswith(container_id)]:
+            if self._applied.get(known, 0) <= seq:
+                self._records.pop(known, None)
+                self._applied[known] = seq
+
+    async def resync(self) -> None:
+        """Rebuild from a full list: what the event stream may have missed."""
+        seq = next(self._seq)
+        ids = await self._docker.list_container_ids(labels.TYPE_LABEL)
+        for stale in set(self._records) - set(ids):
+            self._apply_gone(stale, seq)
+        for container_id in ids:
+            await self.refresh(container_id)
+        log.info("store_synced", objects=len(self._records))
+
+    # -- the event stream ---------------------------------------------------------
+
+    async def start(self) -> None:
+        """Follow Docker's events (resyncing on every connect) until close()."""
+        self._events = asyncio.create_task(self._follow(), name="store-events")
+
+    async def close(self) -> None:
+        if self._events is not None:
+            self._events.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._events
+            self._events = None
+
+    async def _follow(self) -> None:
+        for attempt in itertools.count():
+            try:
+                events = self._docker.container_events()
+                await anext(events)  # subscribed: list now, and nothing is missed
+                await self.resync()
+                self.synced.set()
+                attempt = 0
+                async for _action, container_id in events:
+                    if container_id:
+                        await self.refresh(container_id)
+                raise errors.Unavailable("docker closed the event stream")
+            except asyncio.CancelledError:
+                raise
+            except (errors.CrishimError, StopAsyncIteration) as exc:
+                delay = RECONNECT_DELAYS[min(attempt, len(RECONNECT_DELAYS) - 1)]
+                log.warning(
+                    "store_events_lost", error=str(exc) or type(exc).__name__, retry_s=delay
+                )
+                self.synced.clear()
+                await asyncio.sleep(delay)
+            except Exception:
+                log.exception("store_events_failed")
+                await asyncio.sleep(RECONNECT_DELAYS[-1])

@@ -21,6 +21,7 @@ from grpclib.server import Server
 
 from crishim import errors, metrics, sdnotify
 from crishim.config import Config, split_host_port
+from crishim.containers import Containers
 from crishim.docker import DockerClient
 from crishim.images import Images
 from crishim.listen import open_listener
@@ -81,8 +82,9 @@ async def serve(config: Config) -> int:
         except TimeoutError:
             log.warning("store_not_synced_at_start")
     sandboxes = Sandboxes(docker, store, images, pause_image=config.pause_image)
+    containers = Containers(docker, store, sandboxes)
     server = Server(
-        [RuntimeService(status, sandboxes), ImageService(images)],
+        [RuntimeService(status, sandboxes, containers), ImageService(images)],
         codec=CriCodec(config.max_request_bytes),
     )
     instrument.attach(server, inflight)

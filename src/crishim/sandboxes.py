@@ -93,6 +93,7 @@ class SandboxView:
     host_pid: bool
     host_ipc: bool
     pid: int
+    docker_runtime: str  # what the pod's containers must run with too
     info: dict[str, object]
 
 
@@ -188,7 +189,7 @@ class Sandboxes:
             f"runtime_handler {handler!r} is unknown; this node has: {known}"
         )
 
-    async def _oom_score_adj(self) -> int:
+    async def oom_score_adj(self) -> int:
         if self._oom_allowed is None:
             status = await asyncio.to_thread(Path("/proc/self/status").read_text)
             self._oom_allowed = negative_oom_score_allowed(status)
@@ -251,7 +252,7 @@ class Sandboxes:
             readonly_rootfs=request.readonly_rootfs,
             group_add=tuple(str(g) for g in request.supplemental_groups),
             security_opt=_security_opts(request, seccomp_json),
-            oom_score_adj=await self._oom_score_adj(),
+            oom_score_adj=await self.oom_score_adj(),
             runtime=runtime,
         )
 
@@ -335,6 +336,7 @@ class Sandboxes:
             host_pid=info.pid_mode == "host",
             host_ipc=info.ipc_mode == "host",
             pid=info.state.pid,
+            docker_runtime="" if info.runtime == "runc" else info.runtime,
             info={
                 "pid": info.state.pid,
                 "image": info.image,

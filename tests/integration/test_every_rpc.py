@@ -24,6 +24,13 @@ IMPLEMENTED = {
         "StopPodSandbox": INVALID,  # an id is required
         "RemovePodSandbox": INVALID,
         "PodSandboxStatus": INVALID,
+        "ListContainers": OK,
+        "CreateContainer": INVALID,  # sandbox id, metadata and image are required
+        "StartContainer": INVALID,  # an id is required
+        "StopContainer": INVALID,
+        "RemoveContainer": INVALID,
+        "ContainerStatus": INVALID,
+        "UpdateContainerResources": INVALID,
     },
     "ImageService": {
         "ListImages": OK,

@@ -198,12 +198,14 @@ def test_metrics_count_rpcs_and_time_docker_calls(dockerd, crishim_factory, offi
         for _ in range(3):
             client.runtime.Version(client.pb.VersionRequest(), timeout=10)
         with pytest.raises(grpc.RpcError):
-            client.runtime.ListContainers(client.pb.ListContainersRequest(), timeout=10)
+            client.runtime.ContainerStatus(
+                client.pb.ContainerStatusRequest(container_id="f" * 64), timeout=10
+            )
     finally:
         client.close()
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
     assert 'crishim_rpc_total{code="OK",method="Version"} 3.0' in text
-    assert 'crishim_rpc_total{code="UNIMPLEMENTED",method="ListContainers"} 1.0' in text
+    assert 'crishim_rpc_total{code="NOT_FOUND",method="ContainerStatus"} 1.0' in text
     assert 'crishim_rpc_duration_seconds_count{method="Version"} 3.0' in text
     assert 'crishim_docker_request_duration_seconds_count{operation="version"}' in text
 
@@ -220,7 +222,8 @@ def test_one_log_event_per_rpc_with_method_code_duration_and_ids(
     events = [e for e in crishim.events() if e.get("event") == "rpc"]
     status = [e for e in events if e["rpc"] == "ContainerStatus"][-1]
     assert status["container_id"] == "c0ffee"
-    assert status["code"] == "UNIMPLEMENTED"
+    assert status["code"] == "NOT_FOUND"
+    assert status["level"] == "warning", "client errors log at warning"
     assert isinstance(status["duration_ms"], float)
     update = [e for e in events if e["rpc"] == "UpdateRuntimeConfig" and e["code"] == "OK"][-1]
     assert update["level"] == "info", "mutating calls log at info"

@@ -44,6 +44,7 @@ from crishim.docker.types import (
     ImageDetails,
     ImageListEntry,
     LogChunk,
+    MountInfo,
     NetworkState,
     PullProgress,
     RegistryAuth,
@@ -114,10 +115,24 @@ def _create_body(spec: ContainerSpec) -> JSON:
             "Config": {"max-size": spec.log_max_size} if spec.log_max_size else {},
         },
     }
+    if spec.log_max_file:
+        host["LogConfig"]["Config"]["max-file"] = str(spec.log_max_file)
     if spec.runtime:
         host["Runtime"] = spec.runtime
     if spec.shm_size:
         host["ShmSize"] = spec.shm_size
+    host["Binds"] = list(spec.binds)
+    host["Devices"] = [
+        {"PathOnHost": h, "PathInContainer": c, "CgroupPermissions": perms or "rwm"}
+        for h, c, perms in spec.devices
+    ]
+    host["CapAdd"] = list(spec.cap_add)
+    host["CapDrop"] = list(spec.cap_drop)
+    if spec.masked_paths is not None:
+        host["MaskedPaths"] = list(spec.masked_paths)
+    if spec.readonly_paths is not None:
+        host["ReadonlyPaths"] = list(spec.readonly_paths)
+    host.update(_resources_body(spec.resources))
     body: JSON = {
         "Image": spec.image,
         "Labels": spec.labels,
@@ -128,10 +143,38 @@ def _create_body(spec: ContainerSpec) -> JSON:
         "ExposedPorts": {key: {} for key in bindings},
         "HostConfig": host,
     }
+    if spec.tty or spec.open_stdin:
+        body.update(
+            Tty=spec.tty,
+            OpenStdin=spec.open_stdin,
+            StdinOnce=spec.stdin_once,
+            AttachStdin=spec.open_stdin,
+            AttachStdout=True,
+            AttachStderr=True,
+        )
+    if spec.stop_signal:
+        body["StopSignal"] = spec.stop_signal
     if spec.entrypoint is not None:
         body["Entrypoint"] = list(spec.entrypoint)
     if spec.cmd is not None:
         body["Cmd"] = list(spec.cmd)
+    return body
+
+
+def _resources_body(res: Resources) -> JSON:
+    """Docker's resource fields for the ones set (zero or empty = left as they are)."""
+    body: JSON = {}
+    for key, value in (
+        ("CpuPeriod", res.cpu_period),
+        ("CpuQuota", res.cpu_quota),
+        ("CpuShares", res.cpu_shares),
+        ("Memory", res.memory_limit_in_bytes),
+        ("MemorySwap", res.memory_swap_limit_in_bytes),
+        ("CpusetCpus", res.cpuset_cpus),
+        ("CpusetMems", res.cpuset_mems),
+    ):
+        if value:
+            body[key] = value
     return body
 
 
@@ -172,6 +215,29 @@ def _container_info(raw: JSON) -> ContainerInfo:
         ip_address=str(ip or ""),
         runtime=str(host.get("Runtime", "")),
         resolv_conf_path=str(raw.get("ResolvConfPath", "")),
+        user=str(config.get("User") or ""),
+        tty=bool(config.get("Tty")),
+        open_stdin=bool(config.get("OpenStdin")),
+        stop_signal=str(config.get("StopSignal") or ""),
+        mounts=tuple(
+            MountInfo(
+                source=str(m.get("Source", "")),
+                destination=str(m.get("Destination", "")),
+                read_only=not m.get("RW", True),
+                propagation=str(m.get("Propagation", "")),
+            )
+            for m in raw.get("Mounts") or ()
+        ),
+        resources=Resources(
+            cpu_period=int(host.get("CpuPeriod") or 0),
+            cpu_quota=int(host.get("CpuQuota") or 0),
+            cpu_shares=int(host.get("CpuShares") or 0),
+            memory_limit_in_bytes=int(host.get("Memory") or 0),
+            memory_swap_limit_in_bytes=int(host.get("MemorySwap") or 0),
+            cpuset_cpus=str(host.get("CpusetCpus") or ""),
+            cpuset_mems=str(host.get("CpusetMems") or ""),
+        ),
+        oom_score_adj=int(host.get("OomScoreAdj") or 0),
     )
 
 
@@ -420,20 +486,11 @@ class DockerClient:
 
     async def update_container(self, container_id: str, res: Resources) -> None:
         """`POST /containers/{id}/update` (not in aiodocker). Zero fields are left unchanged."""
-        body: JSON = {}
-        for key, value in (
-            ("CpuPeriod", res.cpu_period),
-            ("CpuQuota", res.cpu_quota),
-            ("CpuShares", res.cpu_shares),
-            ("Memory", res.memory_limit_in_bytes),
-            ("MemorySwap", res.memory_swap_limit_in_bytes),
-            ("CpusetCpus", res.cpuset_cpus),
-            ("CpusetMems", res.cpuset_mems),
-        ):
-            if value:
-                body[key] = value
         await self.request(
-            f"containers/{container_id}/update", "POST", body=body, op="container_update"
+            f"containers/{container_id}/update",
+            "POST",
+            body=_resources_body(res),
+            op="container_update",
         )
 
     async def stats_once(self, container_id: str) -> StatsSample:

@@ -175,6 +175,14 @@ class ContainerState:
 
 
 @dataclass(frozen=True, slots=True)
+class MountInfo:
+    source: str
+    destination: str
+    read_only: bool
+    propagation: str  # rprivate | rslave | rshared | ...
+
+
+@dataclass(frozen=True, slots=True)
 class ContainerInfo:
     """`GET /containers/{id}/json`, the parts crishim keeps."""
 
@@ -192,6 +200,13 @@ class ContainerInfo:
     ip_address: str
     runtime: str
     resolv_conf_path: str
+    user: str = ""
+    tty: bool = False
+    open_stdin: bool = False
+    stop_signal: str = ""
+    mounts: tuple[MountInfo, ...] = ()
+    resources: Resources = Resources()
+    oom_score_adj: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,3 +248,15 @@ class ContainerSpec:
     runtime: str = ""
     shm_size: int = 0
     log_max_size: str = ""
+    log_max_file: int = 0
+    binds: tuple[str, ...] = ()  # host:container[:options], as Docker's Binds
+    devices: tuple[tuple[str, str, str], ...] = ()  # (host, container, permissions)
+    cap_add: tuple[str, ...] = ()
+    cap_drop: tuple[str, ...] = ()
+    masked_paths: tuple[str, ...] | None = None  # None: Docker's defaults
+    readonly_paths: tuple[str, ...] | None = None
+    resources: Resources = Resources()
+    tty: bool = False
+    open_stdin: bool = False
+    stdin_once: bool = False
+    stop_signal: str = ""

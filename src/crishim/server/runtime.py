@@ -1,7 +1,8 @@
 """runtime.v1.RuntimeService.
 
 Implemented so far: Version, Status, RuntimeConfig, UpdateRuntimeConfig, and
-the sandbox RPCs (server/sandbox.py).
+the sandbox RPCs (server/sandbox.py) and the container lifecycle RPCs
+(server/container.py).
 Every other RPC is inherited from the generated base, which answers
 UNIMPLEMENTED (the code the kubelet treats as "not supported", never UNKNOWN).
 """
@@ -9,15 +10,18 @@ UNIMPLEMENTED (the code the kubelet treats as "not supported", never UNKNOWN).
 from __future__ import annotations
 
 from crishim.api.runtime import v1 as api
+from crishim.containers import Containers
 from crishim.runtime_status import KUBELET_API_VERSION, RuntimeStatus
 from crishim.sandboxes import Sandboxes
+from crishim.server.container import ContainerRPCs
 from crishim.server.sandbox import SandboxRPCs
 
 
-class RuntimeService(SandboxRPCs, api.RuntimeServiceBase):
-    def __init__(self, status: RuntimeStatus, sandboxes: Sandboxes) -> None:
+class RuntimeService(SandboxRPCs, ContainerRPCs, api.RuntimeServiceBase):
+    def __init__(self, status: RuntimeStatus, sandboxes: Sandboxes, containers: Containers) -> None:
         self._status = status
         self._sandboxes = sandboxes
+        self._containers = containers
 
     async def version(self, message: api.VersionRequest) -> api.VersionResponse:
         v = await self._status.version()

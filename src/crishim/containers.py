@@ -1,0 +1,319 @@
+"""Containers of a pod: created into their sandbox's namespaces, read from the store.
+
+A container joins its sandbox's network and IPC namespaces (Docker's
+`container:<sandbox id>` modes) and its PID namespace as the request says.
+Its output goes to Docker's json-file log, the durable buffer the CRI log
+follower (crishim.logs) reads from. Stop and Remove are idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+from crishim import errors, labels
+from crishim.docker import DockerClient
+from crishim.docker.types import ContainerSpec, Resources
+from crishim.sandboxes import Profile, Sandboxes, systemd_cgroup_parent
+from crishim.store import Record, Store
+
+log = structlog.get_logger(__name__)
+
+# Docker's json-file log is the buffer between a container and its CRI log file:
+# big enough to cover a crishim restart, bounded so a chatty container cannot fill the disk.
+LOG_MAX_SIZE = "50m"
+LOG_MAX_FILE = 2
+_PROPAGATION = {"private": "rprivate", "host_to_container": "rslave", "bidirectional": "rshared"}
+
+
+@dataclass(frozen=True, slots=True)
+class MountRequest:
+    host_path: str
+    container_path: str
+    readonly: bool = False
+    propagation: str = "private"  # private | host_to_container | bidirectional
+    selinux_relabel: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerRequest:
+    sandbox_id: str
+    meta: labels.ContainerMeta
+    image: str
+    command: tuple[str, ...] = ()
+    args: tuple[str, ...] = ()
+    working_dir: str = ""
+    envs: tuple[tuple[str, str], ...] = ()
+    mounts: tuple[MountRequest, ...] = ()
+    devices: tuple[tuple[str, str, str], ...] = ()
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+    log_directory: str = ""
+    log_path: str = ""
+    stdin: bool = False
+    stdin_once: bool = False
+    tty: bool = False
+    resources: Resources = field(default_factory=Resources)
+    oom_score_adj: int = 0
+    cgroup_parent: str = ""
+    pid_mode: str = "pod"  # pod | container | node | target
+    target_id: str = ""
+    privileged: bool = False
+    run_as_user: int | None = None
+    run_as_group: int | None = None
+    run_as_username: str = ""
+    supplemental_groups: tuple[int, ...] = ()
+    readonly_rootfs: bool = False
+    cap_add: tuple[str, ...] = ()
+    cap_drop: tuple[str, ...] = ()
+    no_new_privs: bool = False
+    masked_paths: tuple[str, ...] | None = None
+    readonly_paths: tuple[str, ...] | None = None
+    seccomp: Profile = field(default_factory=Profile)
+    apparmor: Profile = field(default_factory=Profile)
+    selinux: tuple[tuple[str, str], ...] = ()
+    stop_signal: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerView:
+    id: str
+    sandbox_id: str
+    meta: labels.ContainerMeta
+    state: str  # created | running | exited | unknown
+    created_at_ns: int
+    started_at_ns: int
+    finished_at_ns: int
+    exit_code: int
+    reason: str
+    message: str
+    image: str
+    image_id: str
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    log_path: str
+    record: Record
+
+
+def state_of(status: str) -> str:
+    if status in ("running", "paused", "restarting"):
+        return "running"
+    if status == "created":
+        return "created"
+    if status in ("exited", "dead"):
+        return "exited"
+    return "unknown"
+
+
+def _user(request: ContainerRequest) -> str:
+    if request.run_as_username and request.run_as_user is not None:
+        raise errors.InvalidArgument("run_as_user and run_as_username are mutually exclusive")
+    user = request.run_as_username or (
+        str(request.run_as_user) if request.run_as_user is not None else ""
+    )
+    if request.run_as_group is not None:
+        if not user:
+            raise errors.InvalidArgument("run_as_group requires run_as_user or run_as_username")
+        user += f":{request.run_as_group}"
+    return user
+
+
+def _bind(mount: MountRequest, source: str) -> str:
+    options = ["ro" if mount.readonly else "rw", _PROPAGATION[mount.propagation]]
+    if mount.selinux_relabel:
+        options.append("Z")
+    return f"{source}:{mount.container_path}:{','.join(options)}"
+
+
+def _resolve_sources(mounts: tuple[MountRequest, ...]) -> list[str]:
+    """Real host paths (symlinks followed); a missing one is an error (CRI)."""
+    sources = []
+    for mount in mounts:
+        if not os.path.exists(mount.host_path):
+            raise errors.InvalidArgument(f"mount host path {mount.host_path} does not exist")
+        sources.append(os.path.realpath(mount.host_path))
+    return sources
+
+
+class Containers:
+    def __init__(self, docker: DockerClient, store: Store, sandboxes: Sandboxes) -> None:
+        self.docker = docker
+        self.store = store
+        self.sandboxes = sandboxes
+
+    async def create(self, request: ContainerRequest) -> str:
+        sandbox = self.sandboxes.get(request.sandbox_id)  # NotFound for unknown sandboxes
+        labels.validate_container(request.meta)
+        if not request.image:
+            raise errors.InvalidArgument("config.image.image is required")
+        name = labels.container_name(sandbox.meta, request.meta)
+        sources = await asyncio.to_thread(_resolve_sources, request.mounts)
+        pid_mode = {
+            "pod": f"container:{sandbox.id}",
+            "container": "",
+            "node": "host",
+            "target": f"container:{request.target_id}",
+        }[request.pid_mode]
+        if request.pid_mode == "target" and not request.target_id:
+            raise errors.InvalidArgument("namespace_options.target_id is required for TARGET")
+        info = await self.docker.info()
+        cgroup_parent = request.cgroup_parent
+        if info.cgroup_driver == "systemd":
+            cgroup_parent = systemd_cgroup_parent(cgroup_parent)
+        oom = request.oom_score_adj
+        if oom < 0 and await self.sandboxes.oom_score_adj() == 0:
+            oom = 0  # the host cannot lower OOM scores (see the sandbox's warning)
+        security = await asyncio.to_thread(_security, request)  # may read a seccomp file
+        spec = ContainerSpec(
+            name=name,
+            image=request.image,
+            labels=labels.container_labels(
+                request.labels,
+                request.annotations,
+                sandbox_id=sandbox.id,
+                log_directory=request.log_directory,
+                log_path=request.log_path,
+            ),
+            entrypoint=request.command or None,
+            cmd=request.args or None,
+            env=tuple(f"{k}={v}" for k, v in request.envs),
+            working_dir=request.working_dir,
+            user=_user(request),
+            network_mode=f"container:{sandbox.id}",
+            ipc_mode=f"container:{sandbox.id}",
+            pid_mode=pid_mode,
+            cgroup_parent=cgroup_parent,
+            privileged=request.privileged,
+            readonly_rootfs=request.readonly_rootfs,
+            group_add=tuple(str(g) for g in request.supplemental_groups),
+            security_opt=security,
+            oom_score_adj=oom,
+            runtime=sandbox.docker_runtime,
+            log_max_size=LOG_MAX_SIZE,
+            log_max_file=LOG_MAX_FILE,
+            binds=tuple(_bind(m, src) for m, src in zip(request.mounts, sources, strict=True)),
+            devices=request.devices,
+            cap_add=request.cap_add,
+            cap_drop=request.cap_drop,
+            masked_paths=request.masked_paths,
+            readonly_paths=request.readonly_paths,
+            resources=request.resources,
+            tty=request.tty,
+            open_stdin=request.stdin,
+            stdin_once=request.stdin_once,
+            stop_signal=request.stop_signal,
+        )
+        try:
+            container_id = await self.docker.create_container(spec)
+        except errors.FailedPrecondition as exc:  # 409: the name is taken
+            raise errors.AlreadyExists(
+                f"container {request.meta.name} attempt {request.meta.attempt} "
+                f"already exists in sandbox {sandbox.id[:12]}"
+            ) from exc
+        if request.log_directory and request.log_path:
+            log_file = Path(request.log_directory, request.log_path)
+            await asyncio.to_thread(log_file.parent.mkdir, parents=True, exist_ok=True)
+        await self.store.refresh(container_id)
+        log.info("container_created", container_id=container_id, name=name)
+        return container_id
+
+    def _record(self, container_id: str) -> Record | None:
+        record = self.store.get(container_id)
+        return record if record is not None and record.cri.kind == labels.TYPE_CONTAINER else None
+
+    def get(self, container_id: str) -> ContainerView:
+        record = self._record(container_id)
+        view = self.view(record) if record is not None else None
+        if view is None:
+            raise errors.NotFound(f"container {container_id!r} not found")
+        return view
+
+    async def start(self, container_id: str) -> None:
+        view = self.get(container_id)
+        await self.docker.start_container(view.id)
+        await self.store.refresh(view.id)
+
+    async def stop(self, container_id: str, timeout_s: int) -> None:
+        """Signal, wait `timeout_s`, kill. Unknown or stopped: nothing to do (CRI)."""
+        record = self._record(container_id)
+        if record is None:
+            return
+        with contextlib.suppress(errors.NotFound):
+            await self.docker.stop_container(record.id, max(0, timeout_s))
+        await self.store.refresh(record.id)
+
+    async def remove(self, container_id: str) -> None:
+        record = self._record(container_id)
+        if record is None:
+            return
+        with contextlib.suppress(errors.NotFound):
+            await self.docker.remove_container(record.id)
+        await self.store.refresh(record.id)
+
+    async def update_resources(self, container_id: str, resources: Resources) -> None:
+        view = self.get(container_id)
+        await self.docker.update_container(view.id, resources)
+        await self.store.refresh(view.id)
+
+    def view(self, record: Record) -> ContainerView | None:
+        meta = labels.parse_container_name(record.info.name)
+        if meta is None:
+            return None
+        info = record.info
+        state = state_of(info.state.status)
+        reason = ""
+        if state == "exited":
+            if info.state.oom_killed:
+                reason = "OOMKilled"
+            else:
+                reason = "Completed" if info.state.exit_code == 0 else "Error"
+        return ContainerView(
+            id=info.id,
+            sandbox_id=record.cri.sandbox_id,
+            meta=meta,
+            state=state,
+            created_at_ns=info.created_at_ns,
+            started_at_ns=info.state.started_at_ns,
+            finished_at_ns=info.state.finished_at_ns,
+            exit_code=info.state.exit_code,
+            reason=reason,
+            message=info.state.error,
+            image=info.image,
+            image_id=info.image_id,
+            labels=record.cri.labels,
+            annotations=record.cri.annotations,
+            log_path=record.cri.log_path,
+            record=record,
+        )
+
+    def list(self) -> list[ContainerView]:
+        views = (self.view(r) for r in self.store.records(labels.TYPE_CONTAINER))
+        return [v for v in views if v is not None]
+
+
+def _security(request: ContainerRequest) -> tuple[str, ...]:
+    opts = []
+    if request.privileged:
+        return ()
+    if request.seccomp.kind == "unconfined":
+        opts.append("seccomp=unconfined")
+    elif request.seccomp.kind == "localhost":
+        try:
+            opts.append("seccomp=" + Path(request.seccomp.ref).read_text())
+        except OSError as exc:
+            raise errors.InvalidArgument(
+                f"seccomp profile {request.seccomp.ref}: {exc.strerror}"
+            ) from None
+    if request.apparmor.kind == "unconfined":
+        opts.append("apparmor=unconfined")
+    elif request.apparmor.kind == "localhost":
+        opts.append(f"apparmor={request.apparmor.ref}")
+    if request.no_new_privs:
+        opts.append("no-new-privileges")
+    opts += [f"label={key}:{value}" for key, value in request.selinux if value]
+    return tuple(opts)

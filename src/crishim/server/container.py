@@ -1,0 +1,283 @@
+"""CreateContainer, Start/Stop/RemoveContainer, ContainerStatus, ListContainers,
+UpdateContainerResources."""
+
+from __future__ import annotations
+
+import json
+
+from crishim import errors, labels
+from crishim.api.runtime import v1 as api
+from crishim.containers import ContainerRequest, Containers, ContainerView, MountRequest
+from crishim.docker.types import Resources
+from crishim.server.sandbox import _profile
+
+_STATES = {
+    "created": api.ContainerState.CONTAINER_CREATED,
+    "running": api.ContainerState.CONTAINER_RUNNING,
+    "exited": api.ContainerState.CONTAINER_EXITED,
+    "unknown": api.ContainerState.CONTAINER_UNKNOWN,
+}
+_PROPAGATION = {
+    api.MountPropagation.PROPAGATION_PRIVATE: "private",
+    api.MountPropagation.PROPAGATION_HOST_TO_CONTAINER: "host_to_container",
+    api.MountPropagation.PROPAGATION_BIDIRECTIONAL: "bidirectional",
+}
+_PROPAGATION_BACK = {
+    "rslave": api.MountPropagation.PROPAGATION_HOST_TO_CONTAINER,
+    "slave": api.MountPropagation.PROPAGATION_HOST_TO_CONTAINER,
+    "rshared": api.MountPropagation.PROPAGATION_BIDIRECTIONAL,
+    "shared": api.MountPropagation.PROPAGATION_BIDIRECTIONAL,
+}
+_PID_MODES = {
+    api.NamespaceMode.POD: "pod",
+    api.NamespaceMode.CONTAINER: "container",
+    api.NamespaceMode.NODE: "node",
+    api.NamespaceMode.TARGET: "target",
+}
+
+
+def _resources(r: api.LinuxContainerResources | None) -> Resources:
+    if r is None:
+        return Resources()
+    return Resources(
+        cpu_period=r.cpu_period,
+        cpu_quota=r.cpu_quota,
+        cpu_shares=r.cpu_shares,
+        memory_limit_in_bytes=r.memory_limit_in_bytes,
+        memory_swap_limit_in_bytes=r.memory_swap_limit_in_bytes,
+        cpuset_cpus=r.cpuset_cpus,
+        cpuset_mems=r.cpuset_mems,
+    )
+
+
+def _signal_name(signal: api.Signal) -> str:
+    if signal == api.Signal.RUNTIME_DEFAULT:
+        return ""
+    name = signal.name
+    for prefix, base in (("SIGRTMINPLUS", "SIGRTMIN+"), ("SIGRTMAXMINUS", "SIGRTMAX-")):
+        if name.startswith(prefix):
+            return base + name.removeprefix(prefix)
+    return name
+
+
+def container_request(message: api.CreateContainerRequest) -> ContainerRequest:
+    config = message.config
+    if not message.pod_sandbox_id:
+        raise errors.InvalidArgument("pod_sandbox_id is required")
+    if config is None or config.metadata is None:
+        raise errors.InvalidArgument("config.metadata is required")
+    if config.image is None or not config.image.image:
+        raise errors.InvalidArgument("config.image.image is required")
+    linux = config.linux or api.LinuxContainerConfig()
+    sc = linux.security_context or api.LinuxContainerSecurityContext()
+    ns = sc.namespace_options or api.NamespaceOption()
+    caps = sc.capabilities or api.Capability()
+    sandbox_config = message.sandbox_config or api.PodSandboxConfig()
+    sandbox_linux = sandbox_config.linux or api.LinuxPodSandboxConfig()
+    for m in config.mounts:
+        if m.image is not None and m.image.image:
+            raise errors.Unimplemented("image volume mounts are not supported yet")
+        if not m.host_path or not m.container_path:
+            raise errors.InvalidArgument("config.mounts: host_path and container_path are required")
+    return ContainerRequest(
+        sandbox_id=message.pod_sandbox_id,
+        meta=labels.ContainerMeta(config.metadata.name, config.metadata.attempt),
+        image=config.image.image,
+        command=tuple(config.command),
+        args=tuple(config.args),
+        working_dir=config.working_dir,
+        envs=tuple((e.key, e.value) for e in config.envs),
+        mounts=tuple(
+            MountRequest(
+                m.host_path,
+                m.container_path,
+                m.readonly,
+                _PROPAGATION[m.propagation],
+                m.selinux_relabel,
+            )
+            for m in config.mounts
+        ),
+        devices=tuple((d.host_path, d.container_path, d.permissions) for d in config.devices),
+        labels=dict(config.labels),
+        annotations=dict(config.annotations),
+        log_directory=sandbox_config.log_directory,
+        log_path=config.log_path,
+        stdin=config.stdin,
+        stdin_once=config.stdin_once,
+        tty=config.tty,
+        resources=_resources(linux.resources),
+        oom_score_adj=linux.resources.oom_score_adj if linux.resources else 0,
+        cgroup_parent=sandbox_linux.cgroup_parent,
+        pid_mode=_PID_MODES[ns.pid],
+        target_id=ns.target_id,
+        privileged=sc.privileged,
+        run_as_user=sc.run_as_user.value if sc.run_as_user is not None else None,
+        run_as_group=sc.run_as_group.value if sc.run_as_group is not None else None,
+        run_as_username=sc.run_as_username,
+        supplemental_groups=tuple(sc.supplemental_groups),
+        readonly_rootfs=sc.readonly_rootfs,
+        cap_add=tuple(caps.add_capabilities),
+        cap_drop=tuple(caps.drop_capabilities),
+        no_new_privs=sc.no_new_privs,
+        masked_paths=tuple(sc.masked_paths) if sc.masked_paths else None,
+        readonly_paths=tuple(sc.readonly_paths) if sc.readonly_paths else None,
+        seccomp=_profile(sc.seccomp, sc.seccomp_profile_path),
+        apparmor=_profile(sc.apparmor, sc.apparmor_profile),
+        selinux=tuple(
+            (k, getattr(sc.selinux_options, k)) for k in ("user", "role", "type", "level")
+        )
+        if sc.selinux_options is not None
+        else (),
+        stop_signal=_signal_name(config.stop_signal),
+    )
+
+
+def _meta(view: ContainerView) -> api.ContainerMetadata:
+    return api.ContainerMetadata(name=view.meta.name, attempt=view.meta.attempt)
+
+
+def _matches(view: ContainerView, f: api.ContainerFilter | None) -> bool:
+    if f is None:
+        return True
+    if f.id and not view.id.startswith(f.id):
+        return False
+    if f.pod_sandbox_id and not view.sandbox_id.startswith(f.pod_sandbox_id):
+        return False
+    if f.state is not None and _STATES[view.state] != f.state.state:
+        return False
+    return all(view.labels.get(k) == v for k, v in f.label_selector.items())
+
+
+def to_container(view: ContainerView) -> api.Container:
+    return api.Container(
+        id=view.id,
+        pod_sandbox_id=view.sandbox_id,
+        metadata=_meta(view),
+        image=api.ImageSpec(image=view.image),
+        image_ref=view.image_id,
+        state=_STATES[view.state],
+        created_at=view.created_at_ns,
+        labels=view.labels,
+        annotations=view.annotations,
+        image_id=view.image_id,
+    )
+
+
+def to_status(view: ContainerView) -> api.ContainerStatus:
+    info = view.record.info
+    r = info.resources
+    return api.ContainerStatus(
+        id=view.id,
+        metadata=_meta(view),
+        state=_STATES[view.state],
+        created_at=view.created_at_ns,
+        started_at=view.started_at_ns,
+        finished_at=view.finished_at_ns,
+        exit_code=view.exit_code,
+        image=api.ImageSpec(image=view.image),
+        image_ref=view.image_id,
+        reason=view.reason,
+        message=view.message,
+        labels=view.labels,
+        annotations=view.annotations,
+        mounts=[
+            api.Mount(
+                container_path=m.destination,
+                host_path=m.source,
+                readonly=m.read_only,
+                propagation=_PROPAGATION_BACK.get(
+                    m.propagation, api.MountPropagation.PROPAGATION_PRIVATE
+                ),
+            )
+            for m in info.mounts
+        ],
+        log_path=view.log_path,
+        resources=api.ContainerResources(
+            linux=api.LinuxContainerResources(
+                cpu_period=r.cpu_period,
+                cpu_quota=r.cpu_quota,
+                cpu_shares=r.cpu_shares,
+                memory_limit_in_bytes=r.memory_limit_in_bytes,
+                memory_swap_limit_in_bytes=r.memory_swap_limit_in_bytes,
+                cpuset_cpus=r.cpuset_cpus,
+                cpuset_mems=r.cpuset_mems,
+                oom_score_adj=info.oom_score_adj,
+            )
+        ),
+        image_id=view.image_id,
+    )
+
+
+class ContainerRPCs:
+    """The container part of RuntimeService (mixed into it)."""
+
+    _containers: Containers
+
+    async def create_container(
+        self, message: api.CreateContainerRequest
+    ) -> api.CreateContainerResponse:
+        return api.CreateContainerResponse(
+            container_id=await self._containers.create(container_request(message))
+        )
+
+    async def start_container(
+        self, message: api.StartContainerRequest
+    ) -> api.StartContainerResponse:
+        _require_id(message.container_id)
+        await self._containers.start(message.container_id)
+        return api.StartContainerResponse()
+
+    async def stop_container(self, message: api.StopContainerRequest) -> api.StopContainerResponse:
+        _require_id(message.container_id)
+        await self._containers.stop(message.container_id, int(message.timeout))
+        return api.StopContainerResponse()
+
+    async def remove_container(
+        self, message: api.RemoveContainerRequest
+    ) -> api.RemoveContainerResponse:
+        _require_id(message.container_id)
+        await self._containers.remove(message.container_id)
+        return api.RemoveContainerResponse()
+
+    async def container_status(
+        self, message: api.ContainerStatusRequest
+    ) -> api.ContainerStatusResponse:
+        _require_id(message.container_id)
+        view = self._containers.get(message.container_id)
+        info = {}
+        if message.verbose:
+            i = view.record.info
+            info = {
+                "info": json.dumps(
+                    {
+                        "pid": i.state.pid,
+                        "name": i.name,
+                        "status": i.state.status,
+                        "user": i.user,
+                        "tty": i.tty,
+                        "stopSignal": i.stop_signal,
+                    }
+                )
+            }
+        return api.ContainerStatusResponse(status=to_status(view), info=info)
+
+    async def list_containers(
+        self, message: api.ListContainersRequest
+    ) -> api.ListContainersResponse:
+        return api.ListContainersResponse(
+            containers=[
+                to_container(v) for v in self._containers.list() if _matches(v, message.filter)
+            ]
+        )
+
+    async def update_container_resources(
+        self, message: api.UpdateContainerResourcesRequest
+    ) -> api.UpdateContainerResourcesResponse:
+        _require_id(message.container_id)
+        await self._containers.update_resources(message.container_id, _resources(message.linux))
+        return api.UpdateContainerResourcesResponse()
+
+
+def _require_id(container_id: str) -> None:
+    if not container_id:
+        raise errors.InvalidArgument("container_id is required")

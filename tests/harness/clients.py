@@ -59,7 +59,10 @@ class Official:
 
     def __init__(self, socket: Path, pb2: ModuleType, pb2_grpc: ModuleType) -> None:
         self.pb = pb2
-        self.channel = grpc.insecure_channel(f"unix://{socket}")
+        # ExecSync may return 16 MiB per stream: more than grpcio's 4 MiB default.
+        self.channel = grpc.insecure_channel(
+            f"unix://{socket}", options=[("grpc.max_receive_message_length", 64 << 20)]
+        )
         self.runtime = pb2_grpc.RuntimeServiceStub(self.channel)
         self.image = pb2_grpc.ImageServiceStub(self.channel)
 

@@ -31,6 +31,7 @@ IMPLEMENTED = {
         "RemoveContainer": INVALID,
         "ContainerStatus": INVALID,
         "UpdateContainerResources": INVALID,
+        "ExecSync": INVALID,
     },
     "ImageService": {
         "ListImages": OK,

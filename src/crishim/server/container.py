@@ -9,6 +9,7 @@ from crishim import errors, labels
 from crishim.api.runtime import v1 as api
 from crishim.containers import ContainerRequest, Containers, ContainerView, MountRequest
 from crishim.docker.types import Resources
+from crishim.execsync import exec_sync
 from crishim.server.sandbox import _profile
 
 _STATES = {
@@ -268,6 +269,22 @@ class ContainerRPCs:
             containers=[
                 to_container(v) for v in self._containers.list() if _matches(v, message.filter)
             ]
+        )
+
+    async def exec_sync(self, message: api.ExecSyncRequest) -> api.ExecSyncResponse:
+        _require_id(message.container_id)
+        if not message.cmd:
+            raise errors.InvalidArgument("cmd is required")
+        if message.timeout < 0:
+            raise errors.InvalidArgument("timeout must not be negative")
+        view = self._containers.get(message.container_id)
+        if view.state != "running":
+            raise errors.FailedPrecondition(f"container {view.id[:12]} is not running")
+        result = await exec_sync(
+            self._containers.docker, view.id, list(message.cmd), message.timeout
+        )
+        return api.ExecSyncResponse(
+            stdout=result.stdout, stderr=result.stderr, exit_code=result.exit_code
         )
 
     async def update_container_resources(

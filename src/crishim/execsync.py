@@ -1,0 +1,108 @@
+"""ExecSync: run a command in a container, collect its output, bounded in size and time.
+
+stdout and stderr are each capped at 16 MiB (the rest is read and dropped,
+so the process never blocks on a full pipe). When the timeout passes, or the
+caller goes away, the process and everything it started are killed: Docker's
+API has no way to kill an exec, so crishim signals the exec's host PID and its
+descendants (found through /proc), leaving no orphan in the container.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from crishim import errors
+from crishim.docker import DockerClient
+from crishim.docker.streams import Demuxer
+
+log = structlog.get_logger(__name__)
+
+OUTPUT_CAP = 16 * 1024 * 1024
+READ_SIZE = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ExecResult:
+    stdout: bytes
+    stderr: bytes
+    exit_code: int
+
+
+def descendants(pid: int, proc: Path = Path("/proc")) -> list[int]:
+    """`pid` and every process below it, parents first (blocking: /proc reads)."""
+    children: dict[int, list[int]] = {}
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # The command name may hold spaces and parentheses: the ppid follows the last ')'.
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    found, queue = [], [pid]
+    while queue:
+        current = queue.pop(0)
+        found.append(current)
+        queue.extend(children.get(current, []))
+    return found
+
+
+def kill_tree(pid: int) -> int:
+    killed = 0
+    for target in descendants(pid):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(target, signal.SIGKILL)
+            killed += 1
+    return killed
+
+
+async def exec_sync(
+    docker: DockerClient, container_id: str, cmd: list[str], timeout_s: float
+) -> ExecResult:
+    if not cmd:
+        raise errors.InvalidArgument("cmd is required")
+    exec_id = await docker.exec_create(container_id, cmd, stdin=False, tty=False)
+    stream = await docker.exec_start(exec_id, tty=False)
+    out = {"stdout": bytearray(), "stderr": bytearray()}
+    finished = False
+    try:
+        async with asyncio.timeout(timeout_s if timeout_s > 0 else None):
+            demux = Demuxer()
+            while data := await stream.reader.read(READ_SIZE):
+                for chunk in demux.feed(data):
+                    buf = out.get(chunk.stream)
+                    if buf is not None and len(buf) < OUTPUT_CAP:
+                        buf += chunk.data[: OUTPUT_CAP - len(buf)]
+        finished = True
+    except TimeoutError:
+        raise errors.DeadlineExceeded(
+            f"command {cmd[0]!r} timed out after {timeout_s:g}s and was killed"
+        ) from None
+    finally:
+        await stream.close()
+        if not finished:
+            await asyncio.shield(_kill(docker, exec_id))
+    running, exit_code, _ = await docker.exec_inspect(exec_id)
+    for _ in range(50):  # the exec's end is recorded just after its output ends
+        if not running:
+            break
+        await asyncio.sleep(0.02)
+        running, exit_code, _ = await docker.exec_inspect(exec_id)
+    return ExecResult(bytes(out["stdout"]), bytes(out["stderr"]), int(exit_code or 0))
+
+
+async def _kill(docker: DockerClient, exec_id: str) -> None:
+    with contextlib.suppress(errors.CrishimError):
+        running, _, pid = await docker.exec_inspect(exec_id)
+        if running and pid:
+            killed = await asyncio.to_thread(kill_tree, pid)
+            log.info("exec_killed", exec_id=exec_id, pid=pid, processes=killed)

@@ -22,6 +22,7 @@ from tests.harness import images as images_mod
 from tests.harness.clients import Official, Own, generate_official_stubs
 from tests.harness.crishim import CrishimProcess
 from tests.harness.dockerd import PrivateDockerd, unique_name
+from tests.harness.paths import LOG_ROOT
 from tests.harness.registry import Registry
 from tests.harness.tokens import TokenServer
 
@@ -37,6 +38,7 @@ def workdir() -> Iterator[Path]:
     root = Path(tempfile.mkdtemp(prefix="crt-", dir="/tmp"))
     yield root
     shutil.rmtree(root, ignore_errors=True)
+    shutil.rmtree(LOG_ROOT, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

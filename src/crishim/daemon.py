@@ -25,6 +25,7 @@ from crishim.containers import Containers
 from crishim.docker import DockerClient
 from crishim.images import Images
 from crishim.listen import open_listener
+from crishim.logs import LogManager
 from crishim.runtime_status import RuntimeStatus
 from crishim.sandboxes import Sandboxes
 from crishim.server import instrument
@@ -83,8 +84,10 @@ async def serve(config: Config) -> int:
             log.warning("store_not_synced_at_start")
     sandboxes = Sandboxes(docker, store, images, pause_image=config.pause_image)
     containers = Containers(docker, store, sandboxes)
+    logs = LogManager(docker, store, Path(config.state_dir))
+    await logs.start()
     server = Server(
-        [RuntimeService(status, sandboxes, containers), ImageService(images)],
+        [RuntimeService(status, sandboxes, containers, logs), ImageService(images)],
         codec=CriCodec(config.max_request_bytes),
     )
     instrument.attach(server, inflight)
@@ -111,6 +114,7 @@ async def serve(config: Config) -> int:
         await server.wait_closed()
     if metrics_runner is not None:
         await metrics_runner.cleanup()
+    await logs.close()
     await store.close()
     await docker.close()
     log.info("crishim_stopped")

@@ -25,6 +25,7 @@ class CrishimProcess:
         self.extra = extra
         self.env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
+        self._log_offset = 0
 
     def start(self, wait: bool = True) -> CrishimProcess:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -44,6 +45,8 @@ class CrishimProcess:
             *self.extra,
         ]
         env = {k: v for k, v in os.environ.items() if not k.startswith("CRISHIM_")}
+        # A restart appends to the same log: readiness is judged on the new lines only.
+        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 args, stdout=log, stderr=subprocess.STDOUT, env={**env, **self.env}
@@ -55,7 +58,8 @@ class CrishimProcess:
     def _ready(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
             raise RuntimeError(f"crishim exited {self.proc.returncode}: {self.log_text()[-3000:]}")
-        return any(e.get("event") == "crishim_serving" for e in self.events())
+        text = self.log_path.read_bytes()[self._log_offset :].decode(errors="replace")
+        return '"event": "crishim_serving"' in text
 
     def log_text(self) -> str:
         return self.log_path.read_text() if self.log_path.exists() else ""

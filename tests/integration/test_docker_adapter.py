@@ -98,8 +98,14 @@ async def test_logs_keep_stdout_and_stderr_apart(docker, dockerd, test_images) -
         chunks = [c async for c in docker.logs(cid)]
     finally:
         dockerd.docker("rm", "-f", cid)
-    by_stream = {s: b"".join(c.data for c in chunks if c.stream == s) for s in ("stdout", "stderr")}
-    assert by_stream == {"stdout": b"out-1\nout-2\n", "stderr": b"err-1\n"}
+    # One chunk per message, each prefixed with Docker's RFC 3339 timestamp.
+    texts = [(c.stream, c.data.split(b" ", 1)[1]) for c in chunks]
+    assert sorted(texts) == [("stderr", b"err-1\n"), ("stdout", b"out-1\n"), ("stdout", b"out-2\n")]
+    assert [t for t in texts if t[0] == "stdout"] == [
+        ("stdout", b"out-1\n"),
+        ("stdout", b"out-2\n"),
+    ]
+    assert all(c.data[:4].isdigit() and c.data[10:11] == b"T" for c in chunks)
 
 
 async def test_exec_stdin_half_close_ends_the_process(docker, container) -> None:

@@ -32,6 +32,7 @@ IMPLEMENTED = {
         "ContainerStatus": INVALID,
         "UpdateContainerResources": INVALID,
         "ExecSync": INVALID,
+        "ReopenContainerLog": INVALID,
     },
     "ImageService": {
         "ListImages": OK,

@@ -10,6 +10,7 @@ import grpc
 import pytest
 
 from tests.harness.clients import Official
+from tests.harness.paths import LOG_ROOT
 from tests.harness.procs import wait_for
 
 
@@ -19,7 +20,7 @@ def sandbox_config(pb, name: str | None = None, **linux_kw):
     return pb.PodSandboxConfig(
         metadata=pb.PodSandboxMetadata(name=name, namespace="tests", uid=uid, attempt=0),
         hostname=name,
-        log_directory=f"/tmp/crishim-test-logs/tests_{name}_{uid}",
+        log_directory=str(LOG_ROOT / f"tests_{name}_{uid}"),
         dns_config=pb.DNSConfig(
             servers=["10.96.0.10", "10.96.0.11"],
             searches=["tests.svc.cluster.local", "svc.cluster.local"],

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import datetime
 import json
-import re
 import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -51,6 +49,7 @@ from crishim.docker.types import (
     Resources,
     StatsSample,
 )
+from crishim.rfc3339 import to_ns
 
 log = structlog.get_logger(__name__)
 
@@ -69,22 +68,6 @@ def normalize_endpoint(endpoint: str) -> str:
     raise errors.InvalidArgument(
         f"unsupported Docker endpoint {endpoint!r}: use unix:///path or tcp://host:port"
     )
-
-
-_RFC3339 = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)?")
-
-
-def _ns(timestamp: str | None) -> int:
-    """Docker's RFC 3339 nanosecond timestamps as Unix ns; its zero time is 0."""
-    if not timestamp or timestamp.startswith("0001-01-01"):
-        return 0
-    match = _RFC3339.fullmatch(timestamp)
-    if match is None:
-        return 0
-    whole, frac, tz = match.groups()
-    offset = "+00:00" if tz in (None, "Z") else tz
-    seconds = int(datetime.datetime.fromisoformat(whole + offset).timestamp())
-    return seconds * 1_000_000_000 + int((frac or "0").ljust(9, "0")[:9])
 
 
 def _create_body(spec: ContainerSpec) -> JSON:
@@ -194,7 +177,7 @@ def _container_info(raw: JSON) -> ContainerInfo:
     return ContainerInfo(
         id=str(raw.get("Id", "")),
         name=str(raw.get("Name", "")).lstrip("/"),
-        created_at_ns=_ns(raw.get("Created")),
+        created_at_ns=to_ns(raw.get("Created")),
         image=str(config.get("Image", "")),
         image_id=str(raw.get("Image", "")),
         labels=dict(config.get("Labels") or {}),
@@ -205,8 +188,8 @@ def _container_info(raw: JSON) -> ContainerInfo:
             oom_killed=bool(state.get("OOMKilled")),
             pid=int(state.get("Pid") or 0),
             error=str(state.get("Error") or ""),
-            started_at_ns=_ns(state.get("StartedAt")),
-            finished_at_ns=_ns(state.get("FinishedAt")),
+            started_at_ns=to_ns(state.get("StartedAt")),
+            finished_at_ns=to_ns(state.get("FinishedAt")),
         ),
         hostname=str(config.get("Hostname", "")),
         network_mode=str(host.get("NetworkMode", "")),
@@ -516,25 +499,38 @@ class DockerClient:
         )
 
     async def logs(
-        self, container_id: str, *, since: float = 0, follow: bool = False
+        self, container_id: str, *, since_ns: int = 0, follow: bool = False, tty: bool = False
     ) -> AsyncIterator[LogChunk]:
-        """Raw output with stream ids (aiodocker merges stdout and stderr).
+        """Output with Docker's timestamps, one chunk per log message (aiodocker merges streams).
 
-        Only for containers without a TTY: their output is framed.
+        Each chunk's data starts with `<RFC3339Nano timestamp> `. Without a TTY the
+        output is framed and every frame is one message; with a TTY it is one raw
+        stream, split here at newlines (a last piece without one is a message too).
         """
         params = {
             "stdout": "1",
             "stderr": "1",
             "follow": "1" if follow else "0",
-            "timestamps": "0",
-            "since": f"{since:.9f}",
+            "timestamps": "1",
+            "since": f"{since_ns // 1_000_000_000}.{since_ns % 1_000_000_000:09d}",
         }
         response = await self._open_stream(f"containers/{container_id}/logs", "GET", params=params)
         demux = Demuxer()
+        pending = b""
         try:
             async for data in response.content.iter_any():
-                for chunk in demux.feed(data):
-                    yield chunk
+                if not tty:
+                    for chunk in demux.feed(data):
+                        yield chunk
+                    continue
+                pending += data
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    yield LogChunk(stream="stdout", data=line + b"\n")
+            if pending:
+                yield LogChunk(stream="stdout", data=pending)
+        except (aiohttp.ClientError, OSError) as exc:
+            raise self._unreachable(exc) from exc
         finally:
             response.close()  # unfinished: closing tells Docker to stop
 

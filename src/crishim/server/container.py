@@ -10,6 +10,7 @@ from crishim.api.runtime import v1 as api
 from crishim.containers import ContainerRequest, Containers, ContainerView, MountRequest
 from crishim.docker.types import Resources
 from crishim.execsync import exec_sync
+from crishim.logs import LogManager
 from crishim.server.sandbox import _profile
 
 _STATES = {
@@ -213,6 +214,7 @@ class ContainerRPCs:
     """The container part of RuntimeService (mixed into it)."""
 
     _containers: Containers
+    _logs: LogManager
 
     async def create_container(
         self, message: api.CreateContainerRequest
@@ -286,6 +288,14 @@ class ContainerRPCs:
         return api.ExecSyncResponse(
             stdout=result.stdout, stderr=result.stderr, exit_code=result.exit_code
         )
+
+    async def reopen_container_log(
+        self, message: api.ReopenContainerLogRequest
+    ) -> api.ReopenContainerLogResponse:
+        _require_id(message.container_id)
+        view = self._containers.get(message.container_id)
+        await self._logs.reopen(view.id, view.state == "running")
+        return api.ReopenContainerLogResponse()
 
     async def update_container_resources(
         self, message: api.UpdateContainerResourcesRequest

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from crishim.api.runtime import v1 as api
 from crishim.containers import Containers
+from crishim.logs import LogManager
 from crishim.runtime_status import KUBELET_API_VERSION, RuntimeStatus
 from crishim.sandboxes import Sandboxes
 from crishim.server.container import ContainerRPCs
@@ -18,10 +19,17 @@ from crishim.server.sandbox import SandboxRPCs
 
 
 class RuntimeService(SandboxRPCs, ContainerRPCs, api.RuntimeServiceBase):
-    def __init__(self, status: RuntimeStatus, sandboxes: Sandboxes, containers: Containers) -> None:
+    def __init__(
+        self,
+        status: RuntimeStatus,
+        sandboxes: Sandboxes,
+        containers: Containers,
+        logs: LogManager,
+    ) -> None:
         self._status = status
         self._sandboxes = sandboxes
         self._containers = containers
+        self._logs = logs
 
     async def version(self, message: api.VersionRequest) -> api.VersionResponse:
         v = await self._status.version()

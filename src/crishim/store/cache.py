@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
@@ -51,7 +52,19 @@ class Store:
         self._applied: dict[str, int] = {}  # id -> seq of the newest applied (or deletion)
         self._seq = itertools.count(1)
         self._events: asyncio.Task[None] | None = None
+        self._listeners: list[Callable[[str, Record | None], None]] = []
         self.synced = asyncio.Event()
+
+    def subscribe(self, listener: Callable[[str, Record | None], None]) -> None:
+        """Call `listener(id, record or None when gone)` after every applied change."""
+        self._listeners.append(listener)
+
+    def _notify(self, container_id: str, record: Record | None) -> None:
+        for listener in self._listeners:
+            try:
+                listener(container_id, record)
+            except Exception:
+                log.exception("store_listener_failed", container_id=container_id)
 
     # -- reading ------------------------------------------------------------
 
@@ -88,6 +101,7 @@ class Store:
             return None
         record = Record(info=info, cri=cri, seq=seq)
         self._records[info.id] = record
+        self._notify(info.id, record)
         return record
 
     def _apply_gone(self, container_id: str, seq: int) -> None:
@@ -95,6 +109,7 @@ class Store:
             if self._applied.get(known, 0) <= seq:
                 self._records.pop(known, None)
                 self._applied[known] = seq
+                self._notify(known, None)
 
     async def resync(self) -> None:
         """Rebuild from a full list: what the event stream may have missed."""

@@ -1,0 +1,232 @@
+"""Container output into the kubelet's CRI log files, with nothing lost across restarts.
+
+Mechanism: every container logs to Docker's json-file driver, which is the
+durable buffer. One follower per container reads `docker logs` (with Docker's
+own timestamps) and appends each message to <log_directory>/<log_path> in the
+CRI format `<RFC3339Nano> <stdout|stderr> <F|P> <text>`: F for a complete
+line, P for a piece of a longer one (json-file splits lines at 16 KiB, and a
+last piece may lack its newline).
+
+Restarts. After every batch the follower records, atomically under the state
+dir, the timestamp of the last message written and how many messages carried
+that timestamp. A new crishim resumes with Docker's `since` at that instant
+(inclusive) and skips those messages, so output printed while crishim was
+down is copied once it is back. A crash between a write and its checkpoint
+repeats at most that batch.
+
+Rotation. The kubelet renames the file and calls ReopenContainerLog; the
+follower then closes its handle and opens a new file at the log path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from crishim import errors, labels, rfc3339
+from crishim.docker import DockerClient
+from crishim.docker.types import LogChunk
+from crishim.store import Record, Store
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    last_ns: int = 0  # timestamp of the last message written
+    at_last: int = 0  # messages written with exactly that timestamp
+    done: bool = False  # the container had exited and all its output was copied
+
+
+def cri_line(chunk: LogChunk) -> tuple[int, bytes] | None:
+    """(timestamp ns, CRI log line) for one Docker log message; None if unreadable."""
+    stamp, sep, text = chunk.data.partition(b" ")
+    if not sep:
+        return None
+    try:
+        ts = stamp.decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    ns = rfc3339.to_ns(ts)
+    if ns == 0:
+        return None
+    complete = text.endswith(b"\n")
+    body = text[:-1] if complete else text
+    tag = b"F" if complete else b"P"
+    return ns, b"%s %s %s %s\n" % (stamp, chunk.stream.encode(), tag, body)
+
+
+class Follower:
+    def __init__(self, docker: DockerClient, record: Record, state_dir: Path) -> None:
+        self.docker = docker
+        self.container_id = record.id
+        self.tty = record.info.tty
+        self.path = Path(record.cri.log_path)
+        self.checkpoint_path = state_dir / f"{record.id}.json"
+        self._lock = asyncio.Lock()
+        self._file: int | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    def _load(self) -> Checkpoint:
+        try:
+            return Checkpoint(**json.loads(self.checkpoint_path.read_text()))
+        except (OSError, ValueError, TypeError):
+            return Checkpoint()
+
+    def _save(self, cp: Checkpoint) -> None:
+        tmp = self.checkpoint_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"last_ns": cp.last_ns, "at_last": cp.at_last, "done": cp.done}))
+        os.replace(tmp, self.checkpoint_path)
+
+    def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = os.open(
+            self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640
+        )
+
+    def _close(self) -> None:
+        if self._file is not None:
+            os.close(self._file)
+            self._file = None
+
+    def _write(self, data: bytes, cp: Checkpoint) -> None:
+        if self._file is None:
+            self._open()
+        assert self._file is not None
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._file, view) :]
+        self._save(cp)
+
+    async def reopen(self) -> None:
+        async with self._lock:
+            await asyncio.to_thread(self._close)
+            await asyncio.to_thread(self._open)
+
+    async def run(self) -> None:
+        cp = await asyncio.to_thread(self._load)
+        info = await self.docker.inspect_container(self.container_id)
+        if cp.done and not info.state.running:
+            return  # copied completely before
+        queue: asyncio.Queue[tuple[bytes, Checkpoint] | None] = asyncio.Queue(maxsize=4096)
+        writer = asyncio.create_task(self._writer(queue))
+        try:
+            await self._read(cp, queue)
+            await queue.put(None)
+            await writer
+            info = await self.docker.inspect_container(self.container_id)
+            if not info.state.running:
+                last = self._load()
+                await asyncio.to_thread(self._save, Checkpoint(last.last_ns, last.at_last, True))
+        finally:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+            async with self._lock:
+                await asyncio.to_thread(self._close)
+
+    async def _read(self, cp: Checkpoint, queue: asyncio.Queue) -> None:
+        skip = cp.at_last  # messages at cp.last_ns already written
+        last_ns, at_last = cp.last_ns, cp.at_last
+        async for chunk in self.docker.logs(
+            self.container_id, since_ns=cp.last_ns, follow=True, tty=self.tty
+        ):
+            parsed = cri_line(chunk)
+            if parsed is None:
+                continue
+            ns, line = parsed
+            if ns < cp.last_ns or (ns == cp.last_ns and skip > 0):
+                skip -= ns == cp.last_ns
+                continue
+            at_last = at_last + 1 if ns == last_ns else 1
+            last_ns = ns
+            await queue.put((line, Checkpoint(last_ns, at_last)))
+
+    async def _writer(self, queue: asyncio.Queue) -> None:
+        """Write whatever has queued up in one go: bursts become one write and one checkpoint."""
+        while True:
+            item = await queue.get()
+            if item is None:
+                return
+            lines, cp = [item[0]], item[1]
+            ended = False
+            while not queue.empty():
+                nxt = queue.get_nowait()
+                if nxt is None:
+                    ended = True
+                    break
+                lines.append(nxt[0])
+                cp = nxt[1]
+            async with self._lock:
+                await asyncio.to_thread(self._write, b"".join(lines), cp)
+            if ended:
+                return
+
+
+class LogManager:
+    """Keeps one follower per container that has a log path and output to copy."""
+
+    def __init__(self, docker: DockerClient, store: Store, state_dir: Path) -> None:
+        self.docker = docker
+        self.store = store
+        self.state_dir = state_dir / "logs"
+        self._followers: dict[str, Follower] = {}
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.state_dir.mkdir, parents=True, exist_ok=True)
+        self.store.subscribe(self._changed)
+        for record in self.store.records(labels.TYPE_CONTAINER):
+            self._changed(record.id, record)
+
+    def _changed(self, container_id: str, record: Record | None) -> None:
+        if record is None:
+            follower = self._followers.pop(container_id, None)
+            if follower is not None and follower.task is not None:
+                follower.task.cancel()
+            with contextlib.suppress(OSError):
+                (self.state_dir / f"{container_id}.json").unlink()
+            return
+        if record.cri.kind != labels.TYPE_CONTAINER or not record.cri.log_path:
+            return
+        if container_id in self._followers:
+            return
+        if record.info.state.status == "created":
+            return  # nothing printed yet; the start event brings us back
+        follower = Follower(self.docker, record, self.state_dir)
+        self._followers[container_id] = follower
+        follower.task = asyncio.create_task(self._run(follower), name=f"logs {container_id[:12]}")
+
+    async def _run(self, follower: Follower) -> None:
+        # A follower that ends while its container still runs (Docker went away)
+        # is replaced when the store resyncs: every record is announced again.
+        try:
+            await follower.run()
+        except asyncio.CancelledError:
+            raise
+        except errors.CrishimError as exc:
+            log.warning("log_follower_stopped", container_id=follower.container_id, error=str(exc))
+        except Exception:
+            log.exception("log_follower_failed", container_id=follower.container_id)
+        finally:
+            if self._followers.get(follower.container_id) is follower:
+                del self._followers[follower.container_id]
+
+    async def reopen(self, container_id: str, running: bool) -> None:
+        follower = self._followers.get(container_id)
+        if follower is None or not running:
+            raise errors.FailedPrecondition(f"container {container_id[:12]} is not running")
+        await follower.reopen()
+
+    async def close(self) -> None:
+        tasks = [f.task for f in self._followers.values() if f.task is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

@@ -1,0 +1,9 @@
+"""Paths the whole suite shares."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# Pods' log directories (the kubelet's /var/log/pods), removed when the session ends.
+LOG_ROOT = Path(f"/tmp/crt-logs-{os.getpid()}")

@@ -1,0 +1,153 @@
+"""Container output in CRI log files: complete, in order, across restarts and rotation."""
+
+from __future__ import annotations
+
+import re
+import signal
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+
+from tests.harness import images
+from tests.harness.clients import Official
+from tests.harness.procs import wait_for
+from tests.integration.test_containers import create, pod  # noqa: F401  (fixture)
+from tests.integration.test_sandboxes import sandbox_config
+
+CRI_LINE = re.compile(rb"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z) (stdout|stderr) ([FP]) (.*)")
+
+
+def log_file(pod, name: str) -> Path:  # noqa: F811
+    return Path(pod[1].log_directory) / name / "0.log"
+
+
+def read_lines(path: Path) -> list[tuple[bytes, bytes, bytes]]:
+    if not path.exists():
+        return []
+    out = []
+    for raw in path.read_bytes().splitlines():
+        match = CRI_LINE.fullmatch(raw)
+        assert match, f"not a CRI log line: {raw[:120]!r}"
+        out.append(match.group(2, 3, 4))
+    return out
+
+
+def test_ten_thousand_lines_arrive_complete_and_in_order(official: Official, pod) -> None:  # noqa: F811
+    create(official, pod, "printer", ["sh", "-c", "seq 1 10000; echo on-stderr >&2; sleep 300"])
+    path = log_file(pod, "printer")
+    wait_for(lambda: len(read_lines(path)) >= 10001, 60, "10 001 log lines")
+    lines = read_lines(path)
+    out = [text for stream, tag, text in lines if stream == b"stdout"]
+    assert out == [str(i).encode() for i in range(1, 10001)]
+    assert all(tag == b"F" for _, tag, _ in lines)
+    assert (b"stderr", b"F", b"on-stderr") in lines
+    assert len(lines) == 10001
+
+
+def test_a_long_line_is_split_into_partial_pieces(official: Official, pod) -> None:  # noqa: F811
+    create(
+        official, pod, "long", ["sh", "-c", "head -c 40000 /dev/zero | tr '\\0' a; echo; sleep 300"]
+    )
+    path = log_file(pod, "long")
+    wait_for(lambda: any(tag == b"F" for _, tag, _ in read_lines(path)), 30, "the full line")
+    lines = read_lines(path)
+    assert [tag for _, tag, _ in lines][-1] == b"F"
+    assert all(tag == b"P" for _, tag, _ in lines[:-1])
+    assert len(lines) > 1
+    assert b"".join(text for _, _, text in lines) == b"a" * 40000
+
+
+def test_reopen_after_rotation_writes_to_a_new_file(official: Official, pod) -> None:  # noqa: F811
+    pb = official.pb
+    cid = create(
+        official,
+        pod,
+        "ticker",
+        ["sh", "-c", "i=0; while :; do echo tick-$i; i=$((i+1)); sleep 0.1; done"],
+    )
+    path = log_file(pod, "ticker")
+    wait_for(lambda: len(read_lines(path)) >= 5, 30, "some ticks")
+    rotated = path.with_name("0.log.20261122-000000")
+    path.rename(rotated)
+    official.runtime.ReopenContainerLog(pb.ReopenContainerLogRequest(container_id=cid), timeout=30)
+    size = rotated.stat().st_size
+    wait_for(lambda: len(read_lines(path)) >= 5, 30, "ticks in the new file")
+    time.sleep(0.5)
+    assert rotated.stat().st_size == size, "nothing more goes to the rotated file"
+    old, new = read_lines(rotated), read_lines(path)
+    numbers = [int(t.split(b"-")[1]) for _, _, t in old + new]
+    assert numbers == list(range(numbers[0], numbers[0] + len(numbers))), "no tick lost or repeated"
+
+
+def test_reopen_of_stopped_and_unknown_containers(official: Official, pod) -> None:  # noqa: F811
+    pb = official.pb
+    cid = create(official, pod, "quick", ["true"])
+    wait_for(
+        lambda: (
+            official.runtime.ContainerStatus(
+                pb.ContainerStatusRequest(container_id=cid), timeout=30
+            ).status.state
+            == pb.CONTAINER_EXITED
+        ),
+        30,
+        "exit",
+    )
+    with pytest.raises(grpc.RpcError) as err:
+        official.runtime.ReopenContainerLog(
+            pb.ReopenContainerLogRequest(container_id=cid), timeout=30
+        )
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    with pytest.raises(grpc.RpcError) as err:
+        official.runtime.ReopenContainerLog(
+            pb.ReopenContainerLogRequest(container_id="b" * 64), timeout=30
+        )
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_nothing_is_lost_while_crishim_is_down(
+    dockerd_factory, crishim_factory, official_stubs, workdir
+) -> None:
+    # A daemon of its own: every crishim on a daemon follows all its containers'
+    # logs (one crishim per daemon is the deployment model), and this one stops.
+    daemon = dockerd_factory()
+    images.build(daemon, workdir / f"build-{daemon.name}")
+    proc = crishim_factory(daemon.endpoint)
+    client = Official(proc.socket, *official_stubs)
+    pb = client.pb
+    config = sandbox_config(pb)
+    sandbox_id = client.runtime.RunPodSandbox(
+        pb.RunPodSandboxRequest(config=config), timeout=120
+    ).pod_sandbox_id
+    the_pod = (sandbox_id, config)
+    create(
+        client,
+        the_pod,
+        "counter",
+        [
+            "sh",
+            "-c",
+            "i=0; while [ $i -lt 150 ]; do echo n-$i; i=$((i+1)); sleep 0.04; done; sleep 300",
+        ],
+    )
+    path = log_file(the_pod, "counter")
+    wait_for(lambda: len(read_lines(path)) >= 10, 30, "the first lines")
+    client.close()
+    proc.signal(signal.SIGTERM)
+    assert proc.wait(60) == 0
+    down_at = len(read_lines(path))
+    time.sleep(3)  # the container keeps printing while crishim is down
+    assert len(read_lines(path)) == down_at, "nobody writes while crishim is down"
+    proc.start()
+    client = Official(proc.socket, *official_stubs)
+    try:
+        wait_for(lambda: len(read_lines(path)) >= 150, 60, "all 150 lines")
+        texts = [t for _, _, t in read_lines(path)]
+        assert texts == [f"n-{i}".encode() for i in range(150)], "every line once, in order"
+        assert down_at < 150, "some lines were printed while crishim was down"
+    finally:
+        client.runtime.RemovePodSandbox(
+            pb.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=60
+        )
+        client.close()

@@ -9,6 +9,7 @@ import uuid
 import grpc
 import pytest
 
+from tests.harness import images
 from tests.harness.clients import Official
 from tests.harness.paths import LOG_ROOT
 from tests.harness.procs import wait_for
@@ -86,10 +87,12 @@ def test_a_sandbox_runs_with_its_metadata_hostname_and_dns(
     assert s.linux.namespaces.options.network == pb.POD
     assert in_container(dockerd, sandbox_id, "hostname").strip() == config.metadata.name
     resolv = in_container(dockerd, sandbox_id, "cat", "/etc/resolv.conf")
-    assert "nameserver 10.96.0.10" in resolv
-    assert "nameserver 10.96.0.11" in resolv
-    assert "search tests.svc.cluster.local svc.cluster.local" in resolv
-    assert "options ndots:5 timeout:2" in resolv
+    assert sorted(resolv.splitlines()) == [
+        "nameserver 10.96.0.10",
+        "nameserver 10.96.0.11",
+        "options ndots:5 timeout:2",
+        "search tests.svc.cluster.local svc.cluster.local",
+    ], "exactly the servers, searches and options given"
 
 
 def test_the_docker_names_and_labels_follow_cri_dockerd(official: Official, pods, dockerd) -> None:
@@ -286,3 +289,47 @@ def test_a_sandbox_created_by_cri_dockerd_is_adopted(
         pb.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=60
     )
     assert not dockerd.docker("ps", "-aq", "--filter", f"id={sandbox_id}").strip()
+
+
+def test_a_sandbox_that_fails_to_start_is_undone(official: Official, dockerd) -> None:
+    pb = official.pb
+    config = sandbox_config(pb, sysctls={"net.ipv4.no_such_setting": "1"})
+    with pytest.raises(grpc.RpcError):
+        official.runtime.RunPodSandbox(pb.RunPodSandboxRequest(config=config), timeout=120)
+    m = config.metadata
+    name = f"k8s_POD_{m.name}_{m.namespace}_{m.uid}_0"
+    assert not dockerd.docker("ps", "-aq", "--filter", f"name={name}").strip(), "create undone"
+    assert config.metadata.name not in [s.metadata.name for s in listing(official)]
+
+
+def test_the_store_resyncs_after_docker_restarts(
+    dockerd_factory, crishim_factory, official_stubs, workdir
+) -> None:
+    daemon = dockerd_factory()
+    images.build(daemon, workdir / f"build-{daemon.name}")
+    proc = crishim_factory(daemon.endpoint)
+    client = Official(proc.socket, *official_stubs)
+    pb = client.pb
+    try:
+        sandbox_id = client.runtime.RunPodSandbox(
+            pb.RunPodSandboxRequest(config=sandbox_config(pb)), timeout=120
+        ).pod_sandbox_id
+        daemon.stop_daemon()  # its containers stop with it; crishim's event stream breaks
+        daemon.start()
+        wait_for(
+            lambda: status(client, sandbox_id).status.state == pb.SANDBOX_NOTREADY, 30, "resync"
+        )
+        # Events flow again: a sandbox created behind crishim's back shows up.
+        uid = "resync-uid"
+        other = daemon.docker(
+            "create",
+            "--name",
+            f"k8s_POD_late_tests_{uid}_0",
+            "--label",
+            "io.kubernetes.docker.type=podsandbox",
+            images.PAUSE_IMAGE,
+        ).strip()
+        wait_for(lambda: other in [s.id for s in listing(client)], 30, "the new sandbox")
+        assert any(e.get("event") == "store_events_lost" for e in proc.events())
+    finally:
+        client.close()

@@ -105,11 +105,13 @@ class Store:
         return record
 
     def _apply_gone(self, container_id: str, seq: int) -> None:
-        for known in [i for i in self._records if i.startswith(container_id)]:
-            if self._applied.get(known, 0) <= seq:
-                self._records.pop(known, None)
-                self._applied[known] = seq
-                self._notify(known, None)
+        if self._applied.get(container_id, 0) > seq:
+            return  # a newer inspect already landed
+        # Remembered even for an object not recorded yet, so that a slower
+        # inspect that started earlier cannot bring it back.
+        self._applied[container_id] = seq
+        if self._records.pop(container_id, None) is not None:
+            self._notify(container_id, None)
 
     async def resync(self) -> None:
         """Rebuild from a full list: what the event stream may have missed."""

@@ -1,0 +1,66 @@
+"""Pure pieces of sandboxes, containers and logs."""
+
+from __future__ import annotations
+
+import pytest
+
+from crishim.containers import state_of
+from crishim.docker.types import LogChunk
+from crishim.logs import cri_line
+from crishim.sandboxes import negative_oom_score_allowed, resolv_conf, systemd_cgroup_parent
+
+
+@pytest.mark.parametrize(
+    ("parent", "slice_name"),
+    [
+        pytest.param(
+            "/kubepods/burstable/pod1f2e", "kubepods-burstable-pod1f2e.slice", id="cgroupfs"
+        ),
+        pytest.param("/kubepods", "kubepods.slice", id="top"),
+        pytest.param(
+            "kubepods-besteffort.slice", "kubepods-besteffort.slice", id="already-systemd"
+        ),
+        pytest.param("/kube-pods/x", "kube_pods-x.slice", id="dash-escaped"),
+        pytest.param("", "", id="none"),
+    ],
+)
+def test_systemd_cgroup_parent(parent, slice_name) -> None:
+    assert systemd_cgroup_parent(parent) == slice_name
+
+
+def test_cap_sys_resource_is_read_from_the_bounding_set() -> None:
+    assert negative_oom_score_allowed("CapBnd:\t000001ffffffffff\n") is True
+    assert negative_oom_score_allowed("CapBnd:\t000001fffeffffff\n") is False  # this VM
+    assert negative_oom_score_allowed("Name:\tx\n") is True
+
+
+def test_resolv_conf_holds_exactly_what_was_given() -> None:
+    assert resolv_conf(("1.1.1.1",), ("a.local",), ("ndots:5",)) == (
+        "nameserver 1.1.1.1\nsearch a.local\noptions ndots:5\n"
+    )
+    assert resolv_conf(("1.1.1.1",), (), ()) == "nameserver 1.1.1.1\n"
+
+
+@pytest.mark.parametrize(
+    ("status", "state"),
+    [
+        ("created", "created"),
+        ("running", "running"),
+        ("paused", "running"),
+        ("restarting", "running"),
+        ("exited", "exited"),
+        ("dead", "exited"),
+        ("removing", "unknown"),
+    ],
+)
+def test_docker_status_to_cri_state(status, state) -> None:
+    assert state_of(status) == state
+
+
+def test_cri_lines_from_docker_messages() -> None:
+    full = cri_line(LogChunk("stdout", b"2026-11-22T10:00:00.123456789Z hello world\n"))
+    assert full == (1795341600123456789, b"2026-11-22T10:00:00.123456789Z stdout F hello world\n")
+    part = cri_line(LogChunk("stderr", b"2026-11-22T10:00:00Z half a line"))
+    assert part[1] == b"2026-11-22T10:00:00Z stderr P half a line\n"
+    assert cri_line(LogChunk("stdout", b"no-timestamp-here")) is None
+    assert cri_line(LogChunk("stdout", b"garbage text\n")) is None

@@ -1,0 +1,69 @@
+"""The store's rule: a slow, older inspect never overwrites a newer one."""
+
+from __future__ import annotations
+
+import asyncio
+
+from crishim import errors
+from crishim.docker.types import ContainerInfo, ContainerState
+from crishim.store import Store
+
+
+def info(cid: str, status: str) -> ContainerInfo:
+    state = ContainerState(status, status == "running", 0, False, 1, "", 1, 0)
+    return ContainerInfo(
+        cid,
+        "k8s_POD_p_ns_uid_0",
+        1,
+        "pause",
+        "sha256:x",
+        {"io.kubernetes.docker.type": "podsandbox"},
+        state,
+        "",
+        "",
+        "",
+        "",
+        "",
+        "",
+        "",
+    )
+
+
+class SlowFirstDocker:
+    """A stand-in for the adapter's inspect in a unit test: the first answer is the slowest."""
+
+    def __init__(self, answers: list[tuple[float, ContainerInfo | None]]) -> None:
+        self.answers = answers
+
+    async def inspect_container(self, cid: str) -> ContainerInfo:
+        delay, answer = self.answers.pop(0)
+        await asyncio.sleep(delay)
+        if answer is None:
+            raise errors.NotFound(cid)
+        return answer
+
+
+async def test_an_older_inspect_that_finishes_last_is_ignored() -> None:
+    docker = SlowFirstDocker([(0.2, info("c1", "running")), (0.0, info("c1", "exited"))])
+    store = Store(docker)  # type: ignore[arg-type]
+    seen = []
+    store.subscribe(lambda cid, rec: seen.append(rec.info.state.status if rec else None))
+    await asyncio.gather(store.refresh("c1"), store.refresh("c1"))
+    assert store.get("c1").info.state.status == "exited"
+    assert seen == ["exited"]
+
+
+async def test_a_late_answer_does_not_resurrect_a_removed_object() -> None:
+    docker = SlowFirstDocker([(0.2, info("c2", "running")), (0.0, None)])
+    store = Store(docker)  # type: ignore[arg-type]
+    await asyncio.gather(store.refresh("c2"), store.refresh("c2"))
+    assert store.get("c2") is None
+
+
+async def test_duplicate_events_are_harmless() -> None:
+    docker = SlowFirstDocker([(0.0, info("c3", "exited"))] * 3)
+    store = Store(docker)  # type: ignore[arg-type]
+    for _ in range(3):
+        await store.refresh("c3")
+    assert store.get("c3").info.state.status == "exited"
+    assert len(store.records("podsandbox")) == 1

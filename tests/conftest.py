@@ -159,3 +159,19 @@ def crishim_factory(workdir: Path) -> Iterator:
     yield make
     for proc in started:
         proc.stop()
+
+
+@pytest.fixture
+def private_node(dockerd_factory, crishim_factory, official_stubs, workdir):
+    """A Docker daemon of its own, with the test images, and a crishim on it.
+
+    For tests that stop or restart Docker or crishim, or that need the only
+    crishim on a daemon (every crishim copies all its daemon's container logs).
+    Yields (daemon, crishim process, official client).
+    """
+    daemon = dockerd_factory()
+    images_mod.build(daemon, workdir / f"build-{daemon.name}")
+    proc = crishim_factory(daemon.endpoint)
+    client = Official(proc.socket, *official_stubs)
+    yield daemon, proc, client
+    client.close()

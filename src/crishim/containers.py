@@ -19,7 +19,8 @@ import structlog
 from crishim import errors, labels
 from crishim.docker import DockerClient
 from crishim.docker.types import ContainerSpec, Resources
-from crishim.sandboxes import Profile, Sandboxes, systemd_cgroup_parent
+from crishim.sandboxes import Sandboxes, systemd_cgroup_parent
+from crishim.security import Profile, docker_security_opts
 from crishim.store import Record, Store
 
 log = structlog.get_logger(__name__)
@@ -168,7 +169,15 @@ class Containers:
         oom = request.oom_score_adj
         if oom < 0 and await self.sandboxes.oom_score_adj() == 0:
             oom = 0  # the host cannot lower OOM scores (see the sandbox's warning)
-        security = await asyncio.to_thread(_security, request)  # may read a seccomp file
+        security: tuple[str, ...] = ()
+        if not request.privileged:  # privileged: no confinement to describe
+            security = await asyncio.to_thread(
+                docker_security_opts,
+                request.seccomp,
+                request.apparmor,
+                request.selinux,
+                request.no_new_privs,
+            )
         spec = ContainerSpec(
             name=name,
             image=request.image,
@@ -294,26 +303,3 @@ class Containers:
     def list(self) -> list[ContainerView]:
         views = (self.view(r) for r in self.store.records(labels.TYPE_CONTAINER))
         return [v for v in views if v is not None]
-
-
-def _security(request: ContainerRequest) -> tuple[str, ...]:
-    opts = []
-    if request.privileged:
-        return ()
-    if request.seccomp.kind == "unconfined":
-        opts.append("seccomp=unconfined")
-    elif request.seccomp.kind == "localhost":
-        try:
-            opts.append("seccomp=" + Path(request.seccomp.ref).read_text())
-        except OSError as exc:
-            raise errors.InvalidArgument(
-                f"seccomp profile {request.seccomp.ref}: {exc.strerror}"
-            ) from None
-    if request.apparmor.kind == "unconfined":
-        opts.append("apparmor=unconfined")
-    elif request.apparmor.kind == "localhost":
-        opts.append(f"apparmor={request.apparmor.ref}")
-    if request.no_new_privs:
-        opts.append("no-new-privileges")
-    opts += [f"label={key}:{value}" for key, value in request.selinux if value]
-    return tuple(opts)

@@ -23,6 +23,7 @@ from crishim import errors, labels
 from crishim.docker import DockerClient
 from crishim.docker.types import ContainerSpec, PortBinding, RegistryAuth
 from crishim.images import Images
+from crishim.security import Profile, docker_security_opts
 from crishim.store import Record, Store
 
 log = structlog.get_logger(__name__)
@@ -34,14 +35,6 @@ SANDBOX_STOP_GRACE = 10  # seconds, for the pause and any container still runnin
 SANDBOX_OOM_SCORE_ADJ = -998
 CAP_SYS_RESOURCE = 24
 UNDO_TIMEOUT = 30.0
-
-
-@dataclass(frozen=True, slots=True)
-class Profile:
-    """A seccomp or AppArmor choice: runtime/default, unconfined, or localhost + ref."""
-
-    kind: str = "runtime/default"  # runtime/default | unconfined | localhost
-    ref: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +66,8 @@ class SandboxRequest:
     run_as_user: int | None = None
     run_as_group: int | None = None
     supplemental_groups: tuple[int, ...] = ()
-    seccomp: Profile = Profile()
-    apparmor: Profile = Profile()
+    seccomp: Profile = field(default_factory=Profile)
+    apparmor: Profile = field(default_factory=Profile)
     selinux: tuple[tuple[str, str], ...] = ()  # (user|role|type|level, value)
     runtime_handler: str = ""
 
@@ -122,20 +115,6 @@ def resolv_conf(
     if options:
         lines.append("options " + " ".join(options))
     return "\n".join(lines) + "\n"
-
-
-def _security_opts(request: SandboxRequest, seccomp_json: str) -> tuple[str, ...]:
-    opts = []
-    if request.seccomp.kind == "unconfined":
-        opts.append("seccomp=unconfined")
-    elif request.seccomp.kind == "localhost":
-        opts.append(f"seccomp={seccomp_json}")
-    if request.apparmor.kind == "unconfined":
-        opts.append("apparmor=unconfined")
-    elif request.apparmor.kind == "localhost":
-        opts.append(f"apparmor={request.apparmor.ref}")
-    opts += [f"label={key}:{value}" for key, value in request.selinux if value]
-    return tuple(opts)
 
 
 class Sandboxes:
@@ -205,14 +184,6 @@ class Sandboxes:
     async def _spec(
         self, request: SandboxRequest, name: str, runtime: str, cgroup_driver: str
     ) -> ContainerSpec:
-        seccomp_json = ""
-        if request.seccomp.kind == "localhost":
-            try:
-                seccomp_json = await asyncio.to_thread(Path(request.seccomp.ref).read_text)
-            except OSError as exc:
-                raise errors.InvalidArgument(
-                    f"seccomp profile {request.seccomp.ref}: {exc.strerror}"
-                ) from None
         user = ""
         if request.run_as_user is not None:
             user = str(request.run_as_user)
@@ -251,7 +222,9 @@ class Sandboxes:
             privileged=request.privileged,
             readonly_rootfs=request.readonly_rootfs,
             group_add=tuple(str(g) for g in request.supplemental_groups),
-            security_opt=_security_opts(request, seccomp_json),
+            security_opt=await asyncio.to_thread(
+                docker_security_opts, request.seccomp, request.apparmor, request.selinux
+            ),
             oom_score_adj=await self.oom_score_adj(),
             runtime=runtime,
         )

@@ -10,7 +10,6 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.harness import images
 from tests.harness.clients import Official
 from tests.harness.procs import wait_for
 from tests.integration.test_containers import create, pod  # noqa: F401  (fixture)
@@ -106,15 +105,8 @@ def test_reopen_of_stopped_and_unknown_containers(official: Official, pod) -> No
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-def test_nothing_is_lost_while_crishim_is_down(
-    dockerd_factory, crishim_factory, official_stubs, workdir
-) -> None:
-    # A daemon of its own: every crishim on a daemon follows all its containers'
-    # logs (one crishim per daemon is the deployment model), and this one stops.
-    daemon = dockerd_factory()
-    images.build(daemon, workdir / f"build-{daemon.name}")
-    proc = crishim_factory(daemon.endpoint)
-    client = Official(proc.socket, *official_stubs)
+def test_nothing_is_lost_while_crishim_is_down(private_node, official_stubs) -> None:
+    _, proc, client = private_node
     pb = client.pb
     config = sandbox_config(pb)
     sandbox_id = client.runtime.RunPodSandbox(
@@ -133,7 +125,6 @@ def test_nothing_is_lost_while_crishim_is_down(
     )
     path = log_file(the_pod, "counter")
     wait_for(lambda: len(read_lines(path)) >= 10, 30, "the first lines")
-    client.close()
     proc.signal(signal.SIGTERM)
     assert proc.wait(60) == 0
     down_at = len(read_lines(path))

@@ -302,34 +302,24 @@ def test_a_sandbox_that_fails_to_start_is_undone(official: Official, dockerd) ->
     assert config.metadata.name not in [s.metadata.name for s in listing(official)]
 
 
-def test_the_store_resyncs_after_docker_restarts(
-    dockerd_factory, crishim_factory, official_stubs, workdir
-) -> None:
-    daemon = dockerd_factory()
-    images.build(daemon, workdir / f"build-{daemon.name}")
-    proc = crishim_factory(daemon.endpoint)
-    client = Official(proc.socket, *official_stubs)
+def test_the_store_resyncs_after_docker_restarts(private_node) -> None:
+    daemon, proc, client = private_node
     pb = client.pb
-    try:
-        sandbox_id = client.runtime.RunPodSandbox(
-            pb.RunPodSandboxRequest(config=sandbox_config(pb)), timeout=120
-        ).pod_sandbox_id
-        daemon.stop_daemon()  # its containers stop with it; crishim's event stream breaks
-        daemon.start()
-        wait_for(
-            lambda: status(client, sandbox_id).status.state == pb.SANDBOX_NOTREADY, 30, "resync"
-        )
-        # Events flow again: a sandbox created behind crishim's back shows up.
-        uid = "resync-uid"
-        other = daemon.docker(
-            "create",
-            "--name",
-            f"k8s_POD_late_tests_{uid}_0",
-            "--label",
-            "io.kubernetes.docker.type=podsandbox",
-            images.PAUSE_IMAGE,
-        ).strip()
-        wait_for(lambda: other in [s.id for s in listing(client)], 30, "the new sandbox")
-        assert any(e.get("event") == "store_events_lost" for e in proc.events())
-    finally:
-        client.close()
+    sandbox_id = client.runtime.RunPodSandbox(
+        pb.RunPodSandboxRequest(config=sandbox_config(pb)), timeout=120
+    ).pod_sandbox_id
+    daemon.stop_daemon()  # its containers stop with it; crishim's event stream breaks
+    daemon.start()
+    wait_for(lambda: status(client, sandbox_id).status.state == pb.SANDBOX_NOTREADY, 30, "resync")
+    # Events flow again: a sandbox created behind crishim's back shows up.
+    uid = "resync-uid"
+    other = daemon.docker(
+        "create",
+        "--name",
+        f"k8s_POD_late_tests_{uid}_0",
+        "--label",
+        "io.kubernetes.docker.type=podsandbox",
+        images.PAUSE_IMAGE,
+    ).strip()
+    wait_for(lambda: other in [s.id for s in listing(client)], 30, "the new sandbox")
+    assert any(e.get("event") == "store_events_lost" for e in proc.events())

@@ -269,7 +269,8 @@ class Containers:
         await self.docker.update_container(view.id, resources)
         await self.store.refresh(view.id)
 
-    def view(self, record: Record) -> ContainerView | None:
+    @staticmethod
+    def view(record: Record) -> ContainerView | None:
         meta = labels.parse_container_name(record.info.name)
         if meta is None:
             return None
@@ -281,14 +282,20 @@ class Containers:
                 reason = "OOMKilled"
             else:
                 reason = "Completed" if info.state.exit_code == 0 else "Error"
+        started, finished = info.state.started_at_ns, info.state.finished_at_ns
+        if finished:
+            # Docker stamps StartedAt after containerd's start returns, so a process that
+            # exits at once can carry a FinishedAt a moment earlier; a user (and the
+            # kubelet's duration maths) expects finished >= started.
+            finished = max(finished, started)
         return ContainerView(
             id=info.id,
             sandbox_id=record.cri.sandbox_id,
             meta=meta,
             state=state,
             created_at_ns=info.created_at_ns,
-            started_at_ns=info.state.started_at_ns,
-            finished_at_ns=info.state.finished_at_ns,
+            started_at_ns=started,
+            finished_at_ns=finished,
             exit_code=info.state.exit_code,
             reason=reason,
             message=info.state.error,

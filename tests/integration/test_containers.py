@@ -343,3 +343,30 @@ def test_a_container_created_by_cri_dockerd_is_adopted(
     official.runtime.StopContainer(pb.StopContainerRequest(container_id=cid, timeout=1), timeout=60)
     official.runtime.RemoveContainer(pb.RemoveContainerRequest(container_id=cid), timeout=60)
     assert not dockerd.docker("ps", "-aq", "--filter", f"id={cid}").strip()
+
+
+def test_stream_rpcs_return_what_list_returns(official: Official, pod) -> None:
+    pb = official.pb
+    sandbox_id = pod[0]
+    create(official, pod, "one", ["sleep", "300"])
+    create(official, pod, "two", ["sleep", "300"], start=False)
+    f = pb.ContainerFilter(pod_sandbox_id=sandbox_id)
+    listed = official.runtime.ListContainers(
+        pb.ListContainersRequest(filter=f), timeout=30
+    ).containers
+    streamed = [
+        c
+        for r in official.runtime.StreamContainers(pb.StreamContainersRequest(filter=f), timeout=30)
+        for c in r.containers
+    ]
+    assert sorted(c.id for c in streamed) == sorted(c.id for c in listed)
+    assert len(streamed) == 2
+    pods = [
+        s
+        for r in official.runtime.StreamPodSandboxes(pb.StreamPodSandboxesRequest(), timeout=30)
+        for s in r.pod_sandboxes
+    ]
+    assert [s.id for s in pods].count(sandbox_id) == 1
+    assert {s.id for s in pods} == {
+        s.id for s in official.runtime.ListPodSandbox(pb.ListPodSandboxRequest(), timeout=30).items
+    }

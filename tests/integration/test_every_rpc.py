@@ -25,6 +25,8 @@ IMPLEMENTED = {
         "RemovePodSandbox": INVALID,
         "PodSandboxStatus": INVALID,
         "ListContainers": OK,
+        "StreamPodSandboxes": OK,
+        "StreamContainers": OK,
         "CreateContainer": INVALID,  # sandbox id, metadata and image are required
         "StartContainer": INVALID,  # an id is required
         "StopContainer": INVALID,

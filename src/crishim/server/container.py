@@ -4,6 +4,7 @@ UpdateContainerResources."""
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 
 from crishim import errors, labels
 from crishim.api.runtime import v1 as api
@@ -11,6 +12,7 @@ from crishim.containers import ContainerRequest, Containers, ContainerView, Moun
 from crishim.docker.types import Resources
 from crishim.execsync import exec_sync
 from crishim.logs import LogManager
+from crishim.server.listing import chunks
 from crishim.server.sandbox import _profile
 
 _STATES = {
@@ -264,14 +266,19 @@ class ContainerRPCs:
             }
         return api.ContainerStatusResponse(status=to_status(view), info=info)
 
+    def _listed(self, f: api.ContainerFilter | None) -> list[api.Container]:
+        return [to_container(v) for v in self._containers.list() if _matches(v, f)]
+
     async def list_containers(
         self, message: api.ListContainersRequest
     ) -> api.ListContainersResponse:
-        return api.ListContainersResponse(
-            containers=[
-                to_container(v) for v in self._containers.list() if _matches(v, message.filter)
-            ]
-        )
+        return api.ListContainersResponse(containers=self._listed(message.filter))
+
+    async def stream_containers(
+        self, message: api.StreamContainersRequest
+    ) -> AsyncIterator[api.StreamContainersResponse]:
+        for chunk in chunks(self._listed(message.filter)):
+            yield api.StreamContainersResponse(containers=chunk)
 
     async def exec_sync(self, message: api.ExecSyncRequest) -> api.ExecSyncResponse:
         _require_id(message.container_id)

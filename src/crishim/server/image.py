@@ -10,8 +10,7 @@ from crishim import errors
 from crishim.api.runtime import v1 as api
 from crishim.docker.types import RegistryAuth
 from crishim.images import FsUsage, Image, Images
-
-STREAM_CHUNK = 100  # images per StreamImages message
+from crishim.server.listing import chunks
 
 
 def _reference(spec: api.ImageSpec | None, field: str) -> str:
@@ -70,9 +69,8 @@ class ImageService(api.ImageServiceBase):
     async def stream_images(
         self, message: api.StreamImagesRequest
     ) -> AsyncIterator[api.StreamImagesResponse]:
-        images = [to_cri(i) for i in await self._list(message.filter)]
-        for start in range(0, len(images), STREAM_CHUNK):
-            yield api.StreamImagesResponse(images=images[start : start + STREAM_CHUNK])
+        for chunk in chunks([to_cri(i) for i in await self._list(message.filter)]):
+            yield api.StreamImagesResponse(images=chunk)
 
     async def _list(self, filter_: api.ImageFilter | None) -> list[Image]:
         wanted = filter_.image.image if filter_ is not None and filter_.image is not None else ""

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import AsyncIterator
 
 from crishim import errors, labels
 from crishim.api.runtime import v1 as api
 from crishim.sandboxes import PortMapping, Profile, Sandboxes, SandboxRequest, SandboxView
+from crishim.server.listing import chunks
 
 _PROTOCOLS = {api.Protocol.TCP: "tcp", api.Protocol.UDP: "udp", api.Protocol.SCTP: "sctp"}
 _PROFILE_KINDS = {
@@ -152,21 +154,28 @@ class SandboxRPCs:
         info = {"info": json.dumps(view.info)} if message.verbose else {}
         return api.PodSandboxStatusResponse(status=status, info=info, timestamp=time.time_ns())
 
+    def _pod_sandboxes(self, f: api.PodSandboxFilter | None) -> list[api.PodSandbox]:
+        return [
+            api.PodSandbox(
+                id=v.id,
+                metadata=_metadata(v),
+                state=_state(v),
+                created_at=v.created_at_ns,
+                labels=v.labels,
+                annotations=v.annotations,
+                runtime_handler=v.runtime_handler,
+            )
+            for v in self._sandboxes.list()
+            if _matches(v, f)
+        ]
+
     async def list_pod_sandbox(
         self, message: api.ListPodSandboxRequest
     ) -> api.ListPodSandboxResponse:
-        return api.ListPodSandboxResponse(
-            items=[
-                api.PodSandbox(
-                    id=v.id,
-                    metadata=_metadata(v),
-                    state=_state(v),
-                    created_at=v.created_at_ns,
-                    labels=v.labels,
-                    annotations=v.annotations,
-                    runtime_handler=v.runtime_handler,
-                )
-                for v in self._sandboxes.list()
-                if _matches(v, message.filter)
-            ]
-        )
+        return api.ListPodSandboxResponse(items=self._pod_sandboxes(message.filter))
+
+    async def stream_pod_sandboxes(
+        self, message: api.StreamPodSandboxesRequest
+    ) -> AsyncIterator[api.StreamPodSandboxesResponse]:
+        for chunk in chunks(self._pod_sandboxes(message.filter)):
+            yield api.StreamPodSandboxesResponse(pod_sandboxes=chunk)

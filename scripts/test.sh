@@ -27,6 +27,16 @@ if ((${#missing[@]})); then
   if [ "$had_policy" = 0 ]; then rm -f /usr/sbin/policy-rc.d; fi
 fi
 
+# An independent SPDY/3.1 peer for the streaming tests: Node.js's spdy-transport.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  echo "== installing nodejs npm"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+fi
+echo "== installing the SPDY test peer (npm ci)"
+npm ci --prefix tests/peers/spdy --no-audit --no-fund --loglevel=error >/dev/null
+
 if [ ! -x .venv/bin/python ]; then
   echo "== creating .venv"
   python3 -m venv .venv 2>/dev/null || {

@@ -23,6 +23,9 @@ def _add_settings(parser: argparse.ArgumentParser) -> None:
     add("--state-dir", help="crishim's on-disk state [/var/lib/crishim]")
     add("--pause-image", help="pod sandbox image [registry.k8s.io/pause:3.10]")
     add("--streaming-address", help="exec/attach/port-forward server host:port [127.0.0.1:0]")
+    add("--streaming-tls-cert", metavar="PEM", help="serve streaming over TLS with this cert")
+    add("--streaming-tls-key", metavar="PEM", help="... and this key")
+    add("--stream-idle-timeout", type=float, help="seconds before an idle stream closes [14400]")
     add(
         "--metrics-address", help="Prometheus /metrics host:port, empty to disable [127.0.0.1:9611]"
     )

@@ -37,6 +37,11 @@ class Config:
     pause_image: str = "registry.k8s.io/pause:3.10"
     # host:port of the exec/attach/port-forward server; port 0 picks a free one.
     streaming_address: str = "127.0.0.1:0"
+    # PEM files to serve streaming over TLS (URLs become https://); both or neither.
+    streaming_tls_cert: str = ""
+    streaming_tls_key: str = ""
+    # An exec/attach/port-forward connection with no traffic this long is closed.
+    stream_idle_timeout: float = 4 * 3600.0
     # host:port of the Prometheus /metrics endpoint; empty disables it.
     metrics_address: str = "127.0.0.1:9611"
     # CNI network configs and plugin binaries (a colon-separated search path).
@@ -78,8 +83,11 @@ class Config:
             or self.docker_ping_timeout <= 0
             or self.pull_progress_timeout <= 0
             or self.pull_log_interval <= 0
+            or self.stream_idle_timeout <= 0
         ):
             raise errors.InvalidArgument("timeouts must be positive")
+        if bool(self.streaming_tls_cert) != bool(self.streaming_tls_key):
+            raise errors.InvalidArgument("streaming_tls_cert and streaming_tls_key go together")
         if self.max_request_bytes < 1024:
             raise errors.InvalidArgument("max_request_bytes: at least 1024")
         return self

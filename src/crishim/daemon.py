@@ -33,6 +33,7 @@ from crishim.server.codec import CriCodec
 from crishim.server.image import ImageService
 from crishim.server.runtime import RuntimeService
 from crishim.store import Store
+from crishim.streaming.server import StreamingServer
 
 log = structlog.get_logger("crishim")
 
@@ -86,8 +87,10 @@ async def serve(config: Config) -> int:
     containers = Containers(docker, store, sandboxes)
     logs = LogManager(docker, store, Path(config.state_dir))
     await logs.start()
+    streaming = StreamingServer(config, docker, sandboxes)
+    await streaming.start()
     server = Server(
-        [RuntimeService(status, sandboxes, containers, logs), ImageService(images)],
+        [RuntimeService(status, sandboxes, containers, logs, streaming), ImageService(images)],
         codec=CriCodec(config.max_request_bytes),
     )
     instrument.attach(server, inflight)
@@ -112,6 +115,7 @@ async def serve(config: Config) -> int:
     server.close()
     with contextlib.suppress(asyncio.CancelledError):
         await server.wait_closed()
+    await streaming.stop()
     if metrics_runner is not None:
         await metrics_runner.cleanup()
     await logs.close()

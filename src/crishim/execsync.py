@@ -90,7 +90,7 @@ async def exec_sync(
     finally:
         await stream.close()
         if not finished:
-            await asyncio.shield(_kill(docker, exec_id))
+            await asyncio.shield(kill_exec(docker, exec_id))
     running, exit_code, _ = await docker.exec_inspect(exec_id)
     for _ in range(50):  # the exec's end is recorded just after its output ends
         if not running:
@@ -100,7 +100,8 @@ async def exec_sync(
     return ExecResult(bytes(out["stdout"]), bytes(out["stderr"]), int(exit_code or 0))
 
 
-async def _kill(docker: DockerClient, exec_id: str) -> None:
+async def kill_exec(docker: DockerClient, exec_id: str) -> None:
+    """Kill an exec's process and everything below it, if it still runs."""
     with contextlib.suppress(errors.CrishimError):
         running, _, pid = await docker.exec_inspect(exec_id)
         if running and pid:

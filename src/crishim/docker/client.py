@@ -724,6 +724,32 @@ class DockerClient:
             self.endpoint, f"{self.api_prefix}/exec/{exec_id}/start", {"Detach": False, "Tty": tty}
         )
 
+    async def exec_resize(self, exec_id: str, width: int, height: int) -> None:
+        await self.request(
+            f"exec/{exec_id}/resize",
+            "POST",
+            params={"h": str(height), "w": str(width)},
+            op="exec_resize",
+        )
+
+    async def attach(
+        self, container_id: str, *, stdin: bool, stdout: bool, stderr: bool
+    ) -> Hijacked:
+        """A hijacked attach to the container's stdio (new output only, no logs replay)."""
+        await self._client()
+        query = f"stream=1&stdin={int(stdin)}&stdout={int(stdout)}&stderr={int(stderr)}"
+        return await hijack(
+            self.endpoint, f"{self.api_prefix}/containers/{container_id}/attach?{query}", None
+        )
+
+    async def container_resize(self, container_id: str, width: int, height: int) -> None:
+        await self.request(
+            f"containers/{container_id}/resize",
+            "POST",
+            params={"h": str(height), "w": str(width)},
+            op="container_resize",
+        )
+
     async def exec_inspect(self, exec_id: str) -> tuple[bool, int | None, int]:
         """(running, exit code, pid) of an exec."""
         raw: JSON = await self.request(f"exec/{exec_id}/json", op="exec_inspect")

@@ -89,12 +89,13 @@ async def open_raw(endpoint: str) -> tuple[asyncio.StreamReader, asyncio.StreamW
     return await asyncio.open_connection(host, int(port))
 
 
-async def hijack(endpoint: str, path: str, body: dict[str, Any]) -> Hijacked:
+async def hijack(endpoint: str, path: str, body: dict[str, Any] | None) -> Hijacked:
     """POST `path` with `Upgrade: tcp` and return the raw stream behind it."""
     reader, writer = await open_raw(endpoint)
-    payload = json.dumps(body).encode()
+    payload = json.dumps(body).encode() if body is not None else b""
+    kind = "Content-Type: application/json\r\n" if body is not None else ""
     head = (
-        f"POST {path} HTTP/1.1\r\nHost: docker\r\nContent-Type: application/json\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: docker\r\n{kind}"
         f"Connection: Upgrade\r\nUpgrade: tcp\r\nContent-Length: {len(payload)}\r\n\r\n"
     )
     writer.write(head.encode() + payload)

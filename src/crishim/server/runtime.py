@@ -1,8 +1,8 @@
 """runtime.v1.RuntimeService.
 
 Implemented so far: Version, Status, RuntimeConfig, UpdateRuntimeConfig, and
-the sandbox RPCs (server/sandbox.py) and the container lifecycle RPCs
-(server/container.py).
+the sandbox RPCs (server/sandbox.py), the container lifecycle RPCs
+(server/container.py) and Exec/Attach/PortForward (server/streams.py).
 Every other RPC is inherited from the generated base, which answers
 UNIMPLEMENTED (the code the kubelet treats as "not supported", never UNKNOWN).
 """
@@ -16,20 +16,24 @@ from crishim.runtime_status import KUBELET_API_VERSION, RuntimeStatus
 from crishim.sandboxes import Sandboxes
 from crishim.server.container import ContainerRPCs
 from crishim.server.sandbox import SandboxRPCs
+from crishim.server.streams import StreamRPCs
+from crishim.streaming.server import StreamingServer
 
 
-class RuntimeService(SandboxRPCs, ContainerRPCs, api.RuntimeServiceBase):
+class RuntimeService(SandboxRPCs, ContainerRPCs, StreamRPCs, api.RuntimeServiceBase):
     def __init__(
         self,
         status: RuntimeStatus,
         sandboxes: Sandboxes,
         containers: Containers,
         logs: LogManager,
+        streaming: StreamingServer,
     ) -> None:
         self._status = status
         self._sandboxes = sandboxes
         self._containers = containers
         self._logs = logs
+        self._streaming = streaming
 
     async def version(self, message: api.VersionRequest) -> api.VersionResponse:
         v = await self._status.version()

@@ -35,6 +35,9 @@ IMPLEMENTED = {
         "UpdateContainerResources": INVALID,
         "ExecSync": INVALID,
         "ReopenContainerLog": INVALID,
+        "Exec": INVALID,  # one of stdin, stdout, stderr is required
+        "Attach": INVALID,
+        "PortForward": INVALID,  # a sandbox id is required
     },
     "ImageService": {
         "ListImages": OK,

@@ -26,6 +26,7 @@ def _add_settings(parser: argparse.ArgumentParser) -> None:
     add("--streaming-tls-cert", metavar="PEM", help="serve streaming over TLS with this cert")
     add("--streaming-tls-key", metavar="PEM", help="... and this key")
     add("--stream-idle-timeout", type=float, help="seconds before an idle stream closes [14400]")
+    add("--stream-token-ttl", type=float, help="seconds a streaming URL stays usable [60]")
     add(
         "--metrics-address", help="Prometheus /metrics host:port, empty to disable [127.0.0.1:9611]"
     )

@@ -42,6 +42,8 @@ class Config:
     streaming_tls_key: str = ""
     # An exec/attach/port-forward connection with no traffic this long is closed.
     stream_idle_timeout: float = 4 * 3600.0
+    # How long an Exec/Attach/PortForward URL stays usable (once) before it expires.
+    stream_token_ttl: float = 60.0
     # host:port of the Prometheus /metrics endpoint; empty disables it.
     metrics_address: str = "127.0.0.1:9611"
     # CNI network configs and plugin binaries (a colon-separated search path).
@@ -84,6 +86,7 @@ class Config:
             or self.pull_progress_timeout <= 0
             or self.pull_log_interval <= 0
             or self.stream_idle_timeout <= 0
+            or self.stream_token_ttl <= 0
         ):
             raise errors.InvalidArgument("timeouts must be positive")
         if bool(self.streaming_tls_cert) != bool(self.streaming_tls_key):

@@ -58,7 +58,7 @@ class StreamingServer:
         self._config = config
         self._docker = docker
         self._sandboxes = sandboxes
-        self.tokens = Tokens()
+        self.tokens = Tokens(ttl=config.stream_token_ttl)
         self._runner: web.AppRunner | None = None
         self.base_url = ""
         self._handlers: set[asyncio.Task] = set()

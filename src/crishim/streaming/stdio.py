@@ -124,9 +124,13 @@ async def run_exec(docker: DockerClient, container_id: str, cmd: list[str], io: 
     """Run `cmd` in the container wired to `io`; its exit code."""
     exec_id = await docker.exec_create(container_id, cmd, stdin=io.stdin is not None, tty=io.tty)
     hijacked = await docker.exec_start(exec_id, tty=io.tty)
-    finished = await _pump(hijacked, io, lambda w, h: docker.exec_resize(exec_id, w, h))
+    finished = False
+    try:
+        finished = await _pump(hijacked, io, lambda w, h: docker.exec_resize(exec_id, w, h))
+    finally:
+        if not finished:  # the client left (or the handler was cancelled with it)
+            await asyncio.shield(kill_exec(docker, exec_id))
     if not finished:
-        await asyncio.shield(kill_exec(docker, exec_id))
         return -1
     running, exit_code, _ = await docker.exec_inspect(exec_id)
     for _ in range(100):  # Docker records the end just after the output closes

@@ -111,7 +111,11 @@ def http_status(url: str) -> int:
 
 
 def test_used_expired_and_made_up_tokens_get_404(
-    official: Official, pod, crishim_factory, dockerd, official_stubs
+    official: Official,
+    pod,  # noqa: F811
+    crishim_factory,
+    dockerd,
+    official_stubs,
 ) -> None:
     cid = create(official, pod, "sh", ["sleep", "300"])
     url = exec_url(official, cid, ["true"], stdout=True)

@@ -6,6 +6,8 @@ Starts a private dockerd and crishim with the test harness (as root), then measu
   - Version and Status round trips through crishim's own grpclib client and grpcio,
   - PullImage from a local registry (htpasswd auth), ImageStatus, and ListImages over
     100 images (the first call inspects every image, later ones read the ID cache),
+  - exec round trip (`true`) through crishim's streaming server beside Docker's own exec
+    API, and port-forward throughput for a 100 MB transfer beside `cat` through Docker exec,
   - the codec cost of a ListContainersResponse of 1000 containers (betterproto2 vs the
     official protobuf runtime), the figure the list-path performance budget starts from.
 """
@@ -26,6 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import streaming as bench_streaming
 from crishim.api.runtime import v1 as api
 from tests.harness import images as test_images
 from tests.harness.clients import Official, Own, generate_official_stubs
@@ -189,11 +192,25 @@ def main() -> None:
         crishim.start()
         registry.start()
         stubs = generate_official_stubs(root / "stubs")
+        test_images.build(dockerd, root / "build")  # busybox and the pause image for pods
+        official = Official(crishim.socket, *stubs)
+        try:
+            streams = bench_streaming.run(
+                official,
+                lambda: Own(crishim.socket),
+                dockerd.endpoint,
+                root,
+                max(10, args.calls // 4),
+                summary,
+            )
+        finally:
+            official.close()
         result = {
             "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
             "rpc": asyncio.run(rpc_bench(crishim.socket, stubs, args.calls)),
             "images": image_bench(dockerd, registry, crishim.socket, stubs, args.calls),
             "codec": codec_bench(stubs[0]),
+            "streaming": streams,
         }
     finally:
         crishim.stop()

@@ -64,3 +64,27 @@ def test_cri_lines_from_docker_messages() -> None:
     assert part[1] == b"2026-11-22T10:00:00Z stderr P half a line\n"
     assert cri_line(LogChunk("stdout", b"no-timestamp-here")) is None
     assert cri_line(LogChunk("stdout", b"garbage text\n")) is None
+
+
+def test_a_pod_with_only_the_required_fields_converts() -> None:
+    # A config without DNS, linux options, labels or ports (crictl's smallest pod.json).
+    from crishim.api.runtime import v1 as api
+    from crishim.server.container import container_request
+    from crishim.server.sandbox import sandbox_request
+
+    config = api.PodSandboxConfig(metadata=api.PodSandboxMetadata(name="p", namespace="n", uid="u"))
+    request = sandbox_request(api.RunPodSandboxRequest(config=config))
+    assert (request.meta.name, list(request.dns_servers), list(request.port_mappings)) == (
+        "p",
+        [],
+        [],
+    )
+    container = container_request(
+        api.CreateContainerRequest(
+            pod_sandbox_id="s",
+            config=api.ContainerConfig(
+                metadata=api.ContainerMetadata(name="c"), image=api.ImageSpec(image="busybox")
+            ),
+        )
+    )
+    assert (container.meta.name, container.image) == ("c", "busybox")

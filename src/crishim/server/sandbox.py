@@ -38,7 +38,7 @@ def sandbox_request(message: api.RunPodSandboxRequest) -> SandboxRequest:
     linux = config.linux or api.LinuxPodSandboxConfig()
     sc = linux.security_context or api.LinuxSandboxSecurityContext()
     ns = sc.namespace_options or api.NamespaceOption()
-    dns = config.dns_config or api.DNSConfig()
+    dns = config.dns_config or api.DnsConfig()
     for p in config.port_mappings:
         if not 0 < p.container_port < 65536 or not 0 <= p.host_port < 65536:
             raise errors.InvalidArgument(f"config.port_mappings: invalid port in {p}")

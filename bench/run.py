@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import structlog
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import streaming as bench_streaming
@@ -184,6 +186,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, default=200)
     args = parser.parse_args()
+    # stdout carries the JSON result only; the adapter's logs go to stderr.
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
     root = Path(tempfile.mkdtemp(prefix="crb-", dir="/tmp"))
     dockerd = PrivateDockerd(root / "dockerd", unique_name("crbench")).start()
     crishim = CrishimProcess(root / "crishim", dockerd.endpoint, "--log-level=info")

@@ -159,3 +159,36 @@ def test_a_vanished_client_frees_its_exec(official: Official, pod, dockerd) -> N
         return "sleep 1234" not in dockerd.docker("top", cid)
 
     wait_for(no_sleep_left, 15, "the exec's process to be killed")
+
+
+async def _idle_exec(url: str) -> bool:
+    """Open an exec and stay silent; True when the server closed the connection."""
+    session, _, pump = await connect_spdy(url, ["v4.channel.k8s.io"])
+    await session.open_stream({"streamtype": "error"})
+    await session.open_stream({"streamtype": "stdin"})
+    await session.open_stream({"streamtype": "stdout"})
+    try:
+        async with asyncio.timeout(30):
+            await session.closed.wait()
+        return True
+    finally:
+        session.abort()
+        pump.cancel()
+
+
+def test_an_idle_stream_is_closed_and_its_exec_ended(
+    official: Official,
+    pod,  # noqa: F811
+    crishim_factory,
+    dockerd,
+    official_stubs,
+) -> None:
+    cid = create(official, pod, "sh", ["sleep", "300"])
+    short = crishim_factory(dockerd.endpoint, "--stream-idle-timeout", "2")
+    other = Official(short.socket, *official_stubs)
+    try:
+        url = exec_url(other, cid, ["sh", "-c", "exec sleep 4321"], stdin=True, stdout=True)
+        assert asyncio.run(_idle_exec(url))
+    finally:
+        other.close()
+    wait_for(lambda: "sleep 4321" not in dockerd.docker("top", cid), 15, "the idle exec to end")

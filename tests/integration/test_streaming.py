@@ -192,3 +192,37 @@ def test_an_idle_stream_is_closed_and_its_exec_ended(
     finally:
         other.close()
     wait_for(lambda: "sleep 4321" not in dockerd.docker("top", cid), 15, "the idle exec to end")
+
+
+def test_stream_rpcs_validate_their_requests(official: Official, pod) -> None:  # noqa: F811
+    import grpc
+
+    pb = official.pb
+    created = create(official, pod, "never-started", ["true"], start=False)
+    cases = [
+        (official.runtime.Exec, pb.ExecRequest(container_id="nope", cmd=["true"], stdout=True)),
+        (official.runtime.Exec, pb.ExecRequest(container_id=created, cmd=["true"], stdout=True)),
+        (official.runtime.Exec, pb.ExecRequest(container_id=created, cmd=["true"])),
+        (official.runtime.Exec, pb.ExecRequest(container_id=created, stdout=True)),
+        (
+            official.runtime.Attach,
+            pb.AttachRequest(container_id=created, stdout=True, stderr=True, tty=True),
+        ),
+        (official.runtime.PortForward, pb.PortForwardRequest(pod_sandbox_id="nope")),
+        (official.runtime.PortForward, pb.PortForwardRequest(pod_sandbox_id=pod[0], port=[70000])),
+    ]
+    codes = []
+    for rpc, request in cases:
+        with pytest.raises(grpc.RpcError) as info:
+            rpc(request, timeout=30)
+        codes.append(info.value.code())
+    C = grpc.StatusCode
+    assert codes == [
+        C.NOT_FOUND,
+        C.FAILED_PRECONDITION,  # created, not running
+        C.INVALID_ARGUMENT,  # no stdio at all
+        C.INVALID_ARGUMENT,  # no command
+        C.INVALID_ARGUMENT,  # tty and stderr together
+        C.NOT_FOUND,
+        C.INVALID_ARGUMENT,  # not a TCP port
+    ]

@@ -158,7 +158,7 @@ def test_a_vanished_client_frees_its_exec(official: Official, pod, dockerd) -> N
     def no_sleep_left() -> bool:
         return "sleep 1234" not in dockerd.docker("top", cid)
 
-    wait_for(no_sleep_left, 15, "the exec's process to be killed")
+    wait_for(no_sleep_left, 30, "the exec's process to be killed")
 
 
 async def _idle_exec(url: str) -> bool:

@@ -144,11 +144,6 @@ async def watch_idle(session: Session, idle_timeout: float) -> None:
                 await session.closed.wait()
 
 
-async def finish(session: Session) -> None:
-    """GOAWAY, give the client a moment to hang up (no data lost to a reset), then close."""
-    await session.close_gracefully(CLOSE_GRACE)
-
-
 async def serve_spdy(
     request: web.Request, opts: Options, run: Runner, *, idle_timeout: float
 ) -> web.StreamResponse:
@@ -168,7 +163,7 @@ async def serve_spdy(
         await _run_over_spdy(session, streams, opts, version, run)
     finally:
         idle.cancel()
-        await finish(session)
+        await session.close_gracefully(CLOSE_GRACE)
     return response
 
 

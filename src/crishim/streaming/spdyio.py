@@ -233,15 +233,6 @@ class Session:
     def forget(self, stream: SpdyStream) -> None:
         self.streams.pop(stream.id, None)
 
-    async def close(self) -> None:
-        """GOAWAY, then close the connection."""
-        if not self.closed.is_set():
-            self.conn.go_away()
-            self._flush()
-            with contextlib.suppress(ConnectionError, RuntimeError):
-                await self.link.drain()
-        self.abort()
-
     async def close_gracefully(self, grace: float) -> None:
         """GOAWAY, then wait up to `grace` for the peer to hang up before closing.
 

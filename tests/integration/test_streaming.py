@@ -110,13 +110,21 @@ def http_status(url: str) -> int:
         return exc.code
 
 
-def test_used_expired_and_made_up_tokens_get_404(
-    official: Official,
-    pod,  # noqa: F811
-    crishim_factory,
-    dockerd,
-    official_stubs,
-) -> None:
+@pytest.fixture
+def crishim_with(crishim_factory, dockerd, official_stubs):
+    """Another crishim on the suite's daemon, started with extra flags; its official client."""
+    clients: list[Official] = []
+
+    def start(*flags: str) -> Official:
+        clients.append(Official(crishim_factory(dockerd.endpoint, *flags).socket, *official_stubs))
+        return clients[-1]
+
+    yield start
+    for client in clients:
+        client.close()
+
+
+def test_used_expired_and_made_up_tokens_get_404(official: Official, pod, crishim_with) -> None:  # noqa: F811
     cid = create(official, pod, "sh", ["sleep", "300"])
     url = exec_url(official, cid, ["true"], stdout=True)
     assert http_status(url) == 400  # a plain POST: consumed, but no upgrade to serve it on
@@ -125,13 +133,8 @@ def test_used_expired_and_made_up_tokens_get_404(
     assert http_status(f"{base}/made-up-token") == 404
     assert http_status(base.replace("/exec", "/attach") + "/x") == 404
 
-    short = crishim_factory(dockerd.endpoint, "--stream-token-ttl", "1")
-    other = Official(short.socket, *official_stubs)
-    try:
-        expiring = exec_url(other, cid, ["true"], stdout=True)
-        wait_for(lambda: http_status(expiring) == 404, 10, "token expiry")
-    finally:
-        other.close()
+    expiring = exec_url(crishim_with("--stream-token-ttl", "1"), cid, ["true"], stdout=True)
+    wait_for(lambda: http_status(expiring) == 404, 10, "token expiry")
 
 
 async def _own_exec_then_vanish(url: str) -> bytes:
@@ -179,18 +182,13 @@ async def _idle_exec(url: str) -> bool:
 def test_an_idle_stream_is_closed_and_its_exec_ended(
     official: Official,
     pod,  # noqa: F811
-    crishim_factory,
+    crishim_with,
     dockerd,
-    official_stubs,
 ) -> None:
     cid = create(official, pod, "sh", ["sleep", "300"])
-    short = crishim_factory(dockerd.endpoint, "--stream-idle-timeout", "2")
-    other = Official(short.socket, *official_stubs)
-    try:
-        url = exec_url(other, cid, ["sh", "-c", "exec sleep 4321"], stdin=True, stdout=True)
-        assert asyncio.run(_idle_exec(url))
-    finally:
-        other.close()
+    other = crishim_with("--stream-idle-timeout", "2")
+    url = exec_url(other, cid, ["sh", "-c", "exec sleep 4321"], stdin=True, stdout=True)
+    assert asyncio.run(_idle_exec(url))
     wait_for(lambda: "sleep 4321" not in dockerd.docker("top", cid), 15, "the idle exec to end")
 
 

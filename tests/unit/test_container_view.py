@@ -6,27 +6,19 @@ import dataclasses
 
 from crishim import labels
 from crishim.containers import Containers
-from crishim.docker.types import ContainerInfo, ContainerState
+from crishim.docker.types import ContainerState
 from crishim.store.cache import Record
+from tests.unit.test_store import info as sandbox_info
 
 
 def record(started: int, finished: int, exit_code: int = 0) -> Record:
     state = ContainerState("exited", False, exit_code, False, 0, "", started, finished)
-    info = ContainerInfo(
-        "c1",
-        "k8s_app_pod_ns_uid_0",
-        1,
-        "busybox",
-        "sha256:x",
-        {"io.kubernetes.docker.type": "container", "io.kubernetes.sandbox.id": "s1"},
-        state,
-        "",
-        "",
-        "",
-        "",
-        "",
-        "",
-        "",
+    info = dataclasses.replace(
+        sandbox_info("c1", "exited"),
+        name="k8s_app_pod_ns_uid_0",
+        image="busybox",
+        labels={"io.kubernetes.docker.type": "container", "io.kubernetes.sandbox.id": "s1"},
+        state=state,
     )
     return Record(info, labels.read(info.labels), 1)
 

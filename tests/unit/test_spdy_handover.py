@@ -23,14 +23,19 @@ async def _echo_server() -> tuple[web.AppRunner, str]:
         session.abort()
         return response
 
+    return await _serve("/echo", handler)
+
+
+async def _serve(path: str, handler) -> tuple[web.AppRunner, str]:
+    """An aiohttp app on a free loopback port with one POST route; (runner, its URL)."""
     app = web.Application()
-    app.router.add_post("/echo", handler)
+    app.router.add_post(path, handler)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]
-    return runner, f"http://127.0.0.1:{port}/echo"
+    return runner, f"http://127.0.0.1:{port}{path}"
 
 
 async def test_a_stream_round_trips_more_than_a_window_of_data() -> None:
@@ -56,15 +61,9 @@ async def test_a_refused_upgrade_is_an_http_answer() -> None:
     async def plain(request: web.Request) -> web.Response:
         return web.Response(status=400, text="no")
 
-    app = web.Application()
-    app.router.add_post("/x", plain)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
+    runner, url = await _serve("/x", plain)
     try:
         with pytest.raises(ConnectionError, match="400"):
-            await connect_spdy(f"http://127.0.0.1:{port}/x", ["v4.channel.k8s.io"])
+            await connect_spdy(url, ["v4.channel.k8s.io"])
     finally:
         await runner.cleanup()

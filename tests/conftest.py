@@ -19,6 +19,7 @@ from types import ModuleType
 import pytest
 
 from tests.harness import images as images_mod
+from tests.harness.cni import CniNode, Network
 from tests.harness.clients import Official, Own, generate_official_stubs
 from tests.harness.crishim import CrishimProcess
 from tests.harness.dockerd import PrivateDockerd, unique_name
@@ -175,3 +176,32 @@ def private_node(dockerd_factory, crishim_factory, official_stubs, workdir):
     client = Official(proc.socket, *official_stubs)
     yield daemon, proc, client
     client.close()
+
+
+@pytest.fixture
+def cni_node_factory(workdir: Path, dockerd: PrivateDockerd, test_images) -> Iterator:
+    """Start crishim in cni mode in a network namespace of its own (see harness/cni.py).
+
+    The node's network is a bridge + host-local + portmap conflist over `subnets`;
+    `configured=False` starts with an empty config dir (NetworkReady false) and
+    leaves writing it to the test. Each node is stopped, and its namespace
+    deleted, after the test.
+    """
+    started: list[CniNode] = []
+
+    def make(
+        *extra: str,
+        subnets: tuple[str, ...] = ("10.99.0.0/24",),
+        configured: bool = True,
+        **network_kw,
+    ) -> CniNode:
+        root = Path(tempfile.mkdtemp(prefix="cni-", dir=workdir))
+        name = unique_name(f"crtn{len(started)}x")
+        network = Network("crt-pods", "cni0", subnets, root / "ipam", **network_kw)
+        node = CniNode(root, dockerd.endpoint, name, network, *extra, configured=configured)
+        started.append(node)
+        return node.start()
+
+    yield make
+    for node in started:
+        node.stop()

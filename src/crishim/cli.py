@@ -30,8 +30,15 @@ def _add_settings(parser: argparse.ArgumentParser) -> None:
     add(
         "--metrics-address", help="Prometheus /metrics host:port, empty to disable [127.0.0.1:9611]"
     )
+    add(
+        "--network-plugin",
+        choices=config.NETWORK_PLUGINS,
+        help="pod networks: cni (the cluster's plugins) or docker (Docker's bridge) [cni]",
+    )
     add("--cni-conf-dir", help="CNI network configs [/etc/cni/net.d]")
     add("--cni-bin-dir", help="CNI plugin search path [/opt/cni/bin:/usr/lib/cni]")
+    add("--cri-dockerd-root", help="cri-dockerd's state, read for adopted pods")
+    add("--cni-cache-dir", help="libcni's result cache, read for adopted pods [/var/lib/cni]")
     add("--log-format", choices=config.LOG_FORMATS, help="[json]")
     add("--log-level", choices=config.LOG_LEVELS, help="[info]")
     add("--shutdown-grace-seconds", type=float, help="time in-flight calls get on SIGTERM [30]")

@@ -23,6 +23,7 @@ from crishim import errors
 ENV_PREFIX = "CRISHIM_"
 LOG_FORMATS = ("json", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+NETWORK_PLUGINS = ("cni", "docker")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,9 +47,16 @@ class Config:
     stream_token_ttl: float = 60.0
     # host:port of the Prometheus /metrics endpoint; empty disables it.
     metrics_address: str = "127.0.0.1:9611"
+    # How pods get their network: "cni" (the cluster's CNI plugins, as on every node)
+    # or "docker" (Docker's default bridge, for local development).
+    network_plugin: str = "cni"
     # CNI network configs and plugin binaries (a colon-separated search path).
     cni_conf_dir: str = "/etc/cni/net.d"
     cni_bin_dir: str = "/opt/cni/bin:/usr/lib/cni"
+    # Where cri-dockerd and its libcni kept pod network state: read (never written)
+    # to tear down the networks of pods adopted from cri-dockerd.
+    cri_dockerd_root: str = "/var/lib/cri-dockerd"
+    cni_cache_dir: str = "/var/lib/cni"
     log_format: str = "json"
     log_level: str = "info"
     # On SIGTERM: how long in-flight calls may take before crishim exits anyway.
@@ -72,6 +80,8 @@ class Config:
                 "docker_endpoint: use unix:///path or tcp://host:port, "
                 f"not {self.docker_endpoint!r}"
             )
+        if self.network_plugin not in NETWORK_PLUGINS:
+            raise errors.InvalidArgument(f"network_plugin: one of {', '.join(NETWORK_PLUGINS)}")
         if self.log_format not in LOG_FORMATS:
             raise errors.InvalidArgument(f"log_format: one of {', '.join(LOG_FORMATS)}")
         if self.log_level not in LOG_LEVELS:

@@ -26,6 +26,7 @@ from crishim.docker import DockerClient
 from crishim.images import Images
 from crishim.listen import open_listener
 from crishim.logs import LogManager
+from crishim.network.pods import PodNetworks
 from crishim.runtime_status import RuntimeStatus
 from crishim.sandboxes import Sandboxes
 from crishim.server import instrument
@@ -66,7 +67,16 @@ async def serve(config: Config) -> int:
     except errors.CrishimError as exc:
         log.warning("docker_unavailable_at_start", endpoint=docker.endpoint, error=str(exc))
 
-    status = RuntimeStatus(config, docker)
+    networks = PodNetworks(
+        config.network_plugin,
+        Path(config.state_dir),
+        config.cni_conf_dir,
+        config.cni_bin_dir,
+        cri_dockerd_root=config.cri_dockerd_root,
+        cni_cache_dir=config.cni_cache_dir,
+    )
+    await networks.start()
+    status = RuntimeStatus(config, docker, networks)
     inflight = instrument.Inflight()
     images = Images(
         docker,
@@ -83,7 +93,9 @@ async def serve(config: Config) -> int:
                 await store.synced.wait()
         except TimeoutError:
             log.warning("store_not_synced_at_start")
-    sandboxes = Sandboxes(docker, store, images, pause_image=config.pause_image)
+    sandboxes = Sandboxes(docker, store, images, networks, pause_image=config.pause_image)
+    if store.synced.is_set():
+        await sandboxes.reconcile_networks()
     containers = Containers(docker, store, sandboxes)
     logs = LogManager(docker, store, Path(config.state_dir))
     await logs.start()
@@ -119,6 +131,7 @@ async def serve(config: Config) -> int:
     if metrics_runner is not None:
         await metrics_runner.cleanup()
     await logs.close()
+    await networks.close()
     await store.close()
     await docker.close()
     log.info("crishim_stopped")

@@ -1,7 +1,8 @@
 """Prometheus metrics of crishim, served as text on /metrics.
 
 Per-RPC counters and latency histograms are fed by the server's event hooks;
-Docker call latencies by the Docker adapter. One registry, owned here.
+Docker call latencies by the Docker adapter; CNI plugin run times by
+network/cni.py. One registry, owned here.
 """
 
 from __future__ import annotations
@@ -33,6 +34,12 @@ DOCKER_SECONDS = Histogram(
     "crishim_docker_request_duration_seconds",
     "Time of Docker Engine API calls, by operation.",
     ["operation"],
+    registry=REGISTRY,
+)
+CNI_SECONDS = Histogram(
+    "crishim_cni_plugin_duration_seconds",
+    "Time of CNI plugin runs, by command (ADD, DEL, CHECK, GC, STATUS) and plugin type.",
+    ["command", "plugin"],
     registry=REGISTRY,
 )
 

@@ -2,10 +2,12 @@
 
 RuntimeReady comes from a live Docker check on every call (the kubelet polls
 Status every few seconds, and a stale "ready" would hide a dead daemon).
-NetworkReady is true while Docker's default bridge network exists with an
-address range; CNI support will replace that rule. Engine details and the
-bridge verdict change rarely, so they are refreshed at most every
-DETAILS_TTL seconds: a Status call costs one Docker round trip, the ping.
+NetworkReady: in cni mode, whether a usable CNI config was found (kept
+current by crishim.network's watcher, read from memory); in docker mode,
+whether Docker's default bridge network exists with an address range.
+Engine details and the bridge verdict change rarely, so they are refreshed at
+most every DETAILS_TTL seconds: a Status call costs one Docker round trip,
+the ping.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from crishim import __version__, deadlines, errors
 from crishim.config import Config
 from crishim.docker import DockerClient
 from crishim.docker.types import EngineInfo
+from crishim.network.pods import PodNetworks
 
 log = structlog.get_logger(__name__)
 
@@ -56,10 +59,10 @@ class VersionInfo:
 class RuntimeStatus:
     """Answers identity and readiness questions; remembers the pod CIDR."""
 
-    def __init__(self, config: Config, docker: DockerClient) -> None:
+    def __init__(self, config: Config, docker: DockerClient, networks: PodNetworks) -> None:
         self.config = config
         self.docker = docker
-        self.pod_cidrs: tuple[str, ...] = ()
+        self.networks = networks
         self._details: tuple[float, EngineInfo, Condition] | None = None
 
     async def version(self) -> VersionInfo:
@@ -85,6 +88,8 @@ class RuntimeStatus:
             return Readiness((runtime, network), ("",), self._info(None) if verbose else {})
 
         runtime = Condition("RuntimeReady", True)
+        if self.networks.mode == "cni":
+            network = self._cni_condition()
         handlers = ("", *info.runtimes)
         return Readiness((runtime, network), handlers, self._info(info) if verbose else {})
 
@@ -98,7 +103,15 @@ class RuntimeStatus:
         self._details = (now, info, network)
         return info, network
 
+    def _cni_condition(self) -> Condition:
+        ready = self.networks.readiness()
+        if ready.ready:
+            return Condition("NetworkReady", True)
+        return Condition("NetworkReady", False, "NetworkPluginNotReady", ready.message)
+
     async def _network_condition(self) -> Condition:
+        if self.networks.mode == "cni":
+            return self._cni_condition()
         try:
             async with deadlines.limit(self.config.docker_ping_timeout, "docker network inspect"):
                 bridge = await self.docker.network("bridge")
@@ -144,7 +157,8 @@ class RuntimeStatus:
             "docker": json.dumps(docker),
             "config": json.dumps(self.config.as_dict()),
             "crishim": json.dumps({"version": __version__}),
-            "podCIDRs": json.dumps(list(self.pod_cidrs)),
+            "podCIDRs": json.dumps(list(self.networks.pod_cidrs)),
+            "network": json.dumps(self.networks.describe()),
         }
 
     async def cgroup_driver(self) -> str:
@@ -167,6 +181,7 @@ class RuntimeStatus:
             raise errors.InvalidArgument(
                 "runtime_config.network_config.pod_cidr: at most two CIDRs"
             )
-        if cidrs != self.pod_cidrs:
+        if cidrs != self.networks.pod_cidrs:
             log.info("pod_cidr_updated", pod_cidrs=list(cidrs))
-        self.pod_cidrs = cidrs
+        # New pods get these as CNI's ipRanges (plugins that declare the capability).
+        self.networks.pod_cidrs = cidrs

@@ -5,9 +5,11 @@ if absent) and undoes the create if the start fails. Stop and Remove are
 idempotent, as the CRI requires: an unknown sandbox is already stopped and
 already removed. Reads come from the store.
 
-Networking until CNI lands: hostNetwork pods use the host's network; every
-other pod gets Docker's default bridge, with Docker port bindings for its
-port mappings.
+The pod's network is crishim.network's business: in cni mode the pause runs
+with Docker's network `none` and CNI ADD attaches it once it runs (DEL on
+stop, before the pause is stopped, as containerd orders it); in docker mode
+it sits on Docker's default bridge with Docker port bindings. hostNetwork
+pods use the host's network in both.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from crishim import errors, labels
 from crishim.docker import DockerClient
 from crishim.docker.types import ContainerSpec, PortBinding, RegistryAuth
 from crishim.images import Images
+from crishim.network.pods import PodNetworkConfig, PodNetworks, PortMapping
 from crishim.security import Profile, docker_security_opts
 from crishim.store import Record, Store
 
@@ -35,14 +38,6 @@ SANDBOX_STOP_GRACE = 10  # seconds, for the pause and any container still runnin
 SANDBOX_OOM_SCORE_ADJ = -998
 CAP_SYS_RESOURCE = 24
 UNDO_TIMEOUT = 30.0
-
-
-@dataclass(frozen=True, slots=True)
-class PortMapping:
-    protocol: str  # tcp | udp | sctp
-    container_port: int
-    host_port: int
-    host_ip: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,11 +77,13 @@ class SandboxView:
     annotations: dict[str, str]
     runtime_handler: str
     ip: str
+    additional_ips: tuple[str, ...]
     host_network: bool
     host_pid: bool
     host_ipc: bool
     pid: int
     docker_runtime: str  # what the pod's containers must run with too
+    netns_path: str  # the pinned network namespace of a CNI pod, else ""
     info: dict[str, object]
 
 
@@ -119,11 +116,18 @@ def resolv_conf(
 
 class Sandboxes:
     def __init__(
-        self, docker: DockerClient, store: Store, images: Images, *, pause_image: str
+        self,
+        docker: DockerClient,
+        store: Store,
+        images: Images,
+        networks: PodNetworks,
+        *,
+        pause_image: str,
     ) -> None:
         self.docker = docker
         self.store = store
         self.images = images
+        self.networks = networks
         self.pause_image = pause_image
         self._oom_allowed: bool | None = None
 
@@ -133,6 +137,17 @@ class Sandboxes:
         name = labels.sandbox_name(request.meta)
         if request.run_as_group is not None and request.run_as_user is None:
             raise errors.InvalidArgument("linux.security_context.run_as_group requires run_as_user")
+        self.networks.require_ready(request.host_network)
+        network_config = PodNetworkConfig(
+            namespace=request.meta.namespace,
+            name=request.meta.name,
+            uid=request.meta.uid,
+            port_mappings=request.port_mappings,
+            dns_servers=request.dns_servers,
+            dns_searches=request.dns_searches,
+            dns_options=request.dns_options,
+            annotations=request.annotations,
+        )
         info = await self.docker.info()
         runtime = self._runtime(request.runtime_handler, info.runtimes)
         if await self.images.status(self.pause_image) is None:
@@ -150,10 +165,15 @@ class Sandboxes:
             await self.docker.start_container(sandbox_id)
             if request.host_network and (request.dns_servers or request.dns_searches):
                 await self._write_resolv_conf(sandbox_id, request)
+            record = await self.store.refresh(sandbox_id)
+            if self.networks.docker_network_mode(request.host_network) == "none":
+                pid = record.info.state.pid if record is not None else 0
+                if pid <= 0:
+                    raise errors.Unavailable(f"pause container {sandbox_id[:12]} is not running")
+                await self.networks.setup(sandbox_id, pid, network_config)
         except BaseException:
             await self._undo(sandbox_id)
             raise
-        await self.store.refresh(sandbox_id)
         log.info("sandbox_started", pod_sandbox_id=sandbox_id, name=name)
         return sandbox_id
 
@@ -207,11 +227,11 @@ class Sandboxes:
             dns_servers=() if host else request.dns_servers,
             dns_search=() if host else request.dns_searches,
             dns_options=() if host else request.dns_options,
-            network_mode="host" if host else "bridge",
+            network_mode=self.networks.docker_network_mode(host),
             pid_mode="host" if request.host_pid else "",
             ipc_mode="host" if request.host_ipc else "shareable",
             port_bindings=()
-            if host
+            if not self.networks.uses_docker_ports(host)
             else tuple(
                 PortBinding(p.container_port, p.protocol, p.host_port, p.host_ip)
                 for p in request.port_mappings
@@ -260,12 +280,19 @@ class Sandboxes:
         return record if record is not None and record.cri.kind == labels.TYPE_SANDBOX else None
 
     async def stop(self, sandbox_id: str) -> None:
-        """Stop every container of the pod, then the pause. Unknown: already stopped (CRI)."""
+        """Stop the pod's containers, tear its network down, stop the pause.
+
+        Unknown: already stopped (CRI). A failed network teardown fails the
+        call (the pause keeps running), so the kubelet's retry runs DEL again
+        rather than leaking the pod's address.
+        """
         record = self._sandbox_record(sandbox_id)
         if record is None:
             return
         members = self._containers_of(record.id)
         await asyncio.gather(*(self._stop_one(r.id) for r in members))
+        info = record.info
+        await self.networks.teardown(info.id, info.state.pid, info.network_mode)
         await self._stop_one(record.id)
         log.info("sandbox_stopped", pod_sandbox_id=record.id, containers=len(members))
 
@@ -278,12 +305,32 @@ class Sandboxes:
         """Force-remove the pod's containers and the pause. Unknown: already removed (CRI)."""
         record = self._sandbox_record(sandbox_id)
         if record is None:
+            if self.networks.checkpoint(sandbox_id) is not None:  # Docker lost it; we did not
+                await self.networks.remove(sandbox_id, 0, "")
             return
-        for member in [*self._containers_of(record.id), record]:
-            with contextlib.suppress(errors.NotFound):
-                await self.docker.remove_container(member.id)
-            await self.store.refresh(member.id)
+        for member in self._containers_of(record.id):
+            await self._remove_one(member.id)
+        info = record.info
+        # The network goes before the pause: a failed DEL keeps the pod listed for a retry.
+        await self.networks.remove(info.id, info.state.pid, info.network_mode)
+        await self._remove_one(record.id)
         log.info("sandbox_removed", pod_sandbox_id=record.id)
+
+    async def _remove_one(self, container_id: str) -> None:
+        with contextlib.suppress(errors.NotFound):
+            await self.docker.remove_container(container_id)
+        await self.store.refresh(container_id)
+
+    async def reconcile_networks(self) -> None:
+        """At start, with a synced store: pin the netns of running pods cri-dockerd set up,
+        and tear down checkpoints whose sandbox Docker no longer has."""
+        records = self.store.records(labels.TYPE_SANDBOX)
+        await self.networks.adopt_running(
+            (r.id, r.info.state.pid)
+            for r in records
+            if r.info.network_mode == "none" and r.info.state.running
+        )
+        await self.networks.gc({r.id for r in records})
 
     # -- read ----------------------------------------------------------------
 
@@ -296,6 +343,10 @@ class Sandboxes:
         if not handler and info.runtime not in ("", "runc"):
             handler = info.runtime
         cri_labels = {k: v for k, v in record.cri.labels.items() if k != RUNTIME_HANDLER_LABEL}
+        host_network = info.network_mode == "host"
+        ips = self.networks.ips(info.id)
+        if ips is None:  # docker mode: Docker's bridge address
+            ips = () if host_network or not info.ip_address else (info.ip_address,)
         return SandboxView(
             id=info.id,
             meta=meta,
@@ -304,12 +355,14 @@ class Sandboxes:
             labels=cri_labels,
             annotations=record.cri.annotations,
             runtime_handler=handler,
-            ip="" if info.network_mode == "host" else info.ip_address,
-            host_network=info.network_mode == "host",
+            ip=ips[0] if ips and not host_network else "",
+            additional_ips=ips[1:] if not host_network else (),
+            host_network=host_network,
             host_pid=info.pid_mode == "host",
             host_ipc=info.ipc_mode == "host",
             pid=info.state.pid,
             docker_runtime="" if info.runtime == "runc" else info.runtime,
+            netns_path=self.networks.netns_path(info.id),
             info={
                 "pid": info.state.pid,
                 "image": info.image,

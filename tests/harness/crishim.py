@@ -15,7 +15,12 @@ from tests.harness.procs import stop_process, wait_for
 
 class CrishimProcess:
     def __init__(
-        self, root: Path, docker_endpoint: str, *extra: str, env: dict[str, str] | None = None
+        self,
+        root: Path,
+        docker_endpoint: str,
+        *extra: str,
+        env: dict[str, str] | None = None,
+        prefix: tuple[str, ...] = (),
     ) -> None:
         self.root = root
         self.socket = root / "crishim.sock"
@@ -24,12 +29,14 @@ class CrishimProcess:
         self.docker_endpoint = docker_endpoint
         self.extra = extra
         self.env = env or {}
+        self.prefix = prefix  # e.g. nsenter into a test network namespace
         self.proc: subprocess.Popen[bytes] | None = None
         self._log_offset = 0
 
     def start(self, wait: bool = True) -> CrishimProcess:
         self.root.mkdir(parents=True, exist_ok=True)
         args = [
+            *self.prefix,
             sys.executable,
             "-m",
             "crishim",
@@ -42,6 +49,8 @@ class CrishimProcess:
             f"--pause-image={PAUSE_IMAGE}",
             "--log-format=json",
             "--log-level=debug",
+            # Docker's bridge unless a test asks for CNI (extra flags come last and win).
+            "--network-plugin=docker",
             *self.extra,
         ]
         env = {k: v for k, v in os.environ.items() if not k.startswith("CRISHIM_")}

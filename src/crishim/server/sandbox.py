@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator
 
 from crishim import errors, labels
 from crishim.api.runtime import v1 as api
-from crishim.sandboxes import PortMapping, Profile, Sandboxes, SandboxRequest, SandboxView
+from crishim.network.pods import PortMapping
+from crishim.sandboxes import Profile, Sandboxes, SandboxRequest, SandboxView
 from crishim.server.listing import chunks
 
 _PROTOCOLS = {api.Protocol.TCP: "tcp", api.Protocol.UDP: "udp", api.Protocol.SCTP: "sctp"}
@@ -137,7 +138,11 @@ class SandboxRPCs:
             metadata=_metadata(view),
             state=_state(view),
             created_at=view.created_at_ns,
-            network=None if view.host_network else api.PodSandboxNetworkStatus(ip=view.ip),
+            network=None
+            if view.host_network
+            else api.PodSandboxNetworkStatus(
+                ip=view.ip, additional_ips=[api.PodIp(ip=ip) for ip in view.additional_ips]
+            ),
             linux=api.LinuxPodSandboxStatus(
                 namespaces=api.Namespace(
                     options=api.NamespaceOption(
@@ -151,7 +156,12 @@ class SandboxRPCs:
             annotations=view.annotations,
             runtime_handler=view.runtime_handler,
         )
-        info = {"info": json.dumps(view.info)} if message.verbose else {}
+        info: dict[str, str] = {}
+        if message.verbose:
+            details = dict(view.info)
+            if not view.host_network:
+                details["networkCheck"] = await self._sandboxes.networks.check(view.id)
+            info = {"info": json.dumps(details)}
         return api.PodSandboxStatusResponse(status=status, info=info, timestamp=time.time_ns())
 
     def _pod_sandboxes(self, f: api.PodSandboxFilter | None) -> list[api.PodSandbox]:

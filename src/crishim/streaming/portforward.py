@@ -44,12 +44,12 @@ PROTOCOL = "portforward.k8s.io"
 WS_PROTOCOLS = ("v4.channel.k8s.io", "v4.base64.channel.k8s.io")
 READ_SIZE = 64 * 1024
 
-# Where the pod's network namespace is: the pause container's PID, looked up per connection.
-PidOf = Callable[[], Awaitable[int]]
+# Where the pod's network namespace is (a namespace file), looked up per connection.
+NetnsOf = Callable[[], Awaitable[str]]
 
 
-async def _dial(pid_of: PidOf, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    return await netns.connect(await pid_of(), port)
+async def _dial(netns_of: NetnsOf, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await netns.connect(await netns_of(), port)
 
 
 async def _copy_both_ways(source, sink, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
@@ -87,7 +87,7 @@ async def _copy_both_ways(source, sink, reader: asyncio.StreamReader, writer: as
 
 
 async def serve_spdy(
-    request: web.Request, sandbox_id: str, pid_of: PidOf, *, idle_timeout: float
+    request: web.Request, sandbox_id: str, netns_of: NetnsOf, *, idle_timeout: float
 ) -> web.StreamResponse:
     refusal = refuse(request, (PROTOCOL,))
     if refusal is not None:
@@ -121,7 +121,7 @@ async def serve_spdy(
                 _spawn(tasks, _expire_pair(pairs, request_id))
             else:
                 del pairs[request_id]
-                _spawn(tasks, _forward_pair(session, pair, sandbox_id, port, pid_of))
+                _spawn(tasks, _forward_pair(session, pair, sandbox_id, port, netns_of))
     finally:
         idle.cancel()
         for task in tasks:
@@ -156,12 +156,12 @@ async def _expire_pair(pairs: dict[str, dict[str, SpdyStream]], request_id: str)
 
 
 async def _forward_pair(
-    session: Session, pair: dict[str, SpdyStream], sandbox_id: str, port: int, pid_of: PidOf
+    session: Session, pair: dict[str, SpdyStream], sandbox_id: str, port: int, netns_of: NetnsOf
 ) -> None:
     data, error = pair["data"], pair["error"]
     try:
         try:
-            reader, writer = await _dial(pid_of, port)
+            reader, writer = await _dial(netns_of, port)
         except Exception as exc:  # any failure goes back to this request's error stream
             reason = _reason(exc)
             message = f"error forwarding port {port} to pod {sandbox_id}: {reason}"
@@ -186,7 +186,12 @@ async def _forward_pair(
 
 
 async def serve_websocket(
-    request: web.Request, sandbox_id: str, ports: list[int], pid_of: PidOf, *, idle_timeout: float
+    request: web.Request,
+    sandbox_id: str,
+    ports: list[int],
+    netns_of: NetnsOf,
+    *,
+    idle_timeout: float,
 ) -> web.StreamResponse:
     if not ports:
         return web.Response(status=400, text="port forwarding over WebSocket needs ports\n")
@@ -199,7 +204,7 @@ async def serve_websocket(
             for channel in (2 * i, 2 * i + 1):
                 await channels.send(channel, struct.pack("<H", port))
         await asyncio.gather(
-            *(_forward_ws(channels, i, port, sandbox_id, pid_of) for i, port in enumerate(ports))
+            *(_forward_ws(channels, i, port, sandbox_id, netns_of) for i, port in enumerate(ports))
         )
     except ConnectionError:
         pass
@@ -212,10 +217,10 @@ async def serve_websocket(
 
 
 async def _forward_ws(
-    channels: WsChannels, index: int, port: int, sandbox_id: str, pid_of: PidOf
+    channels: WsChannels, index: int, port: int, sandbox_id: str, netns_of: NetnsOf
 ) -> None:
     try:
-        reader, writer = await _dial(pid_of, port)
+        reader, writer = await _dial(netns_of, port)
     except Exception as exc:
         message = f"error forwarding port {port} to pod {sandbox_id}: {_reason(exc)}"
         with contextlib.suppress(ConnectionError):

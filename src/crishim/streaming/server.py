@@ -161,16 +161,16 @@ class StreamingServer:
         self._track()
         sandbox_id = target.sandbox_id
 
-        async def pid_of() -> int:
+        async def netns_of() -> str:
             view = self._sandboxes.get(sandbox_id)
             if not view.ready or view.pid <= 0:
                 raise errors.FailedPrecondition(f"pod sandbox {sandbox_id} is not running")
-            return view.pid
+            return view.netns_path or f"/proc/{view.pid}/ns/net"
 
         idle = self._config.stream_idle_timeout
         log.info("stream_started", kind="portforward", sandbox_id=sandbox_id)
         if _is_websocket(request):
             return await portforward.serve_websocket(
-                request, sandbox_id, target.ports, pid_of, idle_timeout=idle
+                request, sandbox_id, target.ports, netns_of, idle_timeout=idle
             )
-        return await portforward.serve_spdy(request, sandbox_id, pid_of, idle_timeout=idle)
+        return await portforward.serve_spdy(request, sandbox_id, netns_of, idle_timeout=idle)

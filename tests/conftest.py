@@ -19,8 +19,8 @@ from types import ModuleType
 import pytest
 
 from tests.harness import images as images_mod
-from tests.harness.cni import CniNode, Network
 from tests.harness.clients import Official, Own, generate_official_stubs
+from tests.harness.cni import CniNode, Network
 from tests.harness.crishim import CrishimProcess
 from tests.harness.dockerd import PrivateDockerd, unique_name
 from tests.harness.paths import LOG_ROOT

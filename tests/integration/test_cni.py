@@ -7,10 +7,15 @@ live there and vanish with it.
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import ipaddress
 import json
 import signal
+import subprocess
+import time
 import uuid
+from pathlib import Path
 
 import grpc
 import pytest
@@ -18,15 +23,20 @@ import pytest
 from tests.harness.clients import Official
 from tests.harness.cni import CniNode
 from tests.harness.paths import LOG_ROOT
-from tests.harness.procs import wait_for
+from tests.harness.procs import run, wait_for
 
-HTTPD = ["sh", "-c", "mkdir -p /www && echo page-$(hostname) > /www/index.html && httpd -f -p 8080 -h /www"]
+HTTPD = [
+    "sh",
+    "-c",
+    "mkdir -p /www && echo page-$(hostname) > /www/index.html && httpd -f -p 8080 -h /www",
+]
+PEER = Path(__file__).resolve().parents[1] / "peers" / "spdy" / "client.js"
 
 
 class Node:
     """A CNI node and a client of its crishim; removes the pods it ran."""
 
-    def __init__(self, node: CniNode, client: Official) -> None:
+    def __init__(self, node: CniNode | None, client: Official) -> None:
         self.node = node
         self.client = client
         self.pb = client.pb
@@ -99,10 +109,16 @@ class Node:
 
     def cleanup(self) -> None:
         for sandbox_id in self.pods:
-            try:
+            with contextlib.suppress(grpc.RpcError):
                 self.remove(sandbox_id)
-            except grpc.RpcError:
-                pass
+
+    def on_host(self, *cmd: str) -> str:
+        """A command in the node's host network (the test namespace in cni mode)."""
+        return self.node.netns.run(*cmd) if self.node else run(*cmd)
+
+    @property
+    def host_prefix(self) -> tuple[str, ...]:
+        return self.node.netns.prefix if self.node else ()
 
 
 @pytest.fixture
@@ -123,13 +139,13 @@ def in_pod(dockerd, sandbox_id: str, *cmd: str) -> str:
     return dockerd.docker("exec", sandbox_id, *cmd)
 
 
-def http_get(run, ip: str, port: int) -> str:
+def http_get(run, ip: str, port: int, nc: str = "nc") -> str:
     """The body of GET / on ip:port, fetched with busybox nc by `run` (retried while refused).
 
     (busybox wget cannot be used: the test image has no NSS modules for it.)
     """
     host = f"[{ip}]" if ":" in ip else ip
-    script = f"printf 'GET / HTTP/1.0\\r\\nHost: {host}\\r\\n\\r\\n' | nc -w 3 {ip} {port}"
+    script = f"printf 'GET / HTTP/1.0\\r\\nHost: {host}\\r\\n\\r\\n' | {nc} -w 3 {ip} {port}"
     out = ""
 
     def fetched() -> bool:
@@ -178,3 +194,208 @@ def test_dns_and_hostname_come_from_the_sandbox_config(cni, dockerd) -> None:
     ]
     # The loopback works inside the pod (the kubelet's probes and sidecars use it).
     assert "127.0.0.1" in in_pod(dockerd, sandbox_id, "ip", "-4", "addr", "show", "lo")
+
+
+def sandbox_pid(dockerd, sandbox_id: str) -> int:
+    return int(dockerd.docker("inspect", "--format", "{{.State.Pid}}", sandbox_id))
+
+
+def test_a_host_port_reaches_the_pod_through_portmap(cni, dockerd) -> None:
+    n = cni()
+    pb = n.pb
+    mapping = pb.PortMapping(protocol=pb.TCP, container_port=8080, host_port=18080)
+    config = n.config(port_mappings=[mapping])
+    sandbox_id = n.run(config)
+    n.serve_http(sandbox_id)
+    page = http_get(n.on_host, n.node.network.gateway, 18080, "busybox nc")
+    assert page.strip() == f"page-{config.hostname}"
+    # portmap's per-pod DNAT chain exists while the pod runs, and goes with it.
+    assert any("dport 18080" in r for r in n.node.netns.nat_rules())
+    n.stop(sandbox_id)
+    assert not any("dport 18080" in r for r in n.node.netns.nat_rules())
+
+
+def test_a_dual_stack_network_gives_an_ipv4_and_an_ipv6_address(cni, dockerd) -> None:
+    n = cni(subnets=("10.99.0.0/24", "fd99:c0de:1::/64"))
+    sandbox_id = n.run()
+    network = n.status(sandbox_id).status.network
+    assert ipaddress.ip_address(network.ip) in ipaddress.ip_network("10.99.0.0/24")
+    (extra,) = network.additional_ips
+    assert ipaddress.ip_address(extra.ip) in ipaddress.ip_network("fd99:c0de:1::/64")
+    shown = in_pod(dockerd, sandbox_id, "ip", "addr", "show", "eth0")
+    assert f"inet {network.ip}/24" in shown
+    assert f"inet6 {extra.ip}/64" in shown
+
+
+def _assert_nothing_left(n: Node) -> None:
+    assert n.node.network.reservations() == []
+    assert n.node.netns.veths() == []
+    assert not any("CNI-DN" in r or "dport 18081" in r for r in n.node.netns.nat_rules())
+    assert n.node.netns_handles() == []
+
+
+@pytest.mark.parametrize("pause_killed_first", [False, True], ids=["pause-alive", "pause-killed"])
+def test_a_sigkilled_crishim_tears_down_after_restart(cni, dockerd, pause_killed_first) -> None:
+    n = cni()
+    pb = n.pb
+    mapping = pb.PortMapping(protocol=pb.TCP, container_port=8080, host_port=18081)
+    sandbox_id = n.run(port_mappings=[mapping])
+    ip = n.status(sandbox_id).status.network.ip
+    assert n.node.network.reservations() == [ip]
+    assert len(n.node.netns.veths()) == 1
+    assert n.node.netns_handles() == [sandbox_id]
+    n.node.crishim.signal(signal.SIGKILL)
+    n.node.crishim.wait(30)
+    if pause_killed_first:
+        dockerd.docker("kill", sandbox_id)
+    n.node.crishim.start()
+    # The IP survives the restart (from the checkpoint), as the kubelet expects.
+    assert n.status(sandbox_id).status.network.ip == ip
+    n.stop(sandbox_id)
+    _assert_nothing_left(n)
+    assert n.node.checkpoints() == [sandbox_id]  # until RemovePodSandbox
+    n.remove(sandbox_id)
+    assert n.node.checkpoints() == []
+
+
+def test_network_ready_follows_the_config_directory(cni) -> None:
+    n = cni(configured=False)
+    ready, reason, message = n.network_ready()
+    assert (ready, reason) == (False, "NetworkPluginNotReady")
+    assert str(n.node.conf_dir) in message
+    with pytest.raises(grpc.RpcError) as refused:
+        n.run()
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "not ready" in refused.value.details()
+    # A hostNetwork pod does not need the pod network.
+    host_pod = n.run(host=True)
+    assert n.status(host_pod).status.state == n.pb.SANDBOX_READY
+    n.node.network.write(n.node.conf_dir)
+    wait_for(lambda: n.network_ready()[0], 10, "NetworkReady after a conflist appeared")
+    assert n.status(n.run()).status.network.ip.startswith("10.99.0.")
+
+
+def test_a_broken_config_is_reported_by_name(cni) -> None:
+    n = cni(configured=False)
+    (n.node.conf_dir / "05-broken.conflist").write_text("{not json")
+    wait_for(lambda: "05-broken.conflist" in n.network_ready()[2], 10, "the broken file named")
+    (n.node.conf_dir / "05-broken.conflist").unlink()
+    conflist = n.node.network.conflist()
+    conflist["plugins"].append({"type": "no-such-plugin"})
+    (n.node.conf_dir / "10-test.conflist").write_text(json.dumps(conflist))
+    wait_for(lambda: "no-such-plugin" in n.network_ready()[2], 10, "the missing plugin named")
+
+
+def test_a_failing_plugin_fails_run_pod_sandbox_and_leaves_nothing(cni, dockerd) -> None:
+    n = cni()
+    # A range with room for one pod: host-local refuses the second, in its own words.
+    conflist = n.node.network.conflist()
+    conflist["plugins"][0]["ipam"]["ranges"] = [[{"subnet": "10.99.0.0/30"}]]  # 1 address
+    (n.node.conf_dir / "10-test.conflist").write_text(json.dumps(conflist))
+    wait_for(lambda: _loads(n) == 2, 10, "the small range loaded")
+    first = n.run()
+    before = set(dockerd.docker("ps", "-aq", "--no-trunc").split())
+    with pytest.raises(grpc.RpcError) as failed:
+        n.run()
+    assert failed.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "host-local" in failed.value.details() or "no IP addresses" in failed.value.details()
+    assert set(dockerd.docker("ps", "-aq", "--no-trunc").split()) == before
+    assert n.node.checkpoints() == [first]
+    assert len(n.node.netns.veths()) == 1
+
+
+def _loads(n: Node) -> int:
+    return sum(e.get("event") == "cni_config_loaded" for e in n.node.crishim.events())
+
+
+def test_many_pod_cycles_leave_nothing_behind(cni) -> None:
+    n = cni()
+
+    def cycle(_: int) -> str:
+        sandbox_id = n.rt.RunPodSandbox(
+            n.pb.RunPodSandboxRequest(config=n.config()), timeout=120
+        ).pod_sandbox_id
+        ip = n.status(sandbox_id).status.network.ip
+        n.stop(sandbox_id)
+        n.remove(sandbox_id)
+        return ip
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        ips = list(pool.map(cycle, range(200)))
+    assert all(ip.startswith("10.99.0.") for ip in ips)
+    _assert_nothing_left(n)
+    assert n.node.checkpoints() == []
+
+
+# -- the critest networking checks, in both modes -------------------------------------
+
+
+@pytest.fixture(params=["cni", "docker"])
+def mode_node(request, cni, official):
+    if request.param == "cni":
+        yield cni()
+    else:
+        node = Node(None, official)
+        yield node
+        node.cleanup()
+
+
+def test_critest_dns_config(mode_node, dockerd) -> None:
+    config = mode_node.config()
+    sandbox_id = mode_node.run(config)
+    resolv = in_pod(dockerd, sandbox_id, "cat", "/etc/resolv.conf")
+    assert "nameserver 10.96.0.10" in resolv
+    assert "search cni.svc.cluster.local" in resolv
+    assert "options ndots:5" in resolv
+    assert in_pod(dockerd, sandbox_id, "hostname").strip() == config.hostname
+
+
+def test_critest_port_mapping(mode_node) -> None:
+    pb = mode_node.pb
+    mapping = pb.PortMapping(protocol=pb.TCP, container_port=8080, host_port=18082)
+    config = mode_node.config(port_mappings=[mapping])
+    sandbox_id = mode_node.run(config)
+    mode_node.serve_http(sandbox_id)
+    host = mode_node.node.network.gateway if mode_node.node else "127.0.0.1"
+    page = http_get(mode_node.on_host, host, 18082, "busybox nc")
+    assert page.strip() == f"page-{config.hostname}"
+
+
+def test_critest_port_forward(mode_node) -> None:
+    config = mode_node.config()
+    sandbox_id = mode_node.run(config)
+    mode_node.serve_http(sandbox_id)
+    url = mode_node.rt.PortForward(
+        mode_node.pb.PortForwardRequest(pod_sandbox_id=sandbox_id), timeout=30
+    ).url
+    results: list[dict] = []
+
+    def served() -> bool:
+        nonlocal url
+        done = subprocess.run(
+            [
+                *mode_node.host_prefix,
+                "node",
+                str(PEER),
+                "portforward",
+                url,
+                "--port",
+                "8080",
+                "--send",
+                "GET / HTTP/1.0\r\n\r\n",
+            ],
+            capture_output=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        results[:] = json.loads(done.stdout)
+        if results[0]["error"]:
+            url = mode_node.rt.PortForward(
+                mode_node.pb.PortForwardRequest(pod_sandbox_id=sandbox_id), timeout=30
+            ).url  # URLs are single-use
+            time.sleep(0.3)
+            return False
+        return True
+
+    wait_for(served, 30, "port-forward to httpd")
+    assert f"page-{config.hostname}" in results[0]["data"]

@@ -48,7 +48,7 @@ MAX_OUTPUT = 4 * 1024 * 1024
 TRY_AGAIN_LATER = 11  # CNI's well-known error code for a transient failure
 
 
-class PluginFailed(errors.CrishimError):
+class PluginFailed(errors.FailedPrecondition):
     """A CNI plugin reported an error; the message is the plugin's own."""
 
     status = Status.FAILED_PRECONDITION

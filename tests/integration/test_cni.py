@@ -399,3 +399,138 @@ def test_critest_port_forward(mode_node) -> None:
 
     wait_for(served, 30, "port-forward to httpd")
     assert f"page-{config.hostname}" in results[0]["data"]
+
+
+def test_the_pod_cidr_from_update_runtime_config_reaches_host_local(cni) -> None:
+    n = cni(configured=False)
+    conflist = n.node.network.conflist()
+    bridge = conflist["plugins"][0]
+    bridge["capabilities"] = {"ipRanges": True}
+    del bridge["ipam"]["ranges"]  # host-local then needs the runtime's ranges
+    (n.node.conf_dir / "10-test.conflist").write_text(json.dumps(conflist))
+    wait_for(lambda: n.network_ready()[0], 10, "NetworkReady")
+    pb = n.pb
+    n.rt.UpdateRuntimeConfig(
+        pb.UpdateRuntimeConfigRequest(
+            runtime_config=pb.RuntimeConfig(
+                network_config=pb.NetworkConfig(pod_cidr="10.98.7.0/24")
+            )
+        ),
+        timeout=30,
+    )
+    ip = n.status(n.run()).status.network.ip
+    assert ipaddress.ip_address(ip) in ipaddress.ip_network("10.98.7.0/24")
+
+
+def test_bandwidth_annotations_shape_the_pods_traffic(cni, dockerd) -> None:
+    n = cni(bandwidth=True)
+    sandbox_id = n.run(
+        annotations={
+            "kubernetes.io/ingress-bandwidth": "1M",
+            "kubernetes.io/egress-bandwidth": "2M",
+        }
+    )
+    (veth,) = n.node.netns.veths()
+    # Ingress to the pod is shaped on the host side of its veth (a token bucket).
+    qdisc = n.on_host("tc", "qdisc", "show", "dev", veth)
+    assert "tbf" in qdisc
+    assert "rate 1Mbit" in qdisc
+    with pytest.raises(grpc.RpcError) as bad:
+        n.run(annotations={"kubernetes.io/ingress-bandwidth": "lots"})
+    assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert n.node.checkpoints() == [sandbox_id]
+
+
+def _cri_dockerd_pod(n: Node, dockerd) -> tuple[str, str]:
+    """A pod as cri-dockerd leaves it: a pause with network none, CNI ADD by its libcni
+    (the result cached under the CNI cache dir), and its own sandbox checkpoint."""
+    import base64
+
+    uid = str(uuid.uuid4())
+    name = f"k8s_POD_legacy_cni_{uid}_0"
+    sandbox_id = dockerd.docker(
+        "run", "-d", "--name", name, "--network", "none",
+        "--label", "io.kubernetes.docker.type=podsandbox",
+        "--label", "io.kubernetes.pod.name=legacy",
+        "--label", "io.kubernetes.pod.namespace=cni",
+        "--label", f"io.kubernetes.pod.uid={uid}",
+        "--label", "io.kubernetes.container.name=POD",
+        "crishim-test/pause:latest",
+    ).strip()  # fmt: skip
+    pid = sandbox_pid(dockerd, sandbox_id)
+    conflist = n.node.network.conflist()
+    caps = {"portMappings": [{"hostPort": 18083, "containerPort": 8080, "protocol": "tcp"}]}
+    args = [["IgnoreUnknown", "1"], ["K8S_POD_NAMESPACE", "cni"], ["K8S_POD_NAME", "legacy"]]
+    result = None
+    for plugin in conflist["plugins"]:
+        stdin = {**plugin, "name": conflist["name"], "cniVersion": conflist["cniVersion"]}
+        if result is not None:
+            stdin["prevResult"] = result
+        if plugin["type"] == "portmap":
+            stdin["runtimeConfig"] = caps
+        env = {
+            "CNI_COMMAND": "ADD",
+            "CNI_CONTAINERID": sandbox_id,
+            "CNI_NETNS": f"/proc/{pid}/ns/net",
+            "CNI_IFNAME": "eth0",
+            "CNI_ARGS": ";".join("=".join(a) for a in args),
+            "CNI_PATH": "/usr/lib/cni",
+            "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+        }
+        done = subprocess.run(
+            [*n.host_prefix, f"/usr/lib/cni/{plugin['type']}"],
+            input=json.dumps(stdin).encode(), capture_output=True, env=env, check=True,
+        )  # fmt: skip
+        result = json.loads(done.stdout)
+    cache = n.node.root / "cni-cache" / "results"
+    cache.mkdir(parents=True, exist_ok=True)
+    (cache / f"{conflist['name']}-{sandbox_id}-eth0").write_text(
+        json.dumps(
+            {
+                "kind": "cniCacheV1",
+                "containerId": sandbox_id,
+                "config": base64.b64encode(json.dumps(conflist).encode()).decode(),
+                "ifName": "eth0",
+                "networkName": conflist["name"],
+                "cniArgs": args,
+                "capabilityArgs": caps,
+                "result": result,
+            }
+        )
+    )
+    checkpoint = n.node.root / "cri-dockerd" / "sandbox"
+    checkpoint.mkdir(parents=True, exist_ok=True)
+    (checkpoint / sandbox_id).write_text(
+        json.dumps(
+            {
+                "version": "v1",
+                "name": "legacy",
+                "namespace": "cni",
+                "data": {
+                    "port_mappings": [
+                        {"protocol": "tcp", "container_port": 8080, "host_port": 18083}
+                    ]
+                },
+                "checksum": 0,
+            }
+        )
+    )
+    return sandbox_id, result["ips"][0]["address"].split("/")[0]
+
+
+def test_a_pod_adopted_from_cri_dockerd_is_torn_down_cleanly(cni, dockerd) -> None:
+    n = cni()
+    n.node.crishim.stop()
+    sandbox_id, ip = _cri_dockerd_pod(n, dockerd)
+    n.pods.append(sandbox_id)
+    assert n.node.network.reservations() == [ip]
+    n.node.crishim.start()
+    # Adopted at start: its IP is reported, and its netns is pinned while the pause lives.
+    assert n.status(sandbox_id).status.network.ip == ip
+    assert n.node.netns_handles() == [sandbox_id]
+    dockerd.docker("kill", sandbox_id)  # the pause dies first: DEL must still find the veth
+    n.stop(sandbox_id)
+    _assert_nothing_left(n)
+    assert not any("18083" in r for r in n.node.netns.nat_rules())
+    n.remove(sandbox_id)
+    assert n.node.checkpoints() == []

@@ -50,7 +50,24 @@ ln -sf "$PREFIX/venv/bin/crishim" /usr/local/bin/crishim
 mkdir -p /etc/crishim
 [ -e /etc/crishim/crishim.toml ] || cp deploy/crishim.toml /etc/crishim/crishim.toml
 
-# 3. preflight, then serve
+# 3. the pod network (cni mode, the default): where no CNI config exists yet, Debian's
+#    reference plugins and a default dual-stack bridge network (crishim cni-config), as
+#    containerd's packaging ships one. A cluster's network add-on may replace it later.
+read -r mode conf_dir < <("$PREFIX/venv/bin/python" -c 'from crishim import config
+c = config.load({"config": "/etc/crishim/crishim.toml"}); print(c.network_plugin, c.cni_conf_dir)')
+if [ "$mode" = cni ]; then
+  if ! ls "$conf_dir"/*.conflist "$conf_dir"/*.conf "$conf_dir"/*.json >/dev/null 2>&1; then
+    if ! dpkg-query -W -f='${Status}' containernetworking-plugins 2>/dev/null | grep -q "install ok installed"; then
+      echo "== installing the CNI reference plugins (Debian containernetworking-plugins)"
+      apt-get update -qq
+      apt-get install -y -qq --no-install-recommends containernetworking-plugins >/dev/null
+    fi
+    echo "== writing a default pod network into $conf_dir"
+    /usr/local/bin/crishim cni-config --config /etc/crishim/crishim.toml
+  fi
+fi
+
+# 4. preflight, then serve
 running() { [ -f /run/crishim/crishim.pid ] && kill -0 "$(cat /run/crishim/crishim.pid)" 2>/dev/null; }
 if ! have_systemd && ! running; then
   /usr/local/bin/crishim check --config /etc/crishim/crishim.toml
@@ -71,7 +88,7 @@ else
     echo $! > "$PIDFILE"
   fi
 fi
-# 4. prove it serves: a real CRI Version call over the socket
+# 5. prove it serves: a real CRI Version call over the socket
 for _ in $(seq 30); do [ -S /run/crishim/crishim.sock ] && break; sleep 1; done
 "$PREFIX/venv/bin/python" - <<'PY' || { echo "crishim is not serving; see /var/log/crishim.log" >&2; exit 1; }
 import asyncio

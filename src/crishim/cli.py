@@ -61,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_settings(sub.add_parser("serve", help="serve the CRI on the listen socket"))
     _add_settings(sub.add_parser("check", help="preflight checks of this node; non-zero on FAIL"))
+    _add_settings(
+        sub.add_parser(
+            "cni-config",
+            help="write a default dual-stack bridge network into cni_conf_dir if it has none",
+        )
+    )
     return parser
 
 
@@ -74,6 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if command == "check":
         return asyncio.run(_check(settings))
+    if command == "cni-config":
+        return _cni_config(settings)
     logsetup.configure(settings.log_format, settings.log_level)
     try:
         return asyncio.run(_serve(settings))
@@ -98,3 +106,21 @@ async def _check(settings: config.Config) -> int:
     failed = [r for r in results if r.level == "FAIL"]
     print(f"{len(failed)} failed, {sum(r.level == 'WARN' for r in results)} warnings")
     return 1 if failed else 0
+
+
+def _cni_config(settings: config.Config) -> int:
+    from pathlib import Path
+
+    from crishim.network import default
+
+    conf_dir = Path(settings.cni_conf_dir)
+    try:
+        written = default.write_if_absent(conf_dir)
+    except OSError as exc:
+        print(f"crishim: cannot write into {conf_dir}: {exc.strerror}", file=sys.stderr)
+        return 1
+    if written is None:
+        print(f"{conf_dir} already has a network config; left as it is")
+    else:
+        print(f"wrote {written} (bridge crishim0, {default.IPV4_RANGE} and {default.IPV6_RANGE})")
+    return 0

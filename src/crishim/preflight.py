@@ -15,6 +15,7 @@ from crishim import errors
 from crishim.config import Config
 from crishim.docker import DockerClient, versions
 from crishim.listen import probe
+from crishim.network import conf as cni_conf
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,15 +113,26 @@ def host_checks(config: Config) -> list[Result]:
             Result("OK" if passed else "WARN", "socket", "fd:// (systemd socket activation)")
         )
 
-    conf_dir = Path(config.cni_conf_dir)
-    confs = sorted(conf_dir.glob("*.conf*")) if conf_dir.is_dir() else []
-    if confs:
-        results.append(Result("OK", "cni", f"{len(confs)} config(s) in {conf_dir}"))
-    else:
-        results.append(
-            Result("WARN", "cni", f"no config in {conf_dir}: pods use Docker's default bridge")
-        )
+    results.append(cni_result(config))
     return results
+
+
+def cni_result(config: Config) -> Result:
+    """What pods' networks will be: the CNI network found, or why there is none."""
+    if config.network_plugin == "docker":
+        return Result("OK", "network", "docker mode: pods use Docker's default bridge")
+    loaded = cni_conf.load(Path(config.cni_conf_dir), cni_conf.split_path(config.cni_bin_dir))
+    if loaded.network is None:
+        # A cluster's network add-on usually installs its config after the node joins.
+        return Result("WARN", "network", f"cni mode, NetworkReady stays false: {loaded.problem}")
+    net = loaded.network
+    plugins = ", ".join(p.type for p in net.plugins)
+    return Result(
+        "OK",
+        "network",
+        f"cni network {net.name!r} from {net.source} (cniVersion {net.cni_version}; "
+        f"plugins {plugins}, found on {config.cni_bin_dir})",
+    )
 
 
 def _socket_result(path: Path) -> Result:

@@ -534,3 +534,25 @@ def test_a_pod_adopted_from_cri_dockerd_is_torn_down_cleanly(cni, dockerd) -> No
     assert not any("18083" in r for r in n.node.netns.nat_rules())
     n.remove(sandbox_id)
     assert n.node.checkpoints() == []
+
+
+def test_the_default_network_of_the_install_command_is_dual_stack(cni, dockerd) -> None:
+    from crishim.network import default
+
+    n = cni(configured=False)
+    conflist = default.conflist()
+    # Reservations under the test's directory instead of /var/lib/cni of the machine.
+    conflist["plugins"][0]["ipam"]["dataDir"] = str(n.node.root / "ipam")
+    (n.node.conf_dir / default.FILENAME).write_text(json.dumps(conflist))
+    wait_for(lambda: n.network_ready()[0], 10, "NetworkReady with the default network")
+    sandbox_id = n.run()
+    network = n.status(sandbox_id).status.network
+    assert ipaddress.ip_address(network.ip) in ipaddress.ip_network(default.IPV4_RANGE)
+    assert [ipaddress.ip_address(a.ip) in ipaddress.ip_network(default.IPV6_RANGE)
+            for a in network.additional_ips] == [True]  # fmt: skip
+    # ipMasq: the pod's traffic out of the node is masqueraded while it runs.
+    assert any(network.ip in r for r in n.node.netns.nat_rules())
+    n.stop(sandbox_id)
+    n.remove(sandbox_id)
+    assert not any(network.ip in r for r in n.node.netns.nat_rules())
+    assert n.node.netns.veths() == []

@@ -165,10 +165,37 @@ def test_check_against_the_private_daemon_reports_every_check(dockerd, workdir) 
         "state dir",
         "socket dir",
         "socket",
+        "network",
     } <= names
     assert f"OK   docker: Docker {version}" in result.stdout
     assert "OK   storage driver: overlay2" in result.stdout
     assert result.returncode == 0, result.stdout
+
+
+def test_check_reports_the_cni_network_and_cni_config_writes_the_default(workdir) -> None:
+    conf_dir = workdir / "check-net.d"
+    flags = (f"--cni-conf-dir={conf_dir}", "--cni-bin-dir=/usr/lib/cni")
+    empty = run_check(*flags)
+    assert (
+        f"WARN network: cni mode, NetworkReady stays false: no network config found in {conf_dir}"
+        in empty.stdout
+    )
+    written = subprocess.run(
+        [sys.executable, "-m", "crishim", "cni-config", *flags], capture_output=True, text=True
+    )
+    assert written.returncode == 0, written.stderr
+    assert (conf_dir / "90-crishim.conflist").exists()
+    found = run_check(*flags)
+    assert (
+        f"OK   network: cni network 'crishim' from {conf_dir / '90-crishim.conflist'} "
+        "(cniVersion 1.0.0; plugins bridge, portmap, found on /usr/lib/cni)"
+    ) in found.stdout
+    again = subprocess.run(
+        [sys.executable, "-m", "crishim", "cni-config", *flags], capture_output=True, text=True
+    )
+    assert "already has a network config" in again.stdout
+    docker_mode = run_check(*flags, "--network-plugin=docker")
+    assert "OK   network: docker mode: pods use Docker's default bridge" in docker_mode.stdout
 
 
 def test_check_against_a_dead_endpoint_fails_with_a_reason(workdir) -> None:

@@ -9,8 +9,9 @@ cd "$(dirname "$0")/.."
 # The real parts the tests run on, from Debian's packages:
 #   docker.io (dockerd 20.10, API 1.41), docker-registry, containernetworking-plugins,
 #   busybox (dynamic: test images are built from it), apache2-utils (htpasswd for
-#   registry auth), iproute2 (the private daemon's bridge).
-packages=(docker.io docker-registry containernetworking-plugins busybox apache2-utils iproute2 ca-certificates)
+#   registry auth), iproute2 (the private daemon's bridge; ip netns and tc for the CNI
+#   tests), iptables (portmap and bridge's ipMasq), util-linux (nsenter).
+packages=(docker.io docker-registry containernetworking-plugins iptables busybox apache2-utils iproute2 util-linux ca-certificates)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

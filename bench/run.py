@@ -8,6 +8,8 @@ Starts a private dockerd and crishim with the test harness (as root), then measu
     100 images (the first call inspects every image, later ones read the ID cache),
   - exec round trip (`true`) through crishim's streaming server beside Docker's own exec
     API, and port-forward throughput for a 100 MB transfer beside `cat` through Docker exec,
+  - pod start (RunPodSandbox) and stop (Stop + RemovePodSandbox) in cni mode beside docker
+    mode, with the CNI plugins' time inside them (bench/pods.py),
   - the codec cost of a ListContainersResponse of 1000 containers (betterproto2 vs the
     official protobuf runtime), the figure the list-path performance budget starts from.
 """
@@ -30,6 +32,7 @@ import structlog
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import pods as bench_pods
 from bench import streaming as bench_streaming
 from crishim.api.runtime import v1 as api
 from tests.harness import images as test_images
@@ -185,6 +188,10 @@ def image_bench(dockerd, registry, socket: Path, stubs, calls: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, default=200)
+    parser.add_argument("--pod-cycles", type=int, default=30)
+    parser.add_argument(
+        "--only", choices=("pods",), help="run one part only (with its setup) and print it"
+    )
     args = parser.parse_args()
     # stdout carries the JSON result only; the adapter's logs go to stderr.
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
@@ -197,6 +204,13 @@ def main() -> None:
         registry.start()
         stubs = generate_official_stubs(root / "stubs")
         test_images.build(dockerd, root / "build")  # busybox and the pause image for pods
+        if args.only == "pods":
+            result = {
+                "pods": bench_pods.run(dockerd.endpoint, root, stubs, args.pod_cycles, summary)
+            }
+            json.dump(result, sys.stdout, indent=2)
+            print()
+            return
         official = Official(crishim.socket, *stubs)
         try:
             streams = bench_streaming.run(
@@ -215,6 +229,7 @@ def main() -> None:
             "images": image_bench(dockerd, registry, crishim.socket, stubs, args.calls),
             "codec": codec_bench(stubs[0]),
             "streaming": streams,
+            "pods": bench_pods.run(dockerd.endpoint, root, stubs, args.pod_cycles, summary),
         }
     finally:
         crishim.stop()

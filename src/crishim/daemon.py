@@ -23,6 +23,7 @@ from crishim import errors, metrics, sdnotify
 from crishim.config import Config, split_host_port
 from crishim.containers import Containers
 from crishim.docker import DockerClient
+from crishim.events import EventHub
 from crishim.images import Images
 from crishim.listen import open_listener
 from crishim.logs import LogManager
@@ -33,6 +34,8 @@ from crishim.server import instrument
 from crishim.server.codec import CriCodec
 from crishim.server.image import ImageService
 from crishim.server.runtime import RuntimeService
+from crishim.stats.collector import StatsCollector
+from crishim.stats.fsusage import LayerMeter
 from crishim.store import Store
 from crishim.streaming.server import StreamingServer
 
@@ -85,6 +88,7 @@ async def serve(config: Config) -> int:
         pull_log_interval=config.pull_log_interval,
     )
     store = Store(docker)
+    events = EventHub(store)  # before the first sync: it must know what already exists
     await store.start()
     if docker.version is not None:
         try:
@@ -101,8 +105,11 @@ async def serve(config: Config) -> int:
     await logs.start()
     streaming = StreamingServer(config, docker, sandboxes)
     await streaming.start()
+    stats = StatsCollector(containers, sandboxes, LayerMeter())
+    stats.start()
+    runtime = RuntimeService(status, sandboxes, containers, logs, streaming, stats, events)
     server = Server(
-        [RuntimeService(status, sandboxes, containers, logs, streaming), ImageService(images)],
+        [runtime, ImageService(images)],
         codec=CriCodec(config.max_request_bytes),
     )
     instrument.attach(server, inflight)
@@ -130,6 +137,7 @@ async def serve(config: Config) -> int:
     await streaming.stop()
     if metrics_runner is not None:
         await metrics_runner.cleanup()
+    await stats.close()
     await logs.close()
     await networks.close()
     await store.close()

@@ -84,6 +84,7 @@ class SandboxView:
     pid: int
     docker_runtime: str  # what the pod's containers must run with too
     netns_path: str  # the pinned network namespace of a CNI pod, else ""
+    cgroup_parent: str  # the pod cgroup the kubelet made, "" when none was given
     info: dict[str, object]
 
 
@@ -363,6 +364,7 @@ class Sandboxes:
             pid=info.state.pid,
             docker_runtime="" if info.runtime == "runc" else info.runtime,
             netns_path=self.networks.netns_path(info.id),
+            cgroup_parent=info.cgroup_parent,
             info={
                 "pid": info.state.pid,
                 "image": info.image,

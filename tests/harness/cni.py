@@ -19,7 +19,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.harness.procs import run
+from tests.harness.procs import run, umount_below
 
 PLUGIN_DIR = "/usr/lib/cni"
 NETNS_DIR = Path("/run/netns")
@@ -171,6 +171,8 @@ class CniNode:
     def stop(self) -> None:
         self.crishim.stop()
         self.netns.destroy()
+        # crishim's netns handle directory is a mount point of its own (see network/netns.py).
+        umount_below(self.root)
 
     @property
     def state_dir(self) -> Path:

@@ -221,6 +221,8 @@ def _container_info(raw: JSON) -> ContainerInfo:
             cpuset_mems=str(host.get("CpusetMems") or ""),
         ),
         oom_score_adj=int(host.get("OomScoreAdj") or 0),
+        cgroup_parent=str(host.get("CgroupParent") or ""),
+        upper_dir=str(((raw.get("GraphDriver") or {}).get("Data") or {}).get("UpperDir") or ""),
     )
 
 

@@ -207,6 +207,8 @@ class ContainerInfo:
     mounts: tuple[MountInfo, ...] = ()
     resources: Resources = Resources()
     oom_score_adj: int = 0
+    cgroup_parent: str = ""
+    upper_dir: str = ""  # the writable layer's directory (overlay2), "" when unknown
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,8 @@
 
 Implemented so far: Version, Status, RuntimeConfig, UpdateRuntimeConfig, and
 the sandbox RPCs (server/sandbox.py), the container lifecycle RPCs
-(server/container.py) and Exec/Attach/PortForward (server/streams.py).
+(server/container.py), Exec/Attach/PortForward (server/streams.py), and the
+stats, metrics and events RPCs (server/stats.py).
 Every other RPC is inherited from the generated base, which answers
 UNIMPLEMENTED (the code the kubelet treats as "not supported", never UNKNOWN).
 """
@@ -11,16 +12,19 @@ from __future__ import annotations
 
 from crishim.api.runtime import v1 as api
 from crishim.containers import Containers
+from crishim.events import EventHub
 from crishim.logs import LogManager
 from crishim.runtime_status import KUBELET_API_VERSION, RuntimeStatus
 from crishim.sandboxes import Sandboxes
 from crishim.server.container import ContainerRPCs
 from crishim.server.sandbox import SandboxRPCs
+from crishim.server.stats import StatsRPCs
 from crishim.server.streams import StreamRPCs
+from crishim.stats.collector import StatsCollector
 from crishim.streaming.server import StreamingServer
 
 
-class RuntimeService(SandboxRPCs, ContainerRPCs, StreamRPCs, api.RuntimeServiceBase):
+class RuntimeService(SandboxRPCs, ContainerRPCs, StreamRPCs, StatsRPCs, api.RuntimeServiceBase):
     def __init__(
         self,
         status: RuntimeStatus,
@@ -28,12 +32,16 @@ class RuntimeService(SandboxRPCs, ContainerRPCs, StreamRPCs, api.RuntimeServiceB
         containers: Containers,
         logs: LogManager,
         streaming: StreamingServer,
+        stats: StatsCollector,
+        events: EventHub,
     ) -> None:
         self._status = status
         self._sandboxes = sandboxes
         self._containers = containers
         self._logs = logs
         self._streaming = streaming
+        self._stats = stats
+        self._events = events
 
     async def version(self, message: api.VersionRequest) -> api.VersionResponse:
         v = await self._status.version()

@@ -86,6 +86,37 @@ def _state(view: SandboxView) -> api.PodSandboxState:
     return api.PodSandboxState.SANDBOX_READY if view.ready else api.PodSandboxState.SANDBOX_NOTREADY
 
 
+def to_sandbox_status(view: SandboxView) -> api.PodSandboxStatus:
+    node, pod, container = (
+        api.NamespaceMode.NODE,
+        api.NamespaceMode.POD,
+        api.NamespaceMode.CONTAINER,
+    )
+    return api.PodSandboxStatus(
+        id=view.id,
+        metadata=_metadata(view),
+        state=_state(view),
+        created_at=view.created_at_ns,
+        network=None
+        if view.host_network
+        else api.PodSandboxNetworkStatus(
+            ip=view.ip, additional_ips=[api.PodIp(ip=ip) for ip in view.additional_ips]
+        ),
+        linux=api.LinuxPodSandboxStatus(
+            namespaces=api.Namespace(
+                options=api.NamespaceOption(
+                    network=node if view.host_network else pod,
+                    pid=node if view.host_pid else container,
+                    ipc=node if view.host_ipc else pod,
+                )
+            )
+        ),
+        labels=view.labels,
+        annotations=view.annotations,
+        runtime_handler=view.runtime_handler,
+    )
+
+
 def _matches(view: SandboxView, f: api.PodSandboxFilter | None) -> bool:
     if f is None:
         return True
@@ -128,34 +159,7 @@ class SandboxRPCs:
         if not message.pod_sandbox_id:
             raise errors.InvalidArgument("pod_sandbox_id is required")
         view = self._sandboxes.get(message.pod_sandbox_id)
-        node, pod, container = (
-            api.NamespaceMode.NODE,
-            api.NamespaceMode.POD,
-            api.NamespaceMode.CONTAINER,
-        )
-        status = api.PodSandboxStatus(
-            id=view.id,
-            metadata=_metadata(view),
-            state=_state(view),
-            created_at=view.created_at_ns,
-            network=None
-            if view.host_network
-            else api.PodSandboxNetworkStatus(
-                ip=view.ip, additional_ips=[api.PodIp(ip=ip) for ip in view.additional_ips]
-            ),
-            linux=api.LinuxPodSandboxStatus(
-                namespaces=api.Namespace(
-                    options=api.NamespaceOption(
-                        network=node if view.host_network else pod,
-                        pid=node if view.host_pid else container,
-                        ipc=node if view.host_ipc else pod,
-                    )
-                )
-            ),
-            labels=view.labels,
-            annotations=view.annotations,
-            runtime_handler=view.runtime_handler,
-        )
+        status = to_sandbox_status(view)
         info: dict[str, str] = {}
         if message.verbose:
             details = dict(view.info)

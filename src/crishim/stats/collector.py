@@ -1,0 +1,383 @@
+"""Stats of containers and pods: the store says who, the kernel says how much.
+
+One call reads every cgroup it needs in a single worker thread (a few small
+kernel files per container), so ListContainerStats over hundreds of
+containers costs one hop off the event loop and no Docker request. Each
+container's cgroup directories are found once, from its init process, and
+kept while that process lives.
+
+CPU rate (`usage_nano_cores`) is the change of cumulative CPU time between
+this reading and an earlier one kept per container: the newest kept sample at
+least MIN_WINDOW old. A background sampler reads every running container every
+SAMPLE_INTERVAL seconds, so a first call already has a rate.
+
+Exited containers get attributes and their writable layer only: no CPU or
+memory, as the kubelet expects. A pod's totals come from its pod cgroup (the
+parent of the pause container's cgroup, when the kubelet gave a cgroup
+parent); without one, from the sum of its running containers and the pause.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, fields
+
+import structlog
+
+from crishim.containers import Containers, ContainerView
+from crishim.sandboxes import Sandboxes, SandboxView
+from crishim.stats import cgroups, netdev
+from crishim.stats.fsusage import LayerMeter, LayerUsage
+
+log = structlog.get_logger(__name__)
+
+MIN_WINDOW_NS = 500_000_000
+SAMPLE_INTERVAL = 10.0
+HISTORY = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Cpu:
+    timestamp_ns: int
+    usage_ns: int
+    nano_cores: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Memory:
+    timestamp_ns: int
+    usage: int | None
+    working_set: int | None
+    available: int | None
+    rss: int | None
+    page_faults: int | None
+    major_page_faults: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Swap:
+    timestamp_ns: int
+    usage: int
+    available: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Layer:
+    timestamp_ns: int
+    mountpoint: str
+    bytes: int
+    inodes: int
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerStats:
+    view: ContainerView
+    cpu: Cpu | None = None
+    memory: Memory | None = None
+    swap: Swap | None = None
+    layer: Layer | None = None
+    usage: cgroups.Usage | None = None  # the raw reading (metrics use more of it)
+    timestamp_ns: int = 0
+    cgroup: str = ""  # the cgroup's name in its hierarchy
+
+
+@dataclass(frozen=True, slots=True)
+class Filesystem:
+    mountpoint: str
+    device: str
+
+
+@dataclass(frozen=True, slots=True)
+class Network:
+    timestamp_ns: int
+    interfaces: tuple[netdev.Interface, ...]
+    default: str = "eth0"
+
+
+@dataclass(frozen=True, slots=True)
+class PodStats:
+    view: SandboxView
+    cpu: Cpu | None
+    memory: Memory | None
+    network: Network | None
+    processes: int | None
+    containers: tuple[ContainerStats, ...]
+    pause: cgroups.Usage | None  # the pause container's own reading
+    usage: cgroups.Usage | None  # the pod's totals
+    timestamp_ns: int = 0
+    cgroup: str = ""  # the pause container's cgroup name
+
+
+def _sum(usages: Iterable[cgroups.Usage]) -> cgroups.Usage:
+    """Field-wise sum of readings; a limit is kept only where all agree on one."""
+    usages = list(usages)
+    total: dict[str, int | None] = {}
+    for f in fields(cgroups.Usage):
+        values = [getattr(u, f.name) for u in usages if getattr(u, f.name) is not None]
+        total[f.name] = sum(values) if values else None
+    total["memory_limit"] = None
+    total["swap_limit"] = None
+    return cgroups.Usage(**total)
+
+
+class StatsCollector:
+    def __init__(self, containers: Containers, sandboxes: Sandboxes, meter: LayerMeter) -> None:
+        self.containers = containers
+        self.sandboxes = sandboxes
+        self.meter = meter
+        self._mounts: cgroups.Mounts | None = None
+        self._paths: dict[str, tuple[int, cgroups.CgroupPaths | None]] = {}
+        self._cpu: dict[str, deque[tuple[int, int]]] = {}
+        self._mountpoints: dict[str, str] = {}
+        self._devices: dict[str, str] = {}
+        self._sampler: asyncio.Task[None] | None = None
+
+    # -- life -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.meter.start()
+        self._sampler = asyncio.create_task(self._sample_forever(), name="stats-sampler")
+
+    async def close(self) -> None:
+        if self._sampler is not None:
+            self._sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sampler
+            self._sampler = None
+        await self.meter.close()
+
+    async def _sample_forever(self) -> None:
+        while True:
+            await asyncio.sleep(SAMPLE_INTERVAL)
+            try:
+                await self.containers_stats(self.containers.list())
+                await self.pods_stats(self.sandboxes.list())
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("stats_sample_failed")
+
+    # -- containers -------------------------------------------------------------------
+
+    async def containers_stats(self, views: list[ContainerView]) -> list[ContainerStats]:
+        for view in views:
+            self._track_layer(view)
+        readings = await asyncio.to_thread(
+            self._read_many, [(v.id, v.record.info.state.pid) for v in views if _running(v)]
+        )
+        self._forget_gone({v.id for v in self.containers.list()} | self._sandbox_keys())
+        return [self._container(v, readings.get(v.id)) for v in views]
+
+    def _track_layer(self, view: ContainerView) -> None:
+        self.meter.track(view.id, view.record.info.upper_dir)
+
+    def _container(
+        self, view: ContainerView, reading: tuple[int, cgroups.Usage] | None
+    ) -> ContainerStats:
+        layer = self._layer(view.id, view.record.info.upper_dir)
+        if reading is None:
+            return ContainerStats(view=view, layer=layer, timestamp_ns=time.time_ns())
+        ts, usage = reading
+        paths = self._paths.get(view.id)
+        return ContainerStats(
+            cgroup=paths[1].name if paths and paths[1] else "",
+            view=view,
+            cpu=self._cpu_of(view.id, ts, usage),
+            memory=_memory(ts, usage),
+            swap=_swap(ts, usage),
+            layer=layer,
+            usage=usage,
+            timestamp_ns=ts,
+        )
+
+    def _layer(self, container_id: str, upper_dir: str) -> Layer | None:
+        measured: LayerUsage | None = self.meter.get(container_id)
+        if measured is None:
+            return None
+        return Layer(
+            measured.measured_at_ns,
+            self._mountpoints.get(upper_dir, ""),
+            measured.bytes,
+            measured.inodes,
+        )
+
+    # -- pods ---------------------------------------------------------------------------
+
+    async def pods_stats(self, views: list[SandboxView]) -> list[PodStats]:
+        members: dict[str, list[ContainerView]] = {v.id: [] for v in views}
+        for c in self.containers.list():
+            if c.sandbox_id in members:
+                members[c.sandbox_id].append(c)
+        containers = await self.containers_stats([c for m in members.values() for c in m])
+        by_id = {s.view.id: s for s in containers}
+        pod_reads = await asyncio.to_thread(self._read_pods, views)
+        out = []
+        for view in views:
+            stats = tuple(by_id[c.id] for c in members[view.id])
+            pause, pod_usage, network, ts = pod_reads.get(view.id, (None, None, None, 0))
+            ts = ts or time.time_ns()
+            if pod_usage is None and view.ready:
+                running = [s.usage for s in stats if s.usage is not None]
+                pod_usage = _sum([*running, *([pause] if pause is not None else [])])
+            out.append(
+                PodStats(
+                    view=view,
+                    cpu=self._cpu_of(f"pod:{view.id}", ts, pod_usage) if pod_usage else None,
+                    memory=_memory(ts, pod_usage) if pod_usage else None,
+                    network=network,
+                    processes=pod_usage.processes if pod_usage else None,
+                    containers=stats,
+                    pause=pause,
+                    usage=pod_usage,
+                    timestamp_ns=ts,
+                    cgroup=self._cgroup_name(view.id),
+                )
+            )
+        return out
+
+    def _cgroup_name(self, key: str) -> str:
+        known = self._paths.get(key)
+        return known[1].name if known and known[1] else ""
+
+    def filesystem(self, upper_dir: str) -> Filesystem:
+        """The filesystem a writable layer lives on (mount point and its source device)."""
+        return Filesystem(self._mountpoints.get(upper_dir, ""), self._devices.get(upper_dir, ""))
+
+    def _sandbox_keys(self) -> set[str]:
+        ids = {v.id for v in self.sandboxes.list()}
+        return ids | {f"pod:{i}" for i in ids}
+
+    # -- reading (worker thread) ------------------------------------------------------
+
+    def _mounts_now(self) -> cgroups.Mounts:
+        if self._mounts is None:
+            self._mounts = cgroups.read_mounts()
+        return self._mounts
+
+    def _paths_of(self, key: str, pid: int) -> cgroups.CgroupPaths | None:
+        known = self._paths.get(key)
+        if known is not None and known[0] == pid:
+            return known[1]
+        paths = cgroups.locate(pid, self._mounts_now())
+        self._paths[key] = (pid, paths)
+        return paths
+
+    def _read_one(self, key: str, pid: int) -> tuple[int, cgroups.Usage] | None:
+        paths = self._paths_of(key, pid)
+        if paths is None:
+            return None
+        usage = cgroups.read(paths)
+        if usage.cpu_ns is None and usage.memory_usage is None:
+            self._paths.pop(key, None)  # the process ended meanwhile
+            return None
+        return time.time_ns(), usage
+
+    def _read_many(self, targets: list[tuple[str, int]]) -> dict[str, tuple[int, cgroups.Usage]]:
+        out = {}
+        for key, pid in targets:
+            if pid > 0:
+                reading = self._read_one(key, pid)
+                if reading is not None:
+                    out[key] = reading
+        self._learn_mountpoints()
+        return out
+
+    def _read_pods(
+        self, views: list[SandboxView]
+    ) -> dict[str, tuple[cgroups.Usage | None, cgroups.Usage | None, Network | None, int]]:
+        out = {}
+        for view in views:
+            if not view.ready or view.pid <= 0:
+                continue
+            reading = self._read_one(view.id, view.pid)
+            pause = reading[1] if reading else None
+            pod_usage = None
+            if view.cgroup_parent:
+                paths = self._paths_of(view.id, view.pid)
+                if paths is not None:
+                    pod_usage = cgroups.read(paths.parent())
+            network = None
+            if not view.host_network:
+                interfaces = netdev.read(view.pid)
+                if interfaces is not None:
+                    network = Network(time.time_ns(), tuple(interfaces))
+            out[view.id] = (pause, pod_usage, network, time.time_ns())
+        return out
+
+    def _learn_mountpoints(self) -> None:
+        """The filesystem each writable layer lives on (FilesystemIdentifier.mountpoint)."""
+        wanted = [
+            d
+            for v in self.containers.list()
+            if (d := v.record.info.upper_dir) and d not in self._mountpoints
+        ]
+        if not wanted:
+            return
+        sources: dict[str, str] = {}
+        with contextlib.suppress(OSError), open("/proc/self/mountinfo") as f:
+            for line in f:
+                left, _, right = line.partition(" - ")
+                rfields = right.split()
+                sources[left.split()[4]] = rfields[1] if len(rfields) > 1 else ""
+        for directory in wanted:
+            best = max(
+                (p for p in sources if directory == p or directory.startswith(p.rstrip("/") + "/")),
+                key=len,
+                default="/",
+            )
+            self._mountpoints[directory] = best
+            self._devices[directory] = sources.get(best, "")
+
+    # -- cpu rate -------------------------------------------------------------------------
+
+    def _cpu_of(self, key: str, ts: int, usage: cgroups.Usage) -> Cpu | None:
+        if usage.cpu_ns is None:
+            return None
+        history = self._cpu.setdefault(key, deque(maxlen=HISTORY))
+        nano_cores = None
+        for then, value in reversed(history):
+            if ts - then >= MIN_WINDOW_NS and usage.cpu_ns >= value:
+                nano_cores = (usage.cpu_ns - value) * 1_000_000_000 // (ts - then)
+                break
+        if not history or ts - history[-1][0] >= MIN_WINDOW_NS:
+            history.append((ts, usage.cpu_ns))
+        return Cpu(ts, usage.cpu_ns, nano_cores)
+
+    def _forget_gone(self, live: set[str]) -> None:
+        for table in (self._cpu, self._paths):
+            for key in [k for k in table if k not in live]:
+                del table[key]
+        for key in [k for k in self.meter.tracked() if k not in live]:
+            self.meter.forget(key)
+
+
+def _running(view: ContainerView) -> bool:
+    return view.state == "running"
+
+
+def _memory(ts: int, usage: cgroups.Usage) -> Memory:
+    available = None
+    if usage.memory_limit is not None and usage.memory_working_set is not None:
+        available = max(0, usage.memory_limit - usage.memory_working_set)
+    return Memory(
+        timestamp_ns=ts,
+        usage=usage.memory_usage,
+        working_set=usage.memory_working_set,
+        available=available,
+        rss=usage.memory_rss,
+        page_faults=usage.page_faults,
+        major_page_faults=usage.major_page_faults,
+    )
+
+
+def _swap(ts: int, usage: cgroups.Usage) -> Swap | None:
+    if usage.swap_usage is None:
+        return None
+    available = None
+    if usage.swap_limit is not None:
+        available = max(0, usage.swap_limit - usage.swap_usage)
+    return Swap(ts, usage.swap_usage, available)

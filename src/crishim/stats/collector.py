@@ -8,8 +8,9 @@ kept while that process lives.
 
 CPU rate (`usage_nano_cores`) is the change of cumulative CPU time between
 this reading and an earlier one kept per container: the newest kept sample at
-least MIN_WINDOW old. A background sampler reads every running container every
-SAMPLE_INTERVAL seconds, so a first call already has a rate.
+least MIN_WINDOW old, or else the container's start (when it had used no CPU),
+so a first call already has a rate: the average since start. A background
+sampler reads every running container every SAMPLE_INTERVAL seconds.
 
 Exited containers get attributes and their writable layer only: no CPU or
 memory, as the kubelet expects. A pod's totals come from its pod cgroup (the
@@ -186,7 +187,7 @@ class StatsCollector:
         return ContainerStats(
             cgroup=paths[1].name if paths and paths[1] else "",
             view=view,
-            cpu=self._cpu_of(view.id, ts, usage),
+            cpu=self._cpu_of(view.id, ts, usage, view.started_at_ns),
             memory=_memory(ts, usage),
             swap=_swap(ts, usage),
             layer=layer,
@@ -226,7 +227,9 @@ class StatsCollector:
             out.append(
                 PodStats(
                     view=view,
-                    cpu=self._cpu_of(f"pod:{view.id}", ts, pod_usage) if pod_usage else None,
+                    cpu=self._cpu_of(f"pod:{view.id}", ts, pod_usage, view.created_at_ns)
+                    if pod_usage
+                    else None,
                     memory=_memory(ts, pod_usage) if pod_usage else None,
                     network=network,
                     processes=pod_usage.processes if pod_usage else None,
@@ -334,15 +337,15 @@ class StatsCollector:
 
     # -- cpu rate -------------------------------------------------------------------------
 
-    def _cpu_of(self, key: str, ts: int, usage: cgroups.Usage) -> Cpu | None:
+    def _cpu_of(self, key: str, ts: int, usage: cgroups.Usage, started_ns: int) -> Cpu | None:
         if usage.cpu_ns is None:
             return None
         history = self._cpu.setdefault(key, deque(maxlen=HISTORY))
         nano_cores = None
-        for then, value in reversed(history):
-            if ts - then >= MIN_WINDOW_NS and usage.cpu_ns >= value:
-                nano_cores = (usage.cpu_ns - value) * 1_000_000_000 // (ts - then)
-                break
+        earlier = [(then, value) for then, value in history if ts - then >= MIN_WINDOW_NS]
+        then, value = earlier[-1] if earlier else (started_ns, 0)
+        if 0 < then < ts and usage.cpu_ns >= value:
+            nano_cores = (usage.cpu_ns - value) * 1_000_000_000 // (ts - then)
         if not history or ts - history[-1][0] >= MIN_WINDOW_NS:
             history.append((ts, usage.cpu_ns))
         return Cpu(ts, usage.cpu_ns, nano_cores)

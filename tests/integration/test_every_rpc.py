@@ -12,6 +12,7 @@ import pytest
 from tests.harness.clients import Official
 
 OK, INVALID = grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT
+OPEN = grpc.StatusCode.DEADLINE_EXCEEDED  # an event stream stays open until the caller leaves
 # What an implemented RPC answers to an empty request; any other RPC is UNIMPLEMENTED.
 IMPLEMENTED = {
     "RuntimeService": {
@@ -38,6 +39,16 @@ IMPLEMENTED = {
         "Exec": INVALID,  # one of stdin, stdout, stderr is required
         "Attach": INVALID,
         "PortForward": INVALID,  # a sandbox id is required
+        "ContainerStats": INVALID,  # an id is required
+        "ListContainerStats": OK,
+        "StreamContainerStats": OK,
+        "PodSandboxStats": INVALID,
+        "ListPodSandboxStats": OK,
+        "StreamPodSandboxStats": OK,
+        "ListMetricDescriptors": OK,
+        "ListPodSandboxMetrics": OK,
+        "StreamPodSandboxMetrics": OK,
+        "GetContainerEvents": OPEN,
     },
     "ImageService": {
         "ListImages": OK,
@@ -65,7 +76,8 @@ def call(official: Official, service, method):
         "response_deserializer": response_cls.FromString,
     }
     if method.server_streaming:
-        return list(official.channel.unary_stream(path, **kwargs)(request_cls(), timeout=10))
+        timeout = 2 if method.name == "GetContainerEvents" else 10
+        return list(official.channel.unary_stream(path, **kwargs)(request_cls(), timeout=timeout))
     return official.channel.unary_unary(path, **kwargs)(request_cls(), timeout=10)
 
 

@@ -10,6 +10,8 @@ Starts a private dockerd and crishim with the test harness (as root), then measu
     API, and port-forward throughput for a 100 MB transfer beside `cat` through Docker exec,
   - pod start (RunPodSandbox) and stop (Stop + RemovePodSandbox) in cni mode beside docker
     mode, with the CNI plugins' time inside them (bench/pods.py),
+  - ListContainerStats and ListPodSandboxStats over 20, 200 (and --stats-counts) running
+    containers: client and server time, crishim CPU per call (bench/stats.py),
   - the codec cost of a ListContainersResponse of 1000 containers (betterproto2 vs the
     official protobuf runtime), the figure the list-path performance budget starts from.
 """
@@ -33,6 +35,7 @@ import structlog
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import pods as bench_pods
+from bench import stats as bench_stats
 from bench import streaming as bench_streaming
 from crishim.api.runtime import v1 as api
 from tests.harness import images as test_images
@@ -189,8 +192,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--pod-cycles", type=int, default=30)
+    parser.add_argument("--stats-counts", default="20,200", help="running containers, ascending")
     parser.add_argument(
-        "--only", choices=("pods",), help="run one part only (with its setup) and print it"
+        "--only", choices=("pods", "stats"), help="run one part only (with its setup) and print it"
     )
     args = parser.parse_args()
     # stdout carries the JSON result only; the adapter's logs go to stderr.
@@ -204,11 +208,17 @@ def main() -> None:
         registry.start()
         stubs = generate_official_stubs(root / "stubs")
         test_images.build(dockerd, root / "build")  # busybox and the pause image for pods
-        if args.only == "pods":
-            result = {
-                "pods": bench_pods.run(dockerd.endpoint, root, stubs, args.pod_cycles, summary)
+        counts = [int(c) for c in args.stats_counts.split(",")]
+        if args.only:
+            parts = {
+                "pods": lambda: bench_pods.run(
+                    dockerd.endpoint, root, stubs, args.pod_cycles, summary
+                ),
+                "stats": lambda: bench_stats.run(
+                    dockerd.endpoint, root, stubs, counts, 20, summary
+                ),
             }
-            json.dump(result, sys.stdout, indent=2)
+            json.dump({args.only: parts[args.only]()}, sys.stdout, indent=2)
             print()
             return
         official = Official(crishim.socket, *stubs)
@@ -230,6 +240,7 @@ def main() -> None:
             "codec": codec_bench(stubs[0]),
             "streaming": streams,
             "pods": bench_pods.run(dockerd.endpoint, root, stubs, args.pod_cycles, summary),
+            "stats": bench_stats.run(dockerd.endpoint, root, stubs, counts, 20, summary),
         }
     finally:
         crishim.stop()

@@ -1,0 +1,134 @@
+"""ListContainerStats (and ListPodSandboxStats) over many running containers.
+
+For each count, containers are added (10 per pod, each `sleep`) until that many
+run, then the calls are timed: client round trip, crishim's own server time
+(its `rpc` log events) and crishim's CPU time per call (/proc/<pid>/stat).
+Containers are made through the CRI, four at a time.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import time
+import uuid
+from pathlib import Path
+
+from tests.harness.clients import Official
+from tests.harness.crishim import CrishimProcess
+
+PER_POD = 10
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Fleet:
+    def __init__(self, client: Official) -> None:
+        self.client = client
+        self.pods: list[tuple[str, object]] = []
+        self.containers = 0
+
+    def _pod(self):
+        pb = self.client.pb
+        name = f"stats-{uuid.uuid4().hex[:8]}"
+        config = pb.PodSandboxConfig(
+            metadata=pb.PodSandboxMetadata(name=name, namespace="bench", uid=str(uuid.uuid4())),
+            hostname=name,
+        )
+        sid = self.client.runtime.RunPodSandbox(
+            pb.RunPodSandboxRequest(config=config), timeout=120
+        ).pod_sandbox_id
+        return sid, config
+
+    def _container(self, pod, i: int) -> None:
+        pb, rt = self.client.pb, self.client.runtime
+        sid, config = pod
+        cid = rt.CreateContainer(
+            pb.CreateContainerRequest(
+                pod_sandbox_id=sid,
+                config=pb.ContainerConfig(
+                    metadata=pb.ContainerMetadata(name=f"c{i}"),
+                    image=pb.ImageSpec(image="crishim-test/busybox:latest"),
+                    command=["sleep", "100000"],
+                ),
+                sandbox_config=config,
+            ),
+            timeout=120,
+        ).container_id
+        rt.StartContainer(pb.StartContainerRequest(container_id=cid), timeout=120)
+
+    def grow(self, count: int) -> None:
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            while self.containers < count:
+                batch = min(PER_POD, count - self.containers)
+                pod = self._pod()
+                self.pods.append(pod)
+                list(pool.map(lambda i, p=pod: self._container(p, i), range(batch)))
+                self.containers += batch
+
+    def remove(self) -> None:
+        pb = self.client.pb
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            list(
+                pool.map(
+                    lambda p: self.client.runtime.RemovePodSandbox(
+                        pb.RemovePodSandboxRequest(pod_sandbox_id=p[0]), timeout=120
+                    ),
+                    self.pods,
+                )
+            )
+
+
+def _server_ms(proc: CrishimProcess, offset: int, rpc: str) -> list[float]:
+    return [
+        e["duration_ms"] / 1000
+        for e in proc.events()[offset:]
+        if e.get("event") == "rpc" and e.get("rpc") == rpc
+    ]
+
+
+def run(docker_endpoint: str, root: Path, stubs, counts, calls: int, summary) -> dict:
+    proc = CrishimProcess(root / "stats-crishim", docker_endpoint).start()
+    client = Official(proc.socket, *stubs)
+    fleet = Fleet(client)
+    pb = client.pb
+    out: dict = {}
+    try:
+        for count in counts:
+            fleet.grow(count)
+            for rpc, request, call in (
+                (
+                    "ListContainerStats",
+                    pb.ListContainerStatsRequest(),
+                    client.runtime.ListContainerStats,
+                ),
+                (
+                    "ListPodSandboxStats",
+                    pb.ListPodSandboxStatsRequest(),
+                    client.runtime.ListPodSandboxStats,
+                ),
+            ):
+                call(request, timeout=120)  # warm: cgroup paths found, layers queued
+                time.sleep(1)
+                offset = len(proc.events())
+                cpu0 = _cpu_seconds(proc.proc.pid)
+                rtt = []
+                for _ in range(calls):
+                    start = time.perf_counter()
+                    reply = call(request, timeout=120)
+                    rtt.append(time.perf_counter() - start)
+                cpu = (_cpu_seconds(proc.proc.pid) - cpu0) / calls
+                out[f"{rpc}_{count}"] = {
+                    "items": len(reply.stats),
+                    "client": summary(rtt),
+                    "server": summary(_server_ms(proc, offset, rpc)),
+                    "crishim_cpu_ms_per_call": round(cpu * 1000, 2),
+                }
+    finally:
+        fleet.remove()
+        client.close()
+        proc.stop()
+    return out

@@ -556,3 +556,18 @@ def test_the_default_network_of_the_install_command_is_dual_stack(cni, dockerd) 
     n.remove(sandbox_id)
     assert not any(network.ip in r for r in n.node.netns.nat_rules())
     assert n.node.netns.veths() == []
+
+
+def test_exec_in_a_cni_pod_sees_the_pods_network(cni) -> None:
+    n = cni()
+    sandbox_id = n.run()
+    ip = n.status(sandbox_id).status.network.ip
+    cid = n.serve_http(sandbox_id)
+    done = n.rt.ExecSync(
+        n.pb.ExecSyncRequest(
+            container_id=cid, cmd=["ip", "-4", "addr", "show", "eth0"], timeout=10
+        ),
+        timeout=30,
+    )
+    assert done.exit_code == 0
+    assert f"inet {ip}/24" in done.stdout.decode()

@@ -86,7 +86,7 @@ def test_v1_files(tmp_path) -> None:
     paths = cgroups.CgroupPaths(
         v1=(("memory", str(mem)), ("cpuacct", str(cpu)), ("cpu", str(cpu)), ("pids", str(pids)))
     )
-    u = cgroups.read(paths)
+    u = cgroups.read_once(paths)
     assert (u.cpu_ns, u.cpu_user_ns, u.cpu_system_ns) == (2_500_000_000, 2 * 10**9, 10**9)
     assert (u.cfs_periods, u.cfs_throttled_periods, u.cfs_throttled_ns) == (10, 4, 1_500_000_000)
     assert u.memory_usage == 104857600
@@ -121,7 +121,7 @@ def test_v2_files(tmp_path) -> None:
             "pids.current": "5\n",
         },
     )
-    u = cgroups.read(cgroups.CgroupPaths(v2=str(d)))
+    u = cgroups.read_once(cgroups.CgroupPaths(v2=str(d)))
     assert (u.cpu_ns, u.cpu_user_ns, u.cpu_system_ns) == (2_500_000_000, 2 * 10**9, 5 * 10**8)
     assert u.cfs_throttled_ns == 1_500_000_000
     assert u.memory_working_set == 104857600 - 31457280
@@ -132,7 +132,7 @@ def test_v2_files(tmp_path) -> None:
 
 
 def test_missing_files_are_unset_not_zero(tmp_path) -> None:
-    u = cgroups.read(cgroups.CgroupPaths(v2=str(tmp_path / "gone")))
+    u = cgroups.read_once(cgroups.CgroupPaths(v2=str(tmp_path / "gone")))
     assert u == cgroups.Usage()
 
 
@@ -153,3 +153,15 @@ def test_net_dev_without_the_loopback() -> None:
     )
     (eth0,) = netdev.parse(text)
     assert eth0 == netdev.Interface("eth0", 2001234, 1500, 2, 3, 987654, 900, 4, 5)
+
+
+def test_a_handle_rereads_the_same_open_file(tmp_path) -> None:
+    """Kept open and read with pread at offset 0: a new value is seen without reopening."""
+    d = tmp_path / "ctr"
+    write(d, {"memory.current": "100\n"})
+    handle = cgroups.Handle(cgroups.CgroupPaths(v2=str(d)))
+    assert cgroups.read(handle).memory_usage == 100
+    with open(d / "memory.current", "r+") as f:  # rewritten in place, as the kernel's is
+        f.write("250\n")
+    assert cgroups.read(handle).memory_usage == 250
+    handle.close()

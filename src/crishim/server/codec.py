@@ -3,8 +3,8 @@
 grpclib applies no message size limit and betterproto2 decodes leniently; a
 request over the limit gets RESOURCE_EXHAUSTED and a malformed one
 INVALID_ARGUMENT, before any handler sees it. The codec is the one seam
-between wire bytes and message objects, so a faster codec can replace it for
-the list paths without touching the handlers.
+between wire bytes and message objects: a response a handler built in wire
+form already (protowire.Encoded: the stats and metrics lists) goes out as it is.
 """
 
 from __future__ import annotations
@@ -16,11 +16,17 @@ from grpclib.encoding.proto import ProtoCodec
 from grpclib.exceptions import GRPCError
 
 from crishim.server import instrument, wire
+from crishim.server.protowire import Encoded
 
 
 class CriCodec(ProtoCodec):
     def __init__(self, max_request_bytes: int) -> None:
         self.max_request_bytes = max_request_bytes
+
+    def encode(self, message: Any, message_type: Any) -> bytes:
+        if isinstance(message, Encoded):  # built in wire form already (server/protowire.py)
+            return message.data
+        return super().encode(message, message_type)
 
     def decode(self, data: bytes, message_type: Any) -> Any:
         name = message_type.__name__

@@ -1,10 +1,11 @@
 """Stats of containers and pods: the store says who, the kernel says how much.
 
 One call reads every cgroup it needs in a single worker thread (a few small
-kernel files per container), so ListContainerStats over hundreds of
-containers costs one hop off the event loop and no Docker request. Each
-container's cgroup directories are found once, from its init process, and
-kept while that process lives.
+kernel files per container, kept open and re-read: cgroups.Handle), so
+ListContainerStats over hundreds of containers costs one hop off the event
+loop and no Docker request. Each container's cgroup is found once, from its
+init process, and kept while that process lives; the sampler closes the
+handles of containers that are gone.
 
 CPU rate (`usage_nano_cores`) is the change of cumulative CPU time between
 this reading and an earlier one kept per container: the newest kept sample at
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 from collections import deque
 from collections.abc import Iterable
@@ -131,7 +133,10 @@ class StatsCollector:
         self.sandboxes = sandboxes
         self.meter = meter
         self._mounts: cgroups.Mounts | None = None
-        self._paths: dict[str, tuple[int, cgroups.CgroupPaths | None]] = {}
+        self._handles: dict[str, tuple[int, cgroups.Handle | None]] = {}
+        # One batch of reading (or closing) at a time: a handle is never closed, and its
+        # descriptor number reused, under a reader in another worker thread.
+        self._lock = threading.Lock()
         self._cpu: dict[str, deque[tuple[int, int]]] = {}
         self._mountpoints: dict[str, str] = {}
         self._devices: dict[str, str] = {}
@@ -149,14 +154,15 @@ class StatsCollector:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sampler
             self._sampler = None
+        await asyncio.to_thread(self._forget_gone, set())
         await self.meter.close()
 
     async def _sample_forever(self) -> None:
         while True:
             await asyncio.sleep(SAMPLE_INTERVAL)
             try:
-                await self.containers_stats(self.containers.list())
                 await self.pods_stats(self.sandboxes.list())
+                await asyncio.to_thread(self._forget_gone, self._live_keys())
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -164,13 +170,18 @@ class StatsCollector:
 
     # -- containers -------------------------------------------------------------------
 
-    async def containers_stats(self, views: list[ContainerView]) -> list[ContainerStats]:
+    async def containers_stats(
+        self, views: list[ContainerView], full: bool = False
+    ) -> list[ContainerStats]:
+        """Stats of these containers; full=True adds what only the metrics use."""
         for view in views:
             self._track_layer(view)
         readings = await asyncio.to_thread(
-            self._read_many, [(v.id, v.record.info.state.pid) for v in views if _running(v)]
+            self._read_many,
+            [(v.id, v.record.info.state.pid) for v in views if _running(v)],
+            [v.record.info.upper_dir for v in views],
+            full,
         )
-        self._forget_gone({v.id for v in self.containers.list()} | self._sandbox_keys())
         return [self._container(v, readings.get(v.id)) for v in views]
 
     def _track_layer(self, view: ContainerView) -> None:
@@ -183,9 +194,8 @@ class StatsCollector:
         if reading is None:
             return ContainerStats(view=view, layer=layer, timestamp_ns=time.time_ns())
         ts, usage = reading
-        paths = self._paths.get(view.id)
         return ContainerStats(
-            cgroup=paths[1].name if paths and paths[1] else "",
+            cgroup=self._cgroup_name(view.id),
             view=view,
             cpu=self._cpu_of(view.id, ts, usage, view.started_at_ns),
             memory=_memory(ts, usage),
@@ -208,14 +218,14 @@ class StatsCollector:
 
     # -- pods ---------------------------------------------------------------------------
 
-    async def pods_stats(self, views: list[SandboxView]) -> list[PodStats]:
+    async def pods_stats(self, views: list[SandboxView], full: bool = False) -> list[PodStats]:
         members: dict[str, list[ContainerView]] = {v.id: [] for v in views}
         for c in self.containers.list():
             if c.sandbox_id in members:
                 members[c.sandbox_id].append(c)
-        containers = await self.containers_stats([c for m in members.values() for c in m])
+        containers = await self.containers_stats([c for m in members.values() for c in m], full)
         by_id = {s.view.id: s for s in containers}
-        pod_reads = await asyncio.to_thread(self._read_pods, views)
+        pod_reads = await asyncio.to_thread(self._read_pods, views, full)
         out = []
         for view in views:
             stats = tuple(by_id[c.id] for c in members[view.id])
@@ -243,16 +253,12 @@ class StatsCollector:
         return out
 
     def _cgroup_name(self, key: str) -> str:
-        known = self._paths.get(key)
-        return known[1].name if known and known[1] else ""
+        known = self._handles.get(key)
+        return known[1].paths.name if known and known[1] else ""
 
     def filesystem(self, upper_dir: str) -> Filesystem:
         """The filesystem a writable layer lives on (mount point and its source device)."""
         return Filesystem(self._mountpoints.get(upper_dir, ""), self._devices.get(upper_dir, ""))
-
-    def _sandbox_keys(self) -> set[str]:
-        ids = {v.id for v in self.sandboxes.list()}
-        return ids | {f"pod:{i}" for i in ids}
 
     # -- reading (worker thread) ------------------------------------------------------
 
@@ -261,48 +267,66 @@ class StatsCollector:
             self._mounts = cgroups.read_mounts()
         return self._mounts
 
-    def _paths_of(self, key: str, pid: int) -> cgroups.CgroupPaths | None:
-        known = self._paths.get(key)
+    def _handle(self, key: str, pid: int) -> cgroups.Handle | None:
+        known = self._handles.get(key)
         if known is not None and known[0] == pid:
             return known[1]
+        if known is not None and known[1] is not None:
+            known[1].close()  # a new process: its cgroup may differ
         paths = cgroups.locate(pid, self._mounts_now())
-        self._paths[key] = (pid, paths)
-        return paths
+        handle = cgroups.Handle(paths) if paths is not None else None
+        self._handles[key] = (pid, handle)
+        return handle
 
-    def _read_one(self, key: str, pid: int) -> tuple[int, cgroups.Usage] | None:
-        paths = self._paths_of(key, pid)
-        if paths is None:
+    def _read_one(self, key: str, pid: int, full: bool) -> tuple[int, cgroups.Usage] | None:
+        handle = self._handle(key, pid)
+        if handle is None:
             return None
-        usage = cgroups.read(paths)
+        usage = cgroups.read(handle, full)
         if usage.cpu_ns is None and usage.memory_usage is None:
-            self._paths.pop(key, None)  # the process ended meanwhile
+            handle.close()  # the process ended meanwhile
+            self._handles.pop(key, None)
             return None
         return time.time_ns(), usage
 
-    def _read_many(self, targets: list[tuple[str, int]]) -> dict[str, tuple[int, cgroups.Usage]]:
+    def _read_many(
+        self, targets: list[tuple[str, int]], upper_dirs: list[str], full: bool
+    ) -> dict[str, tuple[int, cgroups.Usage]]:
         out = {}
-        for key, pid in targets:
-            if pid > 0:
-                reading = self._read_one(key, pid)
-                if reading is not None:
-                    out[key] = reading
-        self._learn_mountpoints()
+        with self._lock:
+            for key, pid in targets:
+                if pid > 0:
+                    reading = self._read_one(key, pid, full)
+                    if reading is not None:
+                        out[key] = reading
+        self._learn_mountpoints(upper_dirs)
         return out
 
     def _read_pods(
-        self, views: list[SandboxView]
+        self, views: list[SandboxView], full: bool
+    ) -> dict[str, tuple[cgroups.Usage | None, cgroups.Usage | None, Network | None, int]]:
+        with self._lock:
+            return self._read_pods_locked(views, full)
+
+    def _read_pods_locked(
+        self, views: list[SandboxView], full: bool
     ) -> dict[str, tuple[cgroups.Usage | None, cgroups.Usage | None, Network | None, int]]:
         out = {}
         for view in views:
             if not view.ready or view.pid <= 0:
                 continue
-            reading = self._read_one(view.id, view.pid)
+            reading = self._read_one(view.id, view.pid, full)
             pause = reading[1] if reading else None
             pod_usage = None
             if view.cgroup_parent:
-                paths = self._paths_of(view.id, view.pid)
-                if paths is not None:
-                    pod_usage = cgroups.read(paths.parent())
+                pause = self._handle(view.id, view.pid)
+                pod = self._handle(f"podcg:{view.id}", view.pid) if pause else None
+                if pod is not None and pod.paths == pause.paths:  # first sight: the parent
+                    pod.close()
+                    pod = cgroups.Handle(pause.paths.parent())
+                    self._handles[f"podcg:{view.id}"] = (view.pid, pod)
+                if pod is not None:
+                    pod_usage = cgroups.read(pod, full)
             network = None
             if not view.host_network:
                 interfaces = netdev.read(view.pid)
@@ -311,13 +335,9 @@ class StatsCollector:
             out[view.id] = (pause, pod_usage, network, time.time_ns())
         return out
 
-    def _learn_mountpoints(self) -> None:
+    def _learn_mountpoints(self, upper_dirs: list[str]) -> None:
         """The filesystem each writable layer lives on (FilesystemIdentifier.mountpoint)."""
-        wanted = [
-            d
-            for v in self.containers.list()
-            if (d := v.record.info.upper_dir) and d not in self._mountpoints
-        ]
+        wanted = [d for d in upper_dirs if d and d not in self._mountpoints]
         if not wanted:
             return
         sources: dict[str, str] = {}
@@ -350,12 +370,20 @@ class StatsCollector:
             history.append((ts, usage.cpu_ns))
         return Cpu(ts, usage.cpu_ns, nano_cores)
 
-    def _forget_gone(self, live: set[str]) -> None:
-        for table in (self._cpu, self._paths):
-            for key in [k for k in table if k not in live]:
-                del table[key]
-        for key in [k for k in self.meter.tracked() if k not in live]:
+    def _live_keys(self) -> set[str]:
+        ids = {v.id for v in self.containers.list()} | {v.id for v in self.sandboxes.list()}
+        for key in [k for k in self.meter.tracked() if k not in ids]:
             self.meter.forget(key)
+        self._cpu = {k: v for k, v in self._cpu.items() if k.removeprefix("pod:") in ids}
+        return ids | {f"podcg:{i}" for i in ids}
+
+    def _forget_gone(self, live: set[str]) -> None:
+        """Close the handles of containers and pods that no longer exist (worker thread)."""
+        with self._lock:
+            for key in [k for k in self._handles if k not in live]:
+                _, handle = self._handles.pop(key)
+                if handle is not None:
+                    handle.close()
 
 
 def _running(view: ContainerView) -> bool:

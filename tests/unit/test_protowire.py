@@ -1,0 +1,126 @@
+"""The hand-written stats and metrics encoding, decoded by the official protobuf runtime."""
+
+from __future__ import annotations
+
+import pytest
+
+from crishim import labels
+from crishim.containers import ContainerView
+from crishim.docker.types import ContainerInfo, ContainerState
+from crishim.sandboxes import SandboxView
+from crishim.server import protowire as w
+from crishim.server.stats import _metric, container_stats, pod_stats
+from crishim.stats import collector, metrics, netdev
+from crishim.store import Record
+
+
+@pytest.mark.parametrize("n", [0, 1, 127, 128, 300, 2**32, 2**63 - 1, 2**64 - 1])
+def test_varints_decode_to_the_same_number(pb, n) -> None:
+    assert pb.UInt64Value.FromString(w.uint(1, n)).value == n
+
+
+def test_a_negative_int64_is_written_as_protobuf_writes_it(pb) -> None:
+    assert w.varint(-1) == pb.Int64Value(value=-1).SerializeToString()[1:]
+
+
+def _container_view() -> ContainerView:
+    info = ContainerInfo(
+        "c" * 64, "k8s_web_pod_ns_uid_2", 1, "img", "sha256:x", {},
+        ContainerState("running", True, 0, False, 7, "", 5, 0), "", "", "", "", "", "", "",
+    )  # fmt: skip
+    return ContainerView(
+        id="c" * 64,
+        sandbox_id="s" * 64,
+        meta=labels.ContainerMeta("web", 2),
+        state="running",
+        created_at_ns=1,
+        started_at_ns=5,
+        finished_at_ns=0,
+        exit_code=0,
+        reason="",
+        message="",
+        image="img",
+        image_id="sha256:x",
+        labels={"app": "web", "empty": ""},
+        annotations={"note": "ünïcode"},
+        log_path="",
+        record=Record(info, labels.read({}), 1),
+    )
+
+
+STATS = collector.ContainerStats(
+    view=_container_view(),
+    cpu=collector.Cpu(111, 2_000_000_000, 0),
+    memory=collector.Memory(111, 300, 200, None, 50, 9, 0),
+    swap=collector.Swap(111, 0, None),
+    layer=collector.Layer(99, "/var/lib/docker", 4096, 3),
+    timestamp_ns=111,
+)
+
+
+def test_container_stats_decode_field_by_field(pb) -> None:
+    s = pb.ContainerStats.FromString(container_stats(STATS))
+    assert s.attributes.id == "c" * 64
+    assert (s.attributes.metadata.name, s.attributes.metadata.attempt) == ("web", 2)
+    assert dict(s.attributes.labels) == {"app": "web", "empty": ""}
+    assert dict(s.attributes.annotations) == {"note": "ünïcode"}
+    assert s.cpu.timestamp == 111
+    assert s.cpu.usage_core_nano_seconds.value == 2_000_000_000
+    assert s.cpu.HasField("usage_nano_cores")  # set to zero is still set
+    assert s.cpu.usage_nano_cores.value == 0
+    assert s.memory.usage_bytes.value == 300
+    assert s.memory.working_set_bytes.value == 200
+    assert not s.memory.HasField("available_bytes")  # no limit: unset
+    assert (s.memory.rss_bytes.value, s.memory.page_faults.value) == (50, 9)
+    assert s.memory.HasField("major_page_faults")
+    assert s.swap.HasField("swap_usage_bytes")
+    assert not s.swap.HasField("swap_available_bytes")
+    assert s.writable_layer.fs_id.mountpoint == "/var/lib/docker"
+    assert (s.writable_layer.used_bytes.value, s.writable_layer.inodes_used.value) == (4096, 3)
+    exited = pb.ContainerStats.FromString(
+        container_stats(collector.ContainerStats(view=_container_view()))
+    )
+    assert not exited.HasField("cpu")
+    assert not exited.HasField("memory")
+
+
+def test_pod_stats_decode_with_network_and_containers(pb) -> None:
+    view = SandboxView(
+        id="s" * 64, meta=labels.SandboxMeta("pod", "ns", "uid-1", 1), ready=True,
+        created_at_ns=1, labels={"a": "b"}, annotations={}, runtime_handler="", ip="10.0.0.2",
+        additional_ips=(), host_network=False, host_pid=False, host_ipc=False, pid=7,
+        docker_runtime="", netns_path="", cgroup_parent="", info={},
+    )  # fmt: skip
+    eth0 = netdev.Interface("eth0", 10, 1, 0, 0, 20, 2, 0, 0)
+    eth1 = netdev.Interface("eth1", 30, 3, 1, 0, 40, 4, 2, 0)
+    pod = collector.PodStats(
+        view=view,
+        cpu=collector.Cpu(5, 10, 1),
+        memory=collector.Memory(5, 1, 1, 1, 1, 1, 1),
+        network=collector.Network(6, (eth1, eth0)),
+        processes=4,
+        containers=(STATS,),
+        pause=None,
+        usage=None,
+        timestamp_ns=5,
+    )
+    p = pb.PodSandboxStats.FromString(pod_stats(pod))
+    assert p.attributes.metadata.uid == "uid-1"
+    assert p.attributes.metadata.attempt == 1
+    assert dict(p.attributes.labels) == {"a": "b"}
+    assert p.linux.network.default_interface.name == "eth0"
+    assert p.linux.network.default_interface.tx_bytes.value == 20
+    assert [i.name for i in p.linux.network.interfaces] == ["eth1"]
+    assert p.linux.network.interfaces[0].rx_errors.value == 1
+    assert p.linux.process.process_count.value == 4
+    assert [c.attributes.id for c in p.linux.containers] == ["c" * 64]
+
+
+def test_a_metric_decodes_with_its_type_and_labels(pb) -> None:
+    gauge = metrics.Sample("m", metrics.GAUGE, ("a", "", "c"), 42, 7)
+    m = pb.Metric.FromString(_metric(gauge))
+    assert (m.name, m.timestamp, m.metric_type, m.value.value) == ("m", 7, pb.GAUGE, 42)
+    assert list(m.label_values) == ["a", "", "c"]  # an empty label value keeps its place
+    counter = pb.Metric.FromString(_metric(metrics.Sample("c", metrics.COUNTER, (), 0, 1)))
+    assert counter.metric_type == pb.COUNTER
+    assert counter.HasField("value")

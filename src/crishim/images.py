@@ -31,7 +31,7 @@ from pathlib import Path
 
 import structlog
 
-from crishim import errors, imageref, registry
+from crishim import errors, imageref, registry, tasks
 from crishim.docker import DockerClient
 from crishim.docker.types import ImageConfig, ImageDetails, RegistryAuth
 
@@ -177,9 +177,7 @@ class Images:
             )
             raise (explained or exc) from exc
         finally:
-            reporter.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reporter
+            await tasks.stop(reporter)
         image = await self._inspect(self._local_name(ref))
         log.info(
             "image_pulled",

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import structlog
 
-from crishim import errors, labels, rfc3339
+from crishim import errors, labels, rfc3339, tasks
 from crishim.docker import DockerClient
 from crishim.docker.types import LogChunk
 from crishim.store import Record, Store
@@ -125,9 +125,7 @@ class Follower:
                 last = self._load()
                 await asyncio.to_thread(self._save, Checkpoint(last.last_ns, last.at_last, True))
         finally:
-            writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await writer
+            await tasks.stop(writer)
             async with self._lock:
                 await asyncio.to_thread(self._close)
 

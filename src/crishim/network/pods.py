@@ -37,7 +37,7 @@ from typing import Any
 
 import structlog
 
-from crishim import errors
+from crishim import errors, tasks
 from crishim.network import conf, netns
 from crishim.network.checkpoint import Checkpoint, CheckpointDir, from_libcni_cache
 from crishim.network.cni import Attachment, Cni
@@ -211,11 +211,8 @@ class PodNetworks:
         )
 
     async def close(self) -> None:
-        if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
-            self._watcher = None
+        await tasks.stop(self._watcher)
+        self._watcher = None
 
     async def _watch(self) -> None:
         last_status = 0.0

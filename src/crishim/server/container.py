@@ -140,16 +140,21 @@ def _meta(view: ContainerView) -> api.ContainerMetadata:
     return api.ContainerMetadata(name=view.meta.name, attempt=view.meta.attempt)
 
 
-def _matches(view: ContainerView, f: api.ContainerFilter | None) -> bool:
+def selected(view: ContainerView, f: api.ContainerFilter | api.ContainerStatsFilter | None) -> bool:
+    """The id, pod and label parts of a container filter (ListContainers, ListContainerStats)."""
     if f is None:
         return True
     if f.id and not view.id.startswith(f.id):
         return False
     if f.pod_sandbox_id and not view.sandbox_id.startswith(f.pod_sandbox_id):
         return False
-    if f.state is not None and _STATES[view.state] != f.state.state:
-        return False
     return all(view.labels.get(k) == v for k, v in f.label_selector.items())
+
+
+def _matches(view: ContainerView, f: api.ContainerFilter | None) -> bool:
+    if f is not None and f.state is not None and _STATES[view.state] != f.state.state:
+        return False
+    return selected(view, f)
 
 
 def to_container(view: ContainerView) -> api.Container:

@@ -9,11 +9,11 @@ from collections.abc import AsyncIterator
 
 from crishim import errors
 from crishim.api.runtime import v1 as api
-from crishim.containers import Containers, ContainerView
+from crishim.containers import Containers
 from crishim.events import CREATED, DELETED, STARTED, STOPPED, EventHub
 from crishim.sandboxes import Sandboxes, SandboxView
 from crishim.server import protowire as w
-from crishim.server.container import to_status
+from crishim.server.container import selected, to_status
 from crishim.server.listing import chunks
 from crishim.server.sandbox import to_sandbox_status
 from crishim.stats import collector, metrics, netdev
@@ -147,16 +147,6 @@ def _metric(s: metrics.Sample) -> bytes:
     )
 
 
-def _container_matches(v: ContainerView, f: api.ContainerStatsFilter | None) -> bool:
-    if f is None:
-        return True
-    if f.id and not v.id.startswith(f.id):
-        return False
-    if f.pod_sandbox_id and not v.sandbox_id.startswith(f.pod_sandbox_id):
-        return False
-    return all(v.labels.get(k) == val for k, val in f.label_selector.items())
-
-
 def _pod_matches(v: SandboxView, f: api.PodSandboxStatsFilter | None) -> bool:
     if f is None:
         return True
@@ -185,7 +175,7 @@ class StatsRPCs:
         return w.Encoded(w.message(1, container_stats(stats)))  # type: ignore[return-value]
 
     async def _container_stats(self, f: api.ContainerStatsFilter | None) -> list[bytes]:
-        views = [v for v in self._containers.list() if _container_matches(v, f)]
+        views = [v for v in self._containers.list() if selected(v, f)]
         return [container_stats(s) for s in await self._stats.containers_stats(views)]
 
     async def list_container_stats(

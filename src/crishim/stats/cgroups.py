@@ -25,6 +25,11 @@ Every number crishim reports comes from these files (cAdvisor's definitions):
   oom kills           memory.oom_control oom_kill                 memory.events oom_kill
   processes           pids/pids.current                           pids.current
 
+Outside the cgroup: a pod's network counters are /proc/<pause pid>/net/dev
+(rx/tx bytes, packets, errs, drop; netdev.py), and a writable layer's usage is
+the allocated blocks (st_blocks * 512) and inode count of Docker's overlay2
+UpperDir, walked in the background (fsusage.py).
+
 A limit at or above UNLIMITED (the kernel's "no limit", a page-rounded 2^63-1
 on v1) is reported as no limit. Missing files (a controller not enabled, a
 container that just ended) leave the value unset rather than zero.

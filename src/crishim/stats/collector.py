@@ -31,6 +31,7 @@ from dataclasses import dataclass, fields
 
 import structlog
 
+from crishim import tasks
 from crishim.containers import Containers, ContainerView
 from crishim.sandboxes import Sandboxes, SandboxView
 from crishim.stats import cgroups, netdev
@@ -149,11 +150,8 @@ class StatsCollector:
         self._sampler = asyncio.create_task(self._sample_forever(), name="stats-sampler")
 
     async def close(self) -> None:
-        if self._sampler is not None:
-            self._sampler.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sampler
-            self._sampler = None
+        await tasks.stop(self._sampler)
+        self._sampler = None
         await asyncio.to_thread(self._forget_gone, set())
         await self.meter.close()
 

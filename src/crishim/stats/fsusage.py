@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import structlog
 
+from crishim import tasks
+
 log = structlog.get_logger(__name__)
 
 
@@ -92,11 +94,8 @@ class LayerMeter:
         self._task = asyncio.create_task(self._run(), name="layer-meter")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await tasks.stop(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         while True:

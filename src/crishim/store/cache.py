@@ -16,14 +16,13 @@ than a write it has seen completed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
 
-from crishim import errors, labels
+from crishim import errors, labels, tasks
 from crishim.docker import DockerClient
 from crishim.docker.types import ContainerInfo
 
@@ -130,11 +129,8 @@ class Store:
         self._events = asyncio.create_task(self._follow(), name="store-events")
 
     async def close(self) -> None:
-        if self._events is not None:
-            self._events.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._events
-            self._events = None
+        await tasks.stop(self._events)
+        self._events = None
 
     async def _follow(self) -> None:
         for attempt in itertools.count():

@@ -60,8 +60,12 @@ class ImageID:
         return self.digest
 
 
-def parse(text: str) -> Reference | ImageID:
-    """Parse an image reference or ID; raise InvalidArgument naming the problem."""
+def parse(text: str, default_tag: bool = True) -> Reference | ImageID:
+    """Parse an image reference or ID; raise InvalidArgument naming the problem.
+
+    A reference with neither tag nor digest gets `latest`, unless default_tag is
+    False (a list filter naming a repository means all of its tags).
+    """
     if not text:
         raise errors.InvalidArgument("image reference is empty")
     if len(text) > 4096 or any(c.isspace() for c in text):
@@ -100,7 +104,7 @@ def parse(text: str) -> Reference | ImageID:
         )
     if len(f"{domain}/{path}") > MAX_NAME:
         raise errors.InvalidArgument(f"repository name too long in image reference {text!r}")
-    if not tag and not digest:
+    if not tag and not digest and default_tag:
         tag = DEFAULT_TAG
     return Reference(domain, path, tag, digest)
 

@@ -254,7 +254,8 @@ class Images:
         alive = {e.id for e in entries}
         for gone in set(self._details) - alive:
             del self._details[gone]
-        wanted = imageref.parse(reference) if reference else None
+        # A repository without a tag lists every tag of it (`crictl images busybox`).
+        wanted = imageref.parse(reference, default_tag=False) if reference else None
         images = []
         for entry in entries:
             details = self._details.get(entry.id)
@@ -272,6 +273,10 @@ class Images:
     def _matches(image: Image, wanted: imageref.Reference | imageref.ImageID) -> bool:
         if isinstance(wanted, imageref.ImageID):
             return image.id == str(wanted)
+        if not wanted.tag and not wanted.digest:
+            return any(
+                name.rpartition(":")[0] == wanted.repository for name in image.repo_tags
+            ) or any(name.partition("@")[0] == wanted.repository for name in image.repo_digests)
         return str(wanted) in image.repo_tags or str(wanted) in image.repo_digests
 
     def _to_image(

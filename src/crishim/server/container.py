@@ -13,7 +13,7 @@ from crishim.docker.types import Resources
 from crishim.execsync import exec_sync
 from crishim.logs import LogManager
 from crishim.server.listing import chunks
-from crishim.server.sandbox import _profile
+from crishim.server.sandbox import UNCONFINED, _profile
 
 _STATES = {
     "created": api.ContainerState.CONTAINER_CREATED,
@@ -125,7 +125,7 @@ def container_request(message: api.CreateContainerRequest) -> ContainerRequest:
         no_new_privs=sc.no_new_privs,
         masked_paths=tuple(sc.masked_paths) if sc.masked_paths else None,
         readonly_paths=tuple(sc.readonly_paths) if sc.readonly_paths else None,
-        seccomp=_profile(sc.seccomp, sc.seccomp_profile_path),
+        seccomp=_profile(sc.seccomp, sc.seccomp_profile_path, UNCONFINED),
         apparmor=_profile(sc.apparmor, sc.apparmor_profile),
         selinux=tuple(
             (k, getattr(sc.selinux_options, k)) for k in ("user", "role", "type", "level")

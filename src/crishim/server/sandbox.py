@@ -20,15 +20,27 @@ _PROFILE_KINDS = {
 }
 
 
-def _profile(profile: api.SecurityProfile | None, legacy: str) -> Profile:
-    """The typed profile, or the deprecated string form ("localhost/<ref>", "unconfined", ...)."""
+RUNTIME_DEFAULT = Profile()
+UNCONFINED = Profile("unconfined")
+
+
+def _profile(
+    profile: api.SecurityProfile | None, legacy: str, unset: Profile = RUNTIME_DEFAULT
+) -> Profile:
+    """The typed profile, or the deprecated string form ("localhost/<ref>", "unconfined", ...).
+
+    `unset` is what neither form set means: for seccomp the CRI says unconfined
+    (the kubelet sends RuntimeDefault when a pod asks for it).
+    """
     if profile is not None:
         return Profile(_PROFILE_KINDS[profile.profile_type], profile.localhost_ref)
     if legacy.startswith("localhost/"):
         return Profile("localhost", legacy.removeprefix("localhost/"))
     if legacy == "unconfined":
         return Profile("unconfined")
-    return Profile()
+    if legacy in ("runtime/default", "docker/default"):
+        return Profile()
+    return unset
 
 
 def sandbox_request(message: api.RunPodSandboxRequest) -> SandboxRequest:
@@ -66,7 +78,7 @@ def sandbox_request(message: api.RunPodSandboxRequest) -> SandboxRequest:
         run_as_user=sc.run_as_user.value if sc.run_as_user is not None else None,
         run_as_group=sc.run_as_group.value if sc.run_as_group is not None else None,
         supplemental_groups=tuple(sc.supplemental_groups),
-        seccomp=_profile(sc.seccomp, sc.seccomp_profile_path),
+        seccomp=_profile(sc.seccomp, sc.seccomp_profile_path, UNCONFINED),
         apparmor=_profile(sc.apparmor, ""),
         selinux=tuple(
             (k, getattr(sc.selinux_options, k)) for k in ("user", "role", "type", "level")

@@ -1,0 +1,59 @@
+"""CRI behaviours the conformance runs found missing: each as a user sees it."""
+
+from __future__ import annotations
+
+from tests.harness.clients import Official
+from tests.harness.procs import wait_for
+from tests.integration.test_containers import create, pod  # noqa: F401  (fixture)
+
+
+def seccomp_mode(official: Official, pod, dockerd, **security) -> str:  # noqa: F811
+    pb = official.pb
+    cid = create(
+        official,
+        pod,
+        f"sc{len(security)}{abs(hash(str(security))) % 1000}",
+        ["sh", "-c", "grep Seccomp: /proc/self/status; sleep 300"],
+        linux=pb.LinuxContainerConfig(
+            security_context=pb.LinuxContainerSecurityContext(**security)
+        ),
+    )
+    wait_for(lambda: "Seccomp:" in dockerd.docker("logs", cid), 30, "the seccomp line")
+    return dockerd.docker("logs", cid).split()[1]
+
+
+def test_an_unset_seccomp_profile_runs_unconfined(official, pod, dockerd) -> None:  # noqa: F811
+    pb = official.pb
+    assert seccomp_mode(official, pod, dockerd) == "0"  # no filter
+    default = pb.SecurityProfile(profile_type=pb.SecurityProfile.RuntimeDefault)
+    assert seccomp_mode(official, pod, dockerd, seccomp=default) == "2"  # a filter
+    assert seccomp_mode(official, pod, dockerd, seccomp_profile_path="runtime/default") == "2"
+
+
+def test_list_images_by_repository_lists_every_tag(official, dockerd, test_images) -> None:
+    pb = official.pb
+    for tag in ("one", "two"):
+        dockerd.docker("tag", test_images.busybox, f"crishim-test/repo-filter:{tag}")
+    try:
+        images = official.image.ListImages(
+            pb.ListImagesRequest(
+                filter=pb.ImageFilter(image=pb.ImageSpec(image="crishim-test/repo-filter"))
+            ),
+            timeout=30,
+        ).images
+        tags = sorted(t for i in images for t in i.repo_tags if "repo-filter" in t)
+        assert tags == [
+            "docker.io/crishim-test/repo-filter:one",
+            "docker.io/crishim-test/repo-filter:two",
+        ]
+
+        def listed(image: str):
+            request = pb.ListImagesRequest(filter=pb.ImageFilter(image=pb.ImageSpec(image=image)))
+            return official.image.ListImages(request, timeout=30).images
+
+        (one,) = listed("crishim-test/repo-filter:one")  # a tag: that image only
+        assert "docker.io/crishim-test/repo-filter:one" in one.repo_tags
+        assert listed("crishim-test/repo-filter:three") == []
+        assert listed("crishim-test/no-such-repository") == []
+    finally:
+        dockerd.docker("rmi", "crishim-test/repo-filter:one", "crishim-test/repo-filter:two")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import structlog
@@ -265,7 +265,14 @@ class Containers:
         await self.store.refresh(record.id)
 
     async def update_resources(self, container_id: str, resources: Resources) -> None:
+        """In-place resize. A memory limit without a swap limit means no swap on top of it
+        (the kubelet's NoSwap): Docker would otherwise keep the swap limit it set at create
+        (twice the old memory) and refuse any memory limit above it."""
         view = self.get(container_id)
+        if resources.memory_limit_in_bytes and not resources.memory_swap_limit_in_bytes:
+            resources = replace(
+                resources, memory_swap_limit_in_bytes=resources.memory_limit_in_bytes
+            )
         await self.docker.update_container(view.id, resources)
         await self.store.refresh(view.id)
 

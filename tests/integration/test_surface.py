@@ -57,3 +57,38 @@ def test_list_images_by_repository_lists_every_tag(official, dockerd, test_image
         assert listed("crishim-test/no-such-repository") == []
     finally:
         dockerd.docker("rmi", "crishim-test/repo-filter:one", "crishim-test/repo-filter:two")
+
+
+def test_memory_can_be_raised_and_lowered_in_place(official, pod, dockerd) -> None:  # noqa: F811
+    pb = official.pb
+    mib = 1024 * 1024
+    cid = create(
+        official,
+        pod,
+        "resized",
+        ["sleep", "300"],
+        linux=pb.LinuxContainerConfig(
+            resources=pb.LinuxContainerResources(memory_limit_in_bytes=64 * mib)
+        ),
+    )
+
+    def resize(limit: int) -> None:
+        official.runtime.UpdateContainerResources(
+            pb.UpdateContainerResourcesRequest(
+                container_id=cid,
+                linux=pb.LinuxContainerResources(memory_limit_in_bytes=limit),
+            ),
+            timeout=30,
+        )
+        memory = dockerd.docker(
+            "inspect", "--format", "{{.HostConfig.Memory}} {{.HostConfig.MemorySwap}}", cid
+        ).split()
+        assert memory == [str(limit), str(limit)]
+        status = official.runtime.ContainerStatus(
+            pb.ContainerStatusRequest(container_id=cid), timeout=30
+        ).status
+        assert status.resources.linux.memory_limit_in_bytes == limit
+
+    resize(512 * mib)  # above the swap limit Docker set at create (2 x 64 MiB)
+    resize(32 * mib)
+    resize(256 * mib)

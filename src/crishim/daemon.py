@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import os
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import structlog
@@ -58,9 +59,30 @@ async def _start_metrics(address: str) -> web.AppRunner | None:
     return runner
 
 
+@contextlib.contextmanager
+def _startup(what: str) -> Iterator[None]:
+    """An OS error while starting `what` becomes one readable line (crishim exits 1)."""
+    try:
+        yield
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise errors.FailedPrecondition(f"{what}: {reason}") from None
+
+
 async def serve(config: Config) -> int:
-    await asyncio.to_thread(Path(config.state_dir).mkdir, parents=True, exist_ok=True, mode=0o700)
+    async with contextlib.AsyncExitStack() as stack:
+        return await _serve(config, stack)
+
+
+async def _serve(config: Config, stack: contextlib.AsyncExitStack) -> int:
+    """Start everything, serve until a signal, stop in order. Whatever started is
+    stopped again on the way out, also when a later step of the start fails."""
+    with _startup(f"state_dir {config.state_dir}"):
+        await asyncio.to_thread(
+            Path(config.state_dir).mkdir, parents=True, exist_ok=True, mode=0o700
+        )
     docker = DockerClient(config.docker_endpoint)
+    stack.push_async_callback(docker.close)
     try:
         # Bounded: a hung daemon must not keep crishim from serving (Status reports it).
         async with asyncio.timeout(10):
@@ -78,7 +100,9 @@ async def serve(config: Config) -> int:
         cri_dockerd_root=config.cri_dockerd_root,
         cni_cache_dir=config.cni_cache_dir,
     )
-    await networks.start()
+    with _startup(f"pod network state under {config.state_dir}"):
+        await networks.start()
+    stack.push_async_callback(networks.close)
     status = RuntimeStatus(config, docker, networks)
     inflight = instrument.Inflight()
     images = Images(
@@ -90,6 +114,7 @@ async def serve(config: Config) -> int:
     store = Store(docker)
     events = EventHub(store)  # before the first sync: it must know what already exists
     await store.start()
+    stack.push_async_callback(store.close)
     if docker.version is not None:
         try:
             # Serve from a complete view when Docker is there; without it, serve anyway.
@@ -102,20 +127,31 @@ async def serve(config: Config) -> int:
         await sandboxes.reconcile_networks()
     containers = Containers(docker, store, sandboxes)
     logs = LogManager(docker, store, Path(config.state_dir))
-    await logs.start()
+    with _startup(f"log state under {config.state_dir}"):
+        await logs.start()
+    stack.push_async_callback(logs.close)
     streaming = StreamingServer(config, docker, sandboxes)
-    await streaming.start()
+    with _startup(f"streaming_address {config.streaming_address}"):
+        await streaming.start()
+    stack.push_async_callback(streaming.stop)
     stats = StatsCollector(containers, sandboxes, LayerMeter())
     stats.start()
+    stack.push_async_callback(stats.close)
     runtime = RuntimeService(status, sandboxes, containers, logs, streaming, stats, events)
     server = Server(
         [runtime, ImageService(images)],
         codec=CriCodec(config.max_request_bytes),
     )
     instrument.attach(server, inflight)
-    listener = open_listener(config.listen)
+    with _startup(f"listen {config.listen}"):
+        listener = open_listener(config.listen)
+    stack.callback(listener.unlink)
     await server.start(sock=listener.sock)
-    metrics_runner = await _start_metrics(config.metrics_address)
+    stack.push_async_callback(_close_server, server)
+    with _startup(f"metrics_address {config.metrics_address}"):
+        metrics_runner = await _start_metrics(config.metrics_address)
+    if metrics_runner is not None:
+        stack.push_async_callback(metrics_runner.cleanup)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -131,16 +167,12 @@ async def serve(config: Config) -> int:
     finished = await inflight.drain(config.shutdown_grace_seconds)
     if not finished:
         log.warning("shutdown_grace_expired", cancelled=inflight.count)
+    await stack.aclose()  # server, metrics, stats, streaming, logs, store, network, docker
+    log.info("crishim_stopped")
+    return 0
+
+
+async def _close_server(server: Server) -> None:
     server.close()
     with contextlib.suppress(asyncio.CancelledError):
         await server.wait_closed()
-    await streaming.stop()
-    if metrics_runner is not None:
-        await metrics_runner.cleanup()
-    await stats.close()
-    await logs.close()
-    await networks.close()
-    await store.close()
-    await docker.close()
-    log.info("crishim_stopped")
-    return 0

@@ -198,6 +198,46 @@ def test_check_reports_the_cni_network_and_cni_config_writes_the_default(workdir
     assert "OK   network: docker mode: pods use Docker's default bridge" in docker_mode.stdout
 
 
+@pytest.mark.parametrize(
+    ("flag", "says"),
+    [
+        (
+            "--metrics-address=127.0.0.1:{port}",
+            "metrics_address 127.0.0.1:{port}: Address already in use",
+        ),
+        (
+            "--streaming-address=127.0.0.1:{port}",
+            "streaming_address 127.0.0.1:{port}: Address already in use",
+        ),
+        (
+            "--listen=unix:///proc/no/such.sock",
+            "listen unix:///proc/no/such.sock: No such file or directory",
+        ),
+        ("--state-dir=/proc/no/such", "state_dir /proc/no/such: No such file or directory"),
+    ],
+    ids=["metrics-port-taken", "streaming-port-taken", "socket-path", "state-dir"],
+)
+def test_a_startup_error_is_one_clear_line(workdir, flag, says) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        root = workdir / f"startup-{port}"
+        result = subprocess.run(
+            [
+                sys.executable, "-m", "crishim", "serve",
+                f"--listen=unix://{root}/c.sock", f"--state-dir={root}/state",
+                f"--docker-endpoint=unix://{root}/no-docker.sock", "--metrics-address=",
+                "--log-level=error", flag.format(port=port),
+            ],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == f"crishim: {says.format(port=port)}"
+    assert "Traceback" not in result.stderr + result.stdout
+    assert "Unclosed" not in result.stderr + result.stdout
+
+
 def test_check_against_a_dead_endpoint_fails_with_a_reason(workdir) -> None:
     result = run_check(
         f"--docker-endpoint=unix://{workdir / 'nothing.sock'}", f"--state-dir={workdir / 'cs2'}"

@@ -23,7 +23,7 @@ from tests.harness.clients import Official, Own, generate_official_stubs
 from tests.harness.cni import CniNode, Network
 from tests.harness.crishim import CrishimProcess
 from tests.harness.dockerd import PrivateDockerd, unique_name
-from tests.harness.paths import LOG_ROOT
+from tests.harness.paths import LOCK_DIR, LOG_ROOT
 from tests.harness.registry import Registry
 from tests.harness.tokens import TokenServer
 
@@ -40,6 +40,7 @@ def workdir() -> Iterator[Path]:
     yield root
     shutil.rmtree(root, ignore_errors=True)
     shutil.rmtree(LOG_ROOT, ignore_errors=True)
+    shutil.rmtree(LOCK_DIR, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

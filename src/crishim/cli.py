@@ -21,6 +21,7 @@ def _add_settings(parser: argparse.ArgumentParser) -> None:
         "[DOCKER_HOST, else unix:///var/run/docker.sock]",
     )
     add("--state-dir", help="crishim's on-disk state [/var/lib/crishim]")
+    add("--lock-dir", help="lock of the one log copier per Docker daemon [/run/crishim]")
     add("--pause-image", help="pod sandbox image [registry.k8s.io/pause:3.10]")
     add("--streaming-address", help="exec/attach/port-forward server host:port [127.0.0.1:0]")
     add("--streaming-tls-cert", metavar="PEM", help="serve streaming over TLS with this cert")

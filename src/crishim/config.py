@@ -34,6 +34,9 @@ class Config:
     docker_endpoint: str = "unix:///var/run/docker.sock"
     # crishim's own small on-disk state (sandbox checkpoints).
     state_dir: str = "/var/lib/crishim"
+    # Where the per-Docker-daemon lock lives that makes one crishim process the only
+    # copier of container logs (shared by every crishim on the host).
+    lock_dir: str = "/run/crishim"
     # The image every pod sandbox runs; pulled when absent, pinned in ImageStatus.
     pause_image: str = "registry.k8s.io/pause:3.10"
     # host:port of the exec/attach/port-forward server; port 0 picks a free one.

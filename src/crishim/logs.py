@@ -9,13 +9,22 @@ last piece may lack its newline).
 
 Restarts. After every batch the follower records, atomically under the state
 dir, the timestamp of the last message written and how many messages carried
-that timestamp. A new crishim resumes with Docker's `since` at that instant
-(inclusive) and skips those messages, so output printed while crishim was
-down is copied once it is back. A crash between a write and its checkpoint
-repeats at most that batch.
+that timestamp. The log file says the same by itself: every line starts with
+Docker's timestamp of its message. A follower resumes from the later of the
+two (so a process with another state dir, taking over from the one that
+copied before, continues exactly where the file ends), with Docker's `since`
+at that instant (inclusive), skipping the messages already there. Output
+printed while crishim was down is copied once it is back.
 
 Rotation. The kubelet renames the file and calls ReopenContainerLog; the
 follower then closes its handle and opens a new file at the log path.
+
+Guarantees. The log file exists when StartContainer returns (empty if the
+container printed nothing). A container's exit is applied to the store only
+after its follower has copied everything (`settle`, the store's exit hook),
+so nobody reads "exited" before the last line is in the file. Only one crishim
+process copies the logs of a Docker daemon (crishim.logowner); another one on
+the same daemon stays passive, says so, and takes over if the owner ends.
 """
 
 from __future__ import annotations
@@ -29,9 +38,9 @@ from pathlib import Path
 
 import structlog
 
-from crishim import errors, labels, rfc3339, tasks
+from crishim import errors, labels, logowner, rfc3339, tasks
 from crishim.docker import DockerClient
-from crishim.docker.types import LogChunk
+from crishim.docker.types import ContainerInfo, LogChunk
 from crishim.store import Record, Store
 
 log = structlog.get_logger(__name__)
@@ -62,6 +71,41 @@ def cri_line(chunk: LogChunk) -> tuple[int, bytes] | None:
     return ns, b"%s %s %s %s\n" % (stamp, chunk.stream.encode(), tag, body)
 
 
+TAIL_BYTES = 256 * 1024
+
+
+def file_tail(path: Path) -> Checkpoint:
+    """(timestamp of the last line, lines at that timestamp) of a CRI log file (blocking).
+
+    A last line cut short (a crash in the middle of a write) is removed first, so
+    its message is written again, whole.
+    """
+    try:
+        with open(path, "rb+") as f:
+            size = f.seek(0, os.SEEK_END)
+            start = max(0, size - TAIL_BYTES)
+            f.seek(start)
+            data = f.read()
+            if data and not data.endswith(b"\n"):
+                cut = data.rfind(b"\n") + 1
+                f.truncate(start + cut)
+                data = data[:cut]
+    except OSError:
+        return Checkpoint()
+    lines = data.split(b"\n")[:-1]
+    if start > 0 and lines:
+        lines = lines[1:]  # the first may be the end of a line that began before the window
+    last_ns, at_last = 0, 0
+    for line in reversed(lines):
+        ns = rfc3339.to_ns(line.split(b" ", 1)[0].decode("ascii", "replace"))
+        if not ns:
+            break
+        if last_ns and ns != last_ns:
+            break
+        last_ns, at_last = ns, at_last + 1
+    return Checkpoint(last_ns, at_last)
+
+
 class Follower:
     def __init__(self, docker: DockerClient, record: Record, state_dir: Path) -> None:
         self.docker = docker
@@ -78,6 +122,14 @@ class Follower:
             return Checkpoint(**json.loads(self.checkpoint_path.read_text()))
         except (OSError, ValueError, TypeError):
             return Checkpoint()
+
+    def _resume_point(self) -> Checkpoint:
+        """The later of the checkpoint and what the log file's last lines say (blocking)."""
+        saved = self._load()
+        tail = file_tail(self.path)
+        if (tail.last_ns, tail.at_last) > (saved.last_ns, saved.at_last):
+            return Checkpoint(tail.last_ns, tail.at_last, saved.done)
+        return saved
 
     def _save(self, cp: Checkpoint) -> None:
         tmp = self.checkpoint_path.with_suffix(".tmp")
@@ -110,7 +162,7 @@ class Follower:
             await asyncio.to_thread(self._open)
 
     async def run(self) -> None:
-        cp = await asyncio.to_thread(self._load)
+        cp = await asyncio.to_thread(self._resume_point)
         info = await self.docker.inspect_container(self.container_id)
         if cp.done and not info.state.running:
             return  # copied completely before
@@ -167,28 +219,75 @@ class Follower:
                 return
 
 
+def touch(path: Path) -> None:
+    """Create the log file if absent (blocking), without truncating what is there."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640))
+
+
 class LogManager:
     """Keeps one follower per container that has a log path and output to copy."""
 
-    def __init__(self, docker: DockerClient, store: Store, state_dir: Path) -> None:
+    def __init__(
+        self, docker: DockerClient, store: Store, state_dir: Path, lock_dir: str = "/run/crishim"
+    ) -> None:
         self.docker = docker
         self.store = store
         self.state_dir = state_dir / "logs"
+        self.lock_dir = lock_dir
+        self.ownership = logowner.Ownership()
         self._followers: dict[str, Follower] = {}
+        self._claim: asyncio.Task[None] | None = None
+        self.owner_pid: int | None = None  # the other process that copies, while passive
 
     async def start(self) -> None:
         await asyncio.to_thread(self.state_dir.mkdir, parents=True, exist_ok=True)
         self.store.subscribe(self._changed)
+        self.store.on_exit = self.settle
+        await self._try_claim()
+        if not self.ownership.owned:
+            self._claim = asyncio.create_task(self._claim_forever(), name="log-ownership")
+
+    async def _try_claim(self) -> None:
+        try:
+            info = await self.docker.info()
+        except errors.CrishimError:
+            return  # Docker is away: try again later
+        path = logowner.lock_path(self.lock_dir, info.docker_root_dir or self.docker.endpoint)
+        if not await asyncio.to_thread(self.ownership.try_acquire, path):
+            pid = await asyncio.to_thread(logowner.owner_pid, path)
+            if pid != self.owner_pid:
+                log.warning(
+                    "log_copy_passive",
+                    owner_pid=pid,
+                    lock=str(path),
+                    reason="another crishim process copies this Docker daemon's container logs",
+                )
+            self.owner_pid = pid
+            return
+        self.owner_pid = None
+        log.info("log_copy_owner", lock=str(path))
         for record in self.store.records(labels.TYPE_CONTAINER):
             self._changed(record.id, record)
+
+    async def _claim_forever(self) -> None:
+        while not self.ownership.owned:
+            await asyncio.sleep(logowner.RETRY)
+            try:
+                await self._try_claim()
+            except OSError as exc:
+                log.warning("log_ownership_failed", error=str(exc))
 
     def _changed(self, container_id: str, record: Record | None) -> None:
         if record is None:
             follower = self._followers.pop(container_id, None)
             if follower is not None and follower.task is not None:
                 follower.task.cancel()
-            with contextlib.suppress(OSError):
-                (self.state_dir / f"{container_id}.json").unlink()
+            if self.ownership.owned:
+                with contextlib.suppress(OSError):
+                    (self.state_dir / f"{container_id}.json").unlink()
+            return
+        if not self.ownership.owned:
             return
         if record.cri.kind != labels.TYPE_CONTAINER or not record.cri.log_path:
             return
@@ -196,9 +295,29 @@ class LogManager:
             return
         if record.info.state.status == "created":
             return  # nothing printed yet; the start event brings us back
+        self._follow(record)
+
+    def _follow(self, record: Record) -> Follower:
         follower = Follower(self.docker, record, self.state_dir)
-        self._followers[container_id] = follower
-        follower.task = asyncio.create_task(self._run(follower), name=f"logs {container_id[:12]}")
+        self._followers[record.id] = follower
+        follower.task = asyncio.create_task(self._run(follower), name=f"logs {record.id[:12]}")
+        return follower
+
+    async def settle(self, info: ContainerInfo) -> None:
+        """Return once everything the ended container printed is in its log file."""
+        cri = labels.read(info.labels)
+        if not self.ownership.owned or cri.kind != labels.TYPE_CONTAINER or not cri.log_path:
+            return
+        follower = self._followers.get(info.id)
+        if follower is None:
+            follower = self._follow(Record(info=info, cri=cri, seq=0))
+        assert follower.task is not None
+        await asyncio.wait({follower.task})
+
+    async def started(self, log_path: str) -> None:
+        """The container's log file exists from now on, even before its first line."""
+        if log_path:
+            await asyncio.to_thread(touch, Path(log_path))
 
     async def _run(self, follower: Follower) -> None:
         # A follower that ends while its container still runs (Docker went away)
@@ -215,16 +334,21 @@ class LogManager:
             if self._followers.get(follower.container_id) is follower:
                 del self._followers[follower.container_id]
 
-    async def reopen(self, container_id: str, running: bool) -> None:
-        follower = self._followers.get(container_id)
-        if follower is None or not running:
+    async def reopen(self, container_id: str, running: bool, log_path: str) -> None:
+        if not running:
             raise errors.FailedPrecondition(f"container {container_id[:12]} is not running")
-        await follower.reopen()
+        follower = self._followers.get(container_id)
+        if follower is not None:
+            await follower.reopen()
+        else:  # copied by another process (or about to be): the new file exists anyway
+            await self.started(log_path)
 
     async def close(self) -> None:
-        tasks = [f.task for f in self._followers.values() if f.task is not None]
-        for task in tasks:
+        await tasks.stop(self._claim)
+        followers = [f.task for f in self._followers.values() if f.task is not None]
+        for task in followers:
             task.cancel()
-        for task in tasks:
+        for task in followers:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        self.ownership.release()

@@ -11,7 +11,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from crishim import errors
+from crishim import errors, logowner
 from crishim.config import Config
 from crishim.docker import DockerClient, versions
 from crishim.listen import probe
@@ -86,7 +86,21 @@ async def docker_checks(config: Config) -> list[Result]:
             f"{info.cgroup_driver} (Docker's cgroup v{info.cgroup_version}); "
             "set the kubelet's cgroupDriver to match",
         ),
+        await asyncio.to_thread(_log_owner_result, config, info.docker_root_dir or docker.endpoint),
     ]
+
+
+def _log_owner_result(config: Config, docker_root: str) -> Result:
+    path = logowner.lock_path(config.lock_dir, docker_root)
+    pid = logowner.owner_pid(path)
+    if pid is None:
+        return Result("OK", "log copy", "no other crishim copies this daemon's container logs")
+    return Result(
+        "WARN",
+        "log copy",
+        f"crishim pid {pid} copies this daemon's container logs ({path}); "
+        "a crishim started now stays passive until that one ends",
+    )
 
 
 def host_checks(config: Config) -> list[Result]:

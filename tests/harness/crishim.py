@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from tests.harness.images import PAUSE_IMAGE
+from tests.harness.paths import LOCK_DIR
 from tests.harness.procs import stop_process, wait_for
 
 
@@ -44,6 +45,7 @@ class CrishimProcess:
             f"--listen=unix://{self.socket}",
             f"--docker-endpoint={self.docker_endpoint}",
             f"--state-dir={self.state_dir}",
+            f"--lock-dir={LOCK_DIR}",
             "--metrics-address=",
             # Never the default (registry.k8s.io): tests must not reach for the internet.
             f"--pause-image={PAUSE_IMAGE}",

@@ -7,3 +7,6 @@ from pathlib import Path
 
 # Pods' log directories (the kubelet's /var/log/pods), removed when the session ends.
 LOG_ROOT = Path(f"/tmp/crt-logs-{os.getpid()}")
+
+# The log-copier lock directory of every crishim the suite starts (never /run/crishim).
+LOCK_DIR = Path(f"/tmp/crt-locks-{os.getpid()}")

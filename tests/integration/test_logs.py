@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import grpc
 import pytest
 
 from tests.harness.clients import Official
+from tests.harness.paths import LOCK_DIR
 from tests.harness.procs import wait_for
 from tests.integration.test_containers import create, pod  # noqa: F401  (fixture)
 from tests.integration.test_sandboxes import sandbox_config
@@ -142,3 +145,88 @@ def test_nothing_is_lost_while_crishim_is_down(private_node, official_stubs) -> 
             pb.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=60
         )
         client.close()
+
+
+def test_the_log_file_exists_when_start_returns_even_for_a_silent_container(
+    official: Official,
+    pod,  # noqa: F811
+) -> None:
+    create(official, pod, "silent", ["sleep", "300"])
+    path = log_file(pod, "silent")
+    assert path.exists(), "StartContainer returned before the log file existed"
+    assert path.read_bytes() == b""
+
+
+def test_everything_printed_is_in_the_file_before_the_exit_is_reported(
+    official: Official,
+    pod,  # noqa: F811
+) -> None:
+    pb = official.pb
+    for attempt in range(50):
+        name = f"quick{attempt}"
+        cid = create(official, pod, name, ["sh", "-c", "seq 1 100; echo done >&2"])
+        path = log_file(pod, name)
+        assert path.exists()
+        wait_for(
+            lambda c=cid: (
+                official.runtime.ContainerStatus(
+                    pb.ContainerStatusRequest(container_id=c), timeout=30
+                ).status.state
+                == pb.CONTAINER_EXITED
+            ),
+            30,
+            "the exit",
+            interval=0.01,
+        )
+        lines = read_lines(path)  # read at once, the moment the exit is visible
+        assert [t for s, _, t in lines if s == b"stdout"] == [
+            str(i).encode() for i in range(1, 101)
+        ], f"attempt {attempt}"
+        assert (b"stderr", b"F", b"done") in lines
+        official.runtime.RemoveContainer(pb.RemoveContainerRequest(container_id=cid), timeout=60)
+
+
+def test_two_crishims_on_one_daemon_write_each_line_once(
+    private_node, crishim_factory, official_stubs, workdir
+) -> None:
+    daemon, first, client = private_node
+    second = crishim_factory(daemon.endpoint)
+    wait_for(
+        lambda: any(e.get("event") == "log_copy_passive" for e in second.events()),
+        30,
+        "the second process passive",
+    )
+    pb = client.pb
+    config = sandbox_config(pb)
+    sandbox_id = client.runtime.RunPodSandbox(
+        pb.RunPodSandboxRequest(config=config), timeout=120
+    ).pod_sandbox_id
+    the_pod = (sandbox_id, config)
+    script = "i=0; while [ $i -lt 80 ]; do echo n-$i; i=$((i+1)); sleep 0.05; done"
+    create(client, the_pod, "counter", ["sh", "-c", script])
+    path = log_file(the_pod, "counter")
+    wait_for(lambda: len(read_lines(path)) >= 15, 30, "the first lines")
+    first.signal(signal.SIGKILL)  # the owner dies: the passive process takes over
+    first.wait(30)
+    other = Official(second.socket, *official_stubs)
+    try:
+        wait_for(lambda: len(read_lines(path)) >= 80, 60, "all 80 lines")
+        time.sleep(2)  # anything written twice would show up by now
+        texts = [t for _, _, t in read_lines(path)]
+        assert texts == [f"n-{i}".encode() for i in range(80)], "every line once, in order"
+        assert any(e.get("event") == "log_copy_owner" for e in second.events())
+        check = subprocess.run(
+            [
+                sys.executable, "-m", "crishim", "check",
+                f"--docker-endpoint={daemon.endpoint}", f"--lock-dir={LOCK_DIR}",
+                f"--state-dir={workdir / 'check-logs'}",
+                f"--listen=unix://{workdir / 'check-logs' / 'c.sock'}",
+            ],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert f"WARN log copy: crishim pid {second.proc.pid} copies" in check.stdout
+    finally:
+        other.runtime.RemovePodSandbox(
+            pb.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=60
+        )
+        other.close()

@@ -235,6 +235,7 @@ class ContainerRPCs:
     ) -> api.StartContainerResponse:
         _require_id(message.container_id)
         await self._containers.start(message.container_id)
+        await self._logs.started(self._containers.get(message.container_id).log_path)
         return api.StartContainerResponse()
 
     async def stop_container(self, message: api.StopContainerRequest) -> api.StopContainerResponse:
@@ -306,7 +307,7 @@ class ContainerRPCs:
     ) -> api.ReopenContainerLogResponse:
         _require_id(message.container_id)
         view = self._containers.get(message.container_id)
-        await self._logs.reopen(view.id, view.state == "running")
+        await self._logs.reopen(view.id, view.state == "running", view.log_path)
         return api.ReopenContainerLogResponse()
 
     async def update_container_resources(

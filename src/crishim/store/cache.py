@@ -11,13 +11,19 @@ of order just cause one more inspect.
 Writers (RunPodSandbox, StopPodSandbox, ...) call `refresh(id)` after their
 Docker call returns, before answering: a caller never reads a state older
 than a write it has seen completed.
+
+Exits settle first. When an inspect shows a container newly ended, the
+`on_exit` hook (the log copier's: crishim.logs) is awaited, bounded by
+EXIT_SETTLE_TIMEOUT, before the exit is applied: nobody reads "exited" (nor
+gets the STOPPED event) before everything the container printed is in its
+CRI log file. containerd orders exits the same way (IO drained first).
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import structlog
@@ -29,6 +35,7 @@ from crishim.docker.types import ContainerInfo
 log = structlog.get_logger(__name__)
 
 RECONNECT_DELAYS = (0.5, 1, 2, 5)  # seconds, then every 5 s
+EXIT_SETTLE_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +59,7 @@ class Store:
         self._seq = itertools.count(1)
         self._events: asyncio.Task[None] | None = None
         self._listeners: list[Callable[[str, Record | None], None]] = []
+        self.on_exit: Callable[[ContainerInfo], Awaitable[None]] | None = None
         self.synced = asyncio.Event()
 
     def subscribe(self, listener: Callable[[str, Record | None], None]) -> None:
@@ -88,7 +96,20 @@ class Store:
         except errors.NotFound:
             self._apply_gone(container_id, seq)
             return None
+        if self.on_exit is not None and self._newly_ended(info):
+            try:
+                async with asyncio.timeout(EXIT_SETTLE_TIMEOUT):
+                    await self.on_exit(info)
+            except TimeoutError:
+                log.warning("exit_settle_timeout", container_id=info.id)
         return self._apply(info, seq)
+
+    def _newly_ended(self, info: ContainerInfo) -> bool:
+        """Seen alive by this store before, ended now (not: first seen already ended)."""
+        if info.state.status not in ("exited", "dead"):
+            return False
+        before = self._records.get(info.id)
+        return before is not None and before.info.state.status not in ("exited", "dead")
 
     def _apply(self, info: ContainerInfo, seq: int) -> Record | None:
         if self._applied.get(info.id, 0) > seq:

@@ -225,6 +225,9 @@ def touch(path: Path) -> None:
     os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640))
 
 
+CLAIM_TIMEOUT = 5.0  # seconds for the `docker info` that names the daemon's data root
+
+
 class LogManager:
     """Keeps one follower per container that has a log path and output to copy."""
 
@@ -244,14 +247,14 @@ class LogManager:
         await asyncio.to_thread(self.state_dir.mkdir, parents=True, exist_ok=True)
         self.store.subscribe(self._changed)
         self.store.on_exit = self.settle
-        await self._try_claim()
-        if not self.ownership.owned:
-            self._claim = asyncio.create_task(self._claim_forever(), name="log-ownership")
+        # Claimed in the background: a Docker that hangs must not keep crishim from serving.
+        self._claim = asyncio.create_task(self._claim_forever(), name="log-ownership")
 
     async def _try_claim(self) -> None:
         try:
-            info = await self.docker.info()
-        except errors.CrishimError:
+            async with asyncio.timeout(CLAIM_TIMEOUT):
+                info = await self.docker.info()
+        except (errors.CrishimError, TimeoutError):
             return  # Docker is away: try again later
         path = logowner.lock_path(self.lock_dir, info.docker_root_dir or self.docker.endpoint)
         if not await asyncio.to_thread(self.ownership.try_acquire, path):
@@ -271,12 +274,14 @@ class LogManager:
             self._changed(record.id, record)
 
     async def _claim_forever(self) -> None:
-        while not self.ownership.owned:
-            await asyncio.sleep(logowner.RETRY)
+        while True:
             try:
                 await self._try_claim()
             except OSError as exc:
                 log.warning("log_ownership_failed", error=str(exc))
+            if self.ownership.owned:
+                return
+            await asyncio.sleep(logowner.RETRY)
 
     def _changed(self, container_id: str, record: Record | None) -> None:
         if record is None:

@@ -141,11 +141,46 @@ def _resolve_sources(mounts: tuple[MountRequest, ...]) -> list[str]:
     return sources
 
 
+@dataclass(frozen=True, slots=True)
+class ProcessUser:
+    """The identity a container's first process runs with (ContainerStatus.user)."""
+
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+
+
+def process_user(status_text: str) -> ProcessUser | None:
+    """Effective uid, gid and supplemental groups from /proc/<pid>/status."""
+    fields = {}
+    for line in status_text.splitlines():
+        key, _, value = line.partition(":")
+        fields[key] = value.split()
+    try:
+        return ProcessUser(
+            uid=int(fields["Uid"][1]),
+            gid=int(fields["Gid"][1]),
+            groups=tuple(int(g) for g in fields.get("Groups", [])),
+        )
+    except (KeyError, IndexError, ValueError):
+        return None
+
+
+def _read_status(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
 class Containers:
     def __init__(self, docker: DockerClient, store: Store, sandboxes: Sandboxes) -> None:
         self.docker = docker
         self.store = store
         self.sandboxes = sandboxes
+        # (pid the identity was read from, identity): kept after the process ends.
+        self._users: dict[str, tuple[int, ProcessUser]] = {}
 
     async def create(self, request: ContainerRequest) -> str:
         sandbox = self.sandboxes.get(request.sandbox_id)  # NotFound for unknown sandboxes
@@ -263,6 +298,22 @@ class Containers:
         with contextlib.suppress(errors.NotFound):
             await self.docker.remove_container(record.id)
         await self.store.refresh(record.id)
+
+    async def user(self, view: ContainerView) -> ProcessUser | None:
+        """Who the container's first process is, read from the kernel while it runs."""
+        pid = view.record.info.state.pid
+        known = self._users.get(view.id)
+        if known is not None and (pid <= 0 or known[0] == pid):
+            return known[1]
+        if pid <= 0 or view.state != "running":
+            return None
+        text = await asyncio.to_thread(_read_status, pid)
+        found = process_user(text) if text else None
+        if found is not None:
+            if len(self._users) > 10_000:  # a bound, not a policy: entries are tiny
+                self._users.clear()
+            self._users[view.id] = (pid, found)
+        return found
 
     async def update_resources(self, container_id: str, resources: Resources) -> None:
         """In-place resize. A memory limit without a swap limit means no swap on top of it

@@ -135,6 +135,7 @@ class Images:
         self._pulls: dict[tuple[str, str], asyncio.Task[str]] = {}
         self._details: dict[str, ImageDetails] = {}
         self._inodes: dict[tuple[str, ...], tuple[float, int]] = {}
+        self._removing: dict[str, asyncio.Future[None]] = {}
 
     # -- pull ---------------------------------------------------------------
 
@@ -299,12 +300,25 @@ class Images:
     # -- remove -------------------------------------------------------------------
 
     async def remove(self, reference: str) -> None:
-        """Remove the image `reference` names, with all its tags. Absent: nothing to do."""
+        """Remove the image `reference` names, with all its tags. Absent: nothing to do.
+
+        Concurrent removals of one image (the kubelet's image GC and a user, retries)
+        share one Docker removal, which a cancelled caller does not cut short: Docker
+        answers a second, overlapping DELETE with a conflict.
+        """
         ref = imageref.parse(reference)
         try:
             details = await self.docker.inspect_image(str(ref))
         except errors.NotFound:
             return
+        removal = self._removing.get(details.id)
+        if removal is None:
+            removal = asyncio.ensure_future(self._remove(details, reference))
+            self._removing[details.id] = removal
+            removal.add_done_callback(lambda _: self._removing.pop(details.id, None))
+        await asyncio.shield(removal)
+
+    async def _remove(self, details: ImageDetails, reference: str) -> None:
         users = await self.docker.containers_using(details.id)
         if users:
             names = ", ".join(f"{c.name} ({c.id[:12]})" for c in users)

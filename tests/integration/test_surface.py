@@ -92,3 +92,54 @@ def test_memory_can_be_raised_and_lowered_in_place(official, pod, dockerd) -> No
     resize(512 * mib)  # above the swap limit Docker set at create (2 x 64 MiB)
     resize(32 * mib)
     resize(256 * mib)
+
+
+def test_concurrent_removes_of_one_image_all_succeed(official, dockerd, test_images) -> None:
+    import concurrent.futures
+
+    pb = official.pb
+    for round_ in range(3):
+        ref = f"crishim-test/remove-race:{round_}"
+        dockerd.docker("tag", test_images.busybox, ref)
+        # An image of its own ID: removing it must not touch the test images.
+        scratch = dockerd.docker("create", ref, "true").strip()
+        built = dockerd.docker("commit", "--change", f"LABEL round={round_}", scratch, ref).strip()
+        dockerd.docker("rm", scratch)
+        image_id = official.image.ImageStatus(
+            pb.ImageStatusRequest(image=pb.ImageSpec(image=ref)), timeout=30
+        ).image.id
+        assert image_id == built
+
+        def remove(_: int, image_id: str = image_id):
+            official.image.RemoveImage(
+                pb.RemoveImageRequest(image=pb.ImageSpec(image=image_id)), timeout=60
+            )
+            return official.image.ImageStatus(
+                pb.ImageStatusRequest(image=pb.ImageSpec(image=image_id)), timeout=30
+            )
+
+        with concurrent.futures.ThreadPoolExecutor(5) as pool:
+            statuses = list(pool.map(remove, range(5)))
+        assert all(not s.HasField("image") for s in statuses), "gone right after each remove"
+
+
+def test_container_status_reports_the_processs_user(official, pod) -> None:  # noqa: F811
+    pb = official.pb
+    cid = create(
+        official,
+        pod,
+        "who",
+        ["sleep", "300"],
+        linux=pb.LinuxContainerConfig(
+            security_context=pb.LinuxContainerSecurityContext(
+                run_as_user=pb.Int64Value(value=1000),
+                run_as_group=pb.Int64Value(value=3000),
+                supplemental_groups=[4000, 5000],
+            )
+        ),
+    )
+    user = official.runtime.ContainerStatus(
+        pb.ContainerStatusRequest(container_id=cid), timeout=30
+    ).status.user.linux
+    assert (user.uid, user.gid) == (1000, 3000)
+    assert set(user.supplemental_groups) >= {4000, 5000}

@@ -270,7 +270,15 @@ class ContainerRPCs:
                     }
                 )
             }
-        return api.ContainerStatusResponse(status=to_status(view), info=info)
+        status = to_status(view)
+        user = await self._containers.user(view)
+        if user is not None:
+            status.user = api.ContainerUser(
+                linux=api.LinuxContainerUser(
+                    uid=user.uid, gid=user.gid, supplemental_groups=list(user.groups)
+                )
+            )
+        return api.ContainerStatusResponse(status=status, info=info)
 
     def _listed(self, f: api.ContainerFilter | None) -> list[api.Container]:
         return [to_container(v) for v in self._containers.list() if _matches(v, f)]

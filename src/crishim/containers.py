@@ -336,7 +336,7 @@ class Containers:
         state = state_of(info.state.status)
         reason = ""
         if state == "exited":
-            if info.state.oom_killed:
+            if info.state.oom_killed or record.oom_seen:
                 reason = "OOMKilled"
             else:
                 reason = "Completed" if info.state.exit_code == 0 else "Error"

@@ -143,3 +143,35 @@ def test_container_status_reports_the_processs_user(official, pod) -> None:  # n
     ).status.user.linux
     assert (user.uid, user.gid) == (1000, 3000)
     assert set(user.supplemental_groups) >= {4000, 5000}
+
+
+def test_an_oom_killed_container_says_oomkilled_every_time(official, pod, dockerd) -> None:  # noqa: F811
+    pb = official.pb
+    mib = 1024 * 1024
+    program = 'BEGIN { s = sprintf("%67108864s", ""); print length(s) }'  # touches 64 MiB
+    for attempt in range(3):
+        cid = create(
+            official,
+            pod,
+            f"oom{attempt}",
+            ["awk", program],
+            linux=pb.LinuxContainerConfig(
+                resources=pb.LinuxContainerResources(
+                    memory_limit_in_bytes=24 * mib, memory_swap_limit_in_bytes=24 * mib
+                )
+            ),
+        )
+        wait_for(
+            lambda c=cid: (
+                official.runtime.ContainerStatus(
+                    pb.ContainerStatusRequest(container_id=c), timeout=30
+                ).status.state
+                == pb.CONTAINER_EXITED
+            ),
+            60,
+            "the kill",
+        )
+        status = official.runtime.ContainerStatus(
+            pb.ContainerStatusRequest(container_id=cid), timeout=30
+        ).status
+        assert (status.reason, status.exit_code) == ("OOMKilled", 137), f"attempt {attempt}"

@@ -45,6 +45,9 @@ class Record:
     info: ContainerInfo
     cri: labels.CriLabels
     seq: int
+    # The kernel's OOM killer struck in this container (Docker's `oom` event), whatever
+    # the order of that event and the exit, and whatever Docker's OOMKilled says.
+    oom_seen: bool = False
 
     @property
     def id(self) -> str:
@@ -59,6 +62,7 @@ class Store:
         self._seq = itertools.count(1)
         self._events: asyncio.Task[None] | None = None
         self._listeners: list[Callable[[str, Record | None], None]] = []
+        self._oom: set[str] = set()
         self.on_exit: Callable[[ContainerInfo], Awaitable[None]] | None = None
         self.synced = asyncio.Event()
 
@@ -119,7 +123,7 @@ class Store:
         if not cri.kind:
             self._records.pop(info.id, None)
             return None
-        record = Record(info=info, cri=cri, seq=seq)
+        record = Record(info=info, cri=cri, seq=seq, oom_seen=info.id in self._oom)
         self._records[info.id] = record
         self._notify(info.id, record)
         return record
@@ -130,6 +134,7 @@ class Store:
         # Remembered even for an object not recorded yet, so that a slower
         # inspect that started earlier cannot bring it back.
         self._applied[container_id] = seq
+        self._oom.discard(container_id)
         if self._records.pop(container_id, None) is not None:
             self._notify(container_id, None)
 
@@ -161,7 +166,9 @@ class Store:
                 await self.resync()
                 self.synced.set()
                 attempt = 0
-                async for _action, container_id in events:
+                async for action, container_id in events:
+                    if action == "oom" and container_id:
+                        self._oom.add(container_id)
                     if container_id:
                         await self.refresh(container_id)
                 raise errors.Unavailable("docker closed the event stream")

@@ -17,8 +17,8 @@ from pathlib import Path
 import structlog
 
 from crishim import errors, labels
-from crishim.docker import DockerClient
-from crishim.docker.types import ContainerSpec, Resources
+from crishim.docker import DockerClient, versions
+from crishim.docker.types import ContainerSpec, ImageMount, Resources
 from crishim.sandboxes import Sandboxes, systemd_cgroup_parent
 from crishim.security import Profile, docker_security_opts
 from crishim.store import Record, Store
@@ -39,6 +39,8 @@ class MountRequest:
     readonly: bool = False
     propagation: str = "private"  # private | host_to_container | bidirectional
     selinux_relabel: bool = False
+    image: str = ""  # an image volume (KEP-4639) instead of a host path
+    image_sub_path: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,10 +133,16 @@ def _bind(mount: MountRequest, source: str) -> str:
     return f"{source}:{mount.container_path}:{','.join(options)}"
 
 
+IMAGE_MOUNT_API = (1, 48)  # Docker 28: mounts of type "image"
+
+
 def _resolve_sources(mounts: tuple[MountRequest, ...]) -> list[str]:
     """Real host paths (symlinks followed); a missing one is an error (CRI)."""
     sources = []
     for mount in mounts:
+        if mount.image:
+            sources.append("")
+            continue
         if not os.path.exists(mount.host_path):
             raise errors.InvalidArgument(f"mount host path {mount.host_path} does not exist")
         sources.append(os.path.realpath(mount.host_path))
@@ -189,6 +197,18 @@ class Containers:
             raise errors.InvalidArgument("config.image.image is required")
         name = labels.container_name(sandbox.meta, request.meta)
         sources = await asyncio.to_thread(_resolve_sources, request.mounts)
+        image_mounts = tuple(
+            ImageMount(m.image, m.container_path, m.image_sub_path)
+            for m in request.mounts
+            if m.image
+        )
+        if image_mounts:
+            api_version = self.docker.version.negotiated_api_version if self.docker.version else ""
+            if not api_version or versions.parse(api_version) < IMAGE_MOUNT_API:
+                raise errors.FailedPrecondition(
+                    "image volumes need Docker Engine API 1.48 (Docker 28) or newer; "
+                    f"this daemon speaks {api_version or 'nothing (unreachable)'}"
+                )
         pid_mode = {
             "pod": f"container:{sandbox.id}",
             "container": "",
@@ -240,7 +260,10 @@ class Containers:
             runtime=sandbox.docker_runtime,
             log_max_size=LOG_MAX_SIZE,
             log_max_file=LOG_MAX_FILE,
-            binds=tuple(_bind(m, src) for m, src in zip(request.mounts, sources, strict=True)),
+            binds=tuple(
+                _bind(m, src) for m, src in zip(request.mounts, sources, strict=True) if not m.image
+            ),
+            image_mounts=image_mounts,
             devices=request.devices,
             cap_add=request.cap_add,
             cap_drop=request.cap_drop,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import grpc
+import pytest
+
 from tests.harness.clients import Official
 from tests.harness.procs import wait_for
 from tests.integration.test_containers import create, pod  # noqa: F401  (fixture)
@@ -175,3 +178,84 @@ def test_an_oom_killed_container_says_oomkilled_every_time(official, pod, docker
             pb.ContainerStatusRequest(container_id=cid), timeout=30
         ).status
         assert (status.reason, status.exit_code) == ("OOMKilled", 137), f"attempt {attempt}"
+
+
+def test_runtime_handlers_are_dockers_runtimes_with_honest_features(official) -> None:
+    handlers = official.runtime.Status(official.pb.StatusRequest(), timeout=30).runtime_handlers
+    names = [h.name for h in handlers]
+    assert "" in names
+    assert "runc" in names
+    for h in handlers:  # crishim on Docker 20.10 offers neither
+        assert not h.features.recursive_read_only_mounts
+        assert not h.features.user_namespaces
+
+
+def _create_with_mount(official, pod, mount):  # noqa: F811
+    pb = official.pb
+    sandbox_id, sandbox = pod
+    return official.runtime.CreateContainer(
+        pb.CreateContainerRequest(
+            pod_sandbox_id=sandbox_id,
+            config=pb.ContainerConfig(
+                metadata=pb.ContainerMetadata(name="mounted"),
+                image=pb.ImageSpec(image="crishim-test/busybox:latest"),
+                mounts=[mount],
+            ),
+            sandbox_config=sandbox,
+        ),
+        timeout=30,
+    )
+
+
+@pytest.mark.parametrize(
+    ("mount", "code", "says"),
+    [
+        (
+            {"container_path": "/data", "host_path": "/tmp", "recursive_read_only": True},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "requires readonly",
+        ),
+        (
+            {
+                "container_path": "/data",
+                "host_path": "/tmp",
+                "readonly": True,
+                "recursive_read_only": True,
+            },
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "recursive read-only mounts are not supported",
+        ),
+        (
+            {"container_path": "/img", "image": {"image": "crishim-test/busybox:latest"}},
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "image volumes need Docker Engine API 1.48 (Docker 28) or newer; "
+            "this daemon speaks 1.41",
+        ),
+    ],
+    ids=["rro-without-readonly", "rro", "image-volume-on-1.41"],
+)
+def test_mounts_docker_cannot_honour_are_refused(official, pod, mount, code, says) -> None:  # noqa: F811
+    pb = official.pb
+    spec = dict(mount)
+    if "image" in spec:
+        spec["image"] = pb.ImageSpec(**spec["image"])
+    with pytest.raises(grpc.RpcError) as refused:
+        _create_with_mount(official, pod, pb.Mount(**spec))
+    assert refused.value.code() == code
+    assert says in refused.value.details()
+
+
+def test_pod_user_namespaces_are_refused(official) -> None:
+    from tests.integration.test_sandboxes import sandbox_config
+
+    pb = official.pb
+    config = sandbox_config(
+        pb,
+        security_context=pb.LinuxSandboxSecurityContext(
+            namespace_options=pb.NamespaceOption(userns_options=pb.UserNamespace(mode=pb.POD))
+        ),
+    )
+    with pytest.raises(grpc.RpcError) as refused:
+        official.runtime.RunPodSandbox(pb.RunPodSandboxRequest(config=config), timeout=60)
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "user namespaces" in refused.value.details()

@@ -105,6 +105,17 @@ def _create_body(spec: ContainerSpec) -> JSON:
     if spec.shm_size:
         host["ShmSize"] = spec.shm_size
     host["Binds"] = list(spec.binds)
+    if spec.image_mounts:
+        host["Mounts"] = [
+            {
+                "Type": "image",
+                "Source": m.image,
+                "Target": m.target,
+                "ReadOnly": True,
+                **({"ImageOptions": {"Subpath": m.sub_path}} if m.sub_path else {}),
+            }
+            for m in spec.image_mounts
+        ]
     host["Devices"] = [
         {"PathOnHost": h, "PathInContainer": c, "CgroupPermissions": perms or "rwm"}
         for h, c, perms in spec.devices

@@ -220,6 +220,15 @@ class PortBinding:
 
 
 @dataclass(frozen=True, slots=True)
+class ImageMount:
+    """An image mounted read-only into a container (Docker API 1.48+)."""
+
+    image: str
+    target: str
+    sub_path: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class ContainerSpec:
     """What to create, in crishim's terms; the adapter turns it into Docker's JSON."""
 
@@ -252,6 +261,7 @@ class ContainerSpec:
     log_max_size: str = ""
     log_max_file: int = 0
     binds: tuple[str, ...] = ()  # host:container[:options], as Docker's Binds
+    image_mounts: tuple[ImageMount, ...] = ()
     devices: tuple[tuple[str, str, str], ...] = ()  # (host, container, permissions)
     cap_add: tuple[str, ...] = ()
     cap_drop: tuple[str, ...] = ()

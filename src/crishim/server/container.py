@@ -64,6 +64,24 @@ def _signal_name(signal: api.Signal) -> str:
     return name
 
 
+def _checked_mounts(mounts: list[api.Mount]) -> list[api.Mount]:
+    """Mount options Docker cannot honour are refused, never silently dropped."""
+    for m in mounts:
+        where = f"mount {m.container_path!r}"
+        if m.recursive_read_only and not m.readonly:
+            raise errors.InvalidArgument(f"{where}: recursive_read_only requires readonly")
+        if m.recursive_read_only:
+            raise errors.FailedPrecondition(
+                f"{where}: recursive read-only mounts are not supported "
+                "(Status reports recursive_read_only_mounts=false)"
+            )
+        if m.uid_mappings or m.gid_mappings:
+            raise errors.FailedPrecondition(f"{where}: ID-mapped mounts are not supported")
+        if m.image is not None and m.image.image and m.host_path:
+            raise errors.InvalidArgument(f"{where}: host_path and image are exclusive")
+    return mounts
+
+
 def container_request(message: api.CreateContainerRequest) -> ContainerRequest:
     config = message.config
     if not message.pod_sandbox_id:
@@ -79,10 +97,11 @@ def container_request(message: api.CreateContainerRequest) -> ContainerRequest:
     sandbox_config = message.sandbox_config or api.PodSandboxConfig()
     sandbox_linux = sandbox_config.linux or api.LinuxPodSandboxConfig()
     for m in config.mounts:
-        if m.image is not None and m.image.image:
-            raise errors.Unimplemented("image volume mounts are not supported yet")
-        if not m.host_path or not m.container_path:
-            raise errors.InvalidArgument("config.mounts: host_path and container_path are required")
+        is_image = m.image is not None and bool(m.image.image)
+        if not m.container_path or not (m.host_path or is_image):
+            raise errors.InvalidArgument(
+                "config.mounts: container_path and a host_path or an image are required"
+            )
     return ContainerRequest(
         sandbox_id=message.pod_sandbox_id,
         meta=labels.ContainerMeta(config.metadata.name, config.metadata.attempt),
@@ -98,8 +117,10 @@ def container_request(message: api.CreateContainerRequest) -> ContainerRequest:
                 m.readonly,
                 _PROPAGATION[m.propagation],
                 m.selinux_relabel,
+                image=m.image.image if m.image is not None else "",
+                image_sub_path=m.image_sub_path,
             )
-            for m in config.mounts
+            for m in _checked_mounts(config.mounts)
         ),
         devices=tuple((d.host_path, d.container_path, d.permissions) for d in config.devices),
         labels=dict(config.labels),

@@ -52,6 +52,11 @@ def sandbox_request(message: api.RunPodSandboxRequest) -> SandboxRequest:
     sc = linux.security_context or api.LinuxSandboxSecurityContext()
     ns = sc.namespace_options or api.NamespaceOption()
     dns = config.dns_config or api.DnsConfig()
+    userns = ns.userns_options
+    if userns is not None and userns.mode == api.NamespaceMode.POD:
+        raise errors.FailedPrecondition(
+            "pod user namespaces are not supported by Docker (Status reports user_namespaces=false)"
+        )
     for p in config.port_mappings:
         if not 0 < p.container_port < 65536 or not 0 <= p.host_port < 65536:
             raise errors.InvalidArgument(f"config.port_mappings: invalid port in {p}")

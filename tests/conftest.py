@@ -148,8 +148,12 @@ def dockerd_factory(workdir: Path) -> Iterator:
 
 
 @pytest.fixture
-def crishim_factory(workdir: Path) -> Iterator:
-    """Start extra crishim processes; each is stopped (by PID) after the test."""
+def crishim_factory(workdir: Path, test_images: images_mod.TestImages) -> Iterator:
+    """Start extra crishim processes; each is stopped (by PID) after the test.
+
+    Depends on the test images so that a crishim on the session's daemon always finds
+    its pause image locally (it would otherwise try to pull it from the internet).
+    """
     started: list[CrishimProcess] = []
 
     def make(docker_endpoint: str, *extra: str, wait: bool = True, **kw) -> CrishimProcess:

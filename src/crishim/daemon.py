@@ -123,6 +123,7 @@ async def _serve(config: Config, stack: contextlib.AsyncExitStack) -> int:
         except TimeoutError:
             log.warning("store_not_synced_at_start")
     sandboxes = Sandboxes(docker, store, images, networks, pause_image=config.pause_image)
+    await sandboxes.load_state()
     if store.synced.is_set():
         await sandboxes.reconcile_networks()
     containers = Containers(docker, store, sandboxes)

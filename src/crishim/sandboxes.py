@@ -23,9 +23,10 @@ import structlog
 
 from crishim import errors, labels
 from crishim.docker import DockerClient
-from crishim.docker.types import ContainerSpec, PortBinding, RegistryAuth
+from crishim.docker.types import ContainerSpec, PortBinding, RegistryAuth, Resources
 from crishim.images import Images
 from crishim.network.pods import PodNetworkConfig, PodNetworks, PortMapping
+from crishim.podresources import PodResources, validate
 from crishim.security import Profile, docker_security_opts
 from crishim.store import Record, Store
 
@@ -130,6 +131,7 @@ class Sandboxes:
         self.images = images
         self.networks = networks
         self.pause_image = pause_image
+        self.pod_resources = PodResources(networks.state_dir / "pod-resources")
         self._oom_allowed: bool | None = None
 
     # -- run ----------------------------------------------------------------
@@ -315,12 +317,27 @@ class Sandboxes:
         # The network goes before the pause: a failed DEL keeps the pod listed for a retry.
         await self.networks.remove(info.id, info.state.pid, info.network_mode)
         await self._remove_one(record.id)
+        await asyncio.to_thread(self.pod_resources.forget, record.id)
         log.info("sandbox_removed", pod_sandbox_id=record.id)
+
+    async def update_resources(
+        self, sandbox_id: str, overhead: Resources, resources: Resources
+    ) -> None:
+        """Record a pod's new resources (see crishim.podresources for why not more)."""
+        view = self.get(sandbox_id)  # NotFound for unknown sandboxes
+        validate("overhead", overhead)
+        validate("resources", resources)
+        await asyncio.to_thread(self.pod_resources.record, view.id, overhead, resources)
+        log.info("pod_resources_updated", pod_sandbox_id=view.id)
 
     async def _remove_one(self, container_id: str) -> None:
         with contextlib.suppress(errors.NotFound):
             await self.docker.remove_container(container_id)
         await self.store.refresh(container_id)
+
+    async def load_state(self) -> None:
+        """What earlier runs recorded: pod resources (the networks load their own)."""
+        await asyncio.to_thread(self.pod_resources.load)
 
     async def reconcile_networks(self) -> None:
         """At start, with a synced store: pin the netns of running pods cri-dockerd set up,

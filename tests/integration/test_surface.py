@@ -259,3 +259,67 @@ def test_pod_user_namespaces_are_refused(official) -> None:
         official.runtime.RunPodSandbox(pb.RunPodSandboxRequest(config=config), timeout=60)
     assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "user namespaces" in refused.value.details()
+
+
+def test_pod_resources_are_recorded_shown_and_kept_across_a_restart(
+    dockerd,
+    test_images,  # the pause image, built locally: nothing is pulled
+    crishim_factory,
+    official_stubs,
+) -> None:
+    import json
+
+    from tests.integration.test_sandboxes import sandbox_config
+
+    proc = crishim_factory(dockerd.endpoint)
+    client = Official(proc.socket, *official_stubs)
+    pb = client.pb
+    sandbox_id = client.runtime.RunPodSandbox(
+        pb.RunPodSandboxRequest(config=sandbox_config(pb)), timeout=120
+    ).pod_sandbox_id
+    try:
+        client.runtime.UpdatePodSandboxResources(
+            pb.UpdatePodSandboxResourcesRequest(
+                pod_sandbox_id=sandbox_id,
+                overhead=pb.LinuxContainerResources(cpu_shares=10),
+                resources=pb.LinuxContainerResources(
+                    cpu_quota=50000, cpu_period=100000, memory_limit_in_bytes=256 << 20
+                ),
+            ),
+            timeout=30,
+        )
+        client.close()
+        proc.stop()
+        proc.start()
+        client = Official(proc.socket, *official_stubs)
+        info = client.runtime.PodSandboxStatus(
+            pb.PodSandboxStatusRequest(pod_sandbox_id=sandbox_id, verbose=True), timeout=30
+        ).info
+        recorded = json.loads(info["info"])["podResources"]
+        assert recorded["resources"]["memory_limit_in_bytes"] == 256 << 20
+        assert recorded["resources"]["cpu_quota"] == 50000
+        assert recorded["overhead"]["cpu_shares"] == 10
+        for request, code in (
+            (
+                pb.UpdatePodSandboxResourcesRequest(
+                    pod_sandbox_id=sandbox_id,
+                    resources=pb.LinuxContainerResources(
+                        memory_limit_in_bytes=256 << 20, memory_swap_limit_in_bytes=1 << 20
+                    ),
+                ),
+                grpc.StatusCode.INVALID_ARGUMENT,
+            ),
+            (
+                pb.UpdatePodSandboxResourcesRequest(pod_sandbox_id="f" * 64),
+                grpc.StatusCode.NOT_FOUND,
+            ),
+        ):
+            with pytest.raises(grpc.RpcError) as refused:
+                client.runtime.UpdatePodSandboxResources(request, timeout=30)
+            assert refused.value.code() == code
+    finally:
+        client.runtime.RemovePodSandbox(
+            pb.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=60
+        )
+        client.close()
+    assert not (proc.state_dir / "pod-resources" / f"{sandbox_id}.json").exists()

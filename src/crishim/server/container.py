@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator
 from crishim import errors, labels
 from crishim.api.runtime import v1 as api
 from crishim.containers import ContainerRequest, Containers, ContainerView, MountRequest
-from crishim.docker.types import Resources
 from crishim.execsync import exec_sync
 from crishim.logs import LogManager
 from crishim.server.listing import chunks
+from crishim.server.resources import resources
 from crishim.server.sandbox import UNCONFINED, _profile
 
 _STATES = {
@@ -38,20 +38,6 @@ _PID_MODES = {
     api.NamespaceMode.NODE: "node",
     api.NamespaceMode.TARGET: "target",
 }
-
-
-def _resources(r: api.LinuxContainerResources | None) -> Resources:
-    if r is None:
-        return Resources()
-    return Resources(
-        cpu_period=r.cpu_period,
-        cpu_quota=r.cpu_quota,
-        cpu_shares=r.cpu_shares,
-        memory_limit_in_bytes=r.memory_limit_in_bytes,
-        memory_swap_limit_in_bytes=r.memory_swap_limit_in_bytes,
-        cpuset_cpus=r.cpuset_cpus,
-        cpuset_mems=r.cpuset_mems,
-    )
 
 
 def _signal_name(signal: api.Signal) -> str:
@@ -130,7 +116,7 @@ def container_request(message: api.CreateContainerRequest) -> ContainerRequest:
         stdin=config.stdin,
         stdin_once=config.stdin_once,
         tty=config.tty,
-        resources=_resources(linux.resources),
+        resources=resources(linux.resources),
         oom_score_adj=linux.resources.oom_score_adj if linux.resources else 0,
         cgroup_parent=sandbox_linux.cgroup_parent,
         pid_mode=_PID_MODES[ns.pid],
@@ -339,11 +325,11 @@ class ContainerRPCs:
         await self._logs.reopen(view.id, view.state == "running", view.log_path)
         return api.ReopenContainerLogResponse()
 
-    async def update_container_resources(
+    async def update_containerresources(
         self, message: api.UpdateContainerResourcesRequest
     ) -> api.UpdateContainerResourcesResponse:
         _require_id(message.container_id)
-        await self._containers.update_resources(message.container_id, _resources(message.linux))
+        await self._containers.updateresources(message.container_id, resources(message.linux))
         return api.UpdateContainerResourcesResponse()
 
 

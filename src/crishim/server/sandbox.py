@@ -11,6 +11,7 @@ from crishim.api.runtime import v1 as api
 from crishim.network.pods import PortMapping
 from crishim.sandboxes import Profile, Sandboxes, SandboxRequest, SandboxView
 from crishim.server.listing import chunks
+from crishim.server.resources import resources
 
 _PROTOCOLS = {api.Protocol.TCP: "tcp", api.Protocol.UDP: "udp", api.Protocol.SCTP: "sctp"}
 _PROFILE_KINDS = {
@@ -182,6 +183,9 @@ class SandboxRPCs:
             details = dict(view.info)
             if not view.host_network:
                 details["networkCheck"] = await self._sandboxes.networks.check(view.id)
+            recorded = self._sandboxes.pod_resources.get(view.id)
+            if recorded is not None:
+                details["podResources"] = recorded
             info = {"info": json.dumps(details)}
         return api.PodSandboxStatusResponse(status=status, info=info, timestamp=time.time_ns())
 
@@ -199,6 +203,16 @@ class SandboxRPCs:
             for v in self._sandboxes.list()
             if _matches(v, f)
         ]
+
+    async def update_pod_sandbox_resources(
+        self, message: api.UpdatePodSandboxResourcesRequest
+    ) -> api.UpdatePodSandboxResourcesResponse:
+        if not message.pod_sandbox_id:
+            raise errors.InvalidArgument("pod_sandbox_id is required")
+        await self._sandboxes.update_resources(
+            message.pod_sandbox_id, resources(message.overhead), resources(message.resources)
+        )
+        return api.UpdatePodSandboxResourcesResponse()
 
     async def list_pod_sandbox(
         self, message: api.ListPodSandboxRequest

@@ -10,8 +10,9 @@ cd "$(dirname "$0")/.."
 #   docker.io (dockerd 20.10, API 1.41), docker-registry, containernetworking-plugins,
 #   busybox (dynamic: test images are built from it), apache2-utils (htpasswd for
 #   registry auth), iproute2 (the private daemon's bridge; ip netns and tc for the CNI
-#   tests), iptables (portmap and bridge's ipMasq), util-linux (nsenter).
-packages=(docker.io docker-registry containernetworking-plugins iptables busybox apache2-utils iproute2 util-linux ca-certificates)
+#   tests), iptables (portmap and bridge's ipMasq), util-linux (nsenter), criu (Docker's
+#   checkpoints, for CheckpointContainer).
+packages=(docker.io docker-registry containernetworking-plugins iptables busybox apache2-utils iproute2 util-linux criu ca-certificates)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -136,9 +136,9 @@ def dockerd_factory(workdir: Path) -> Iterator:
     """Start extra private daemons a test may stop, pause or break."""
     started: list[PrivateDockerd] = []
 
-    def make() -> PrivateDockerd:
+    def make(*extra: str) -> PrivateDockerd:
         root = Path(tempfile.mkdtemp(prefix="dockerd-", dir=workdir))
-        d = PrivateDockerd(root, unique_name(f"crtb{len(started)}x"))
+        d = PrivateDockerd(root, unique_name(f"crtb{len(started)}x"), *extra)
         started.append(d)
         return d.start()
 

@@ -21,6 +21,7 @@ from aiohttp import web
 from grpclib.server import Server
 
 from crishim import errors, metrics, sdnotify
+from crishim.checkpoints import Checkpointer
 from crishim.config import Config, split_host_port
 from crishim.containers import Containers
 from crishim.docker import DockerClient
@@ -138,7 +139,10 @@ async def _serve(config: Config, stack: contextlib.AsyncExitStack) -> int:
     stats = StatsCollector(containers, sandboxes, LayerMeter())
     stats.start()
     stack.push_async_callback(stats.close)
-    runtime = RuntimeService(status, sandboxes, containers, logs, streaming, stats, events)
+    checkpointer = Checkpointer(docker, containers, Path(config.state_dir) / "checkpoints")
+    runtime = RuntimeService(
+        status, sandboxes, containers, logs, streaming, stats, events, checkpointer
+    )
     server = Server(
         [runtime, ImageService(images)],
         codec=CriCodec(config.max_request_bytes),

@@ -43,9 +43,10 @@ def pick_subnet() -> ipaddress.IPv4Network:
 
 
 class PrivateDockerd:
-    def __init__(self, root: Path, name: str) -> None:
+    def __init__(self, root: Path, name: str, *extra: str) -> None:
         self.root = root
         self.name = name  # also the bridge name: at most 15 characters
+        self.extra = extra  # more dockerd flags (e.g. --experimental)
         self.socket = root / "docker.sock"
         self.endpoint = f"unix://{self.socket}"
         self.config_dir = root / "client-config"  # the docker CLI's, never ~/.docker
@@ -73,6 +74,7 @@ class PrivateDockerd:
             "--ip6tables=false",
             "--ip-masq=false",
             "--storage-driver=overlay2",
+            *self.extra,
         ]
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import grpc
 import pytest
 
@@ -323,3 +325,68 @@ def test_pod_resources_are_recorded_shown_and_kept_across_a_restart(
         )
         client.close()
     assert not (proc.state_dir / "pod-resources" / f"{sandbox_id}.json").exists()
+
+
+def test_checkpoint_needs_an_experimental_daemon(official, pod, workdir) -> None:  # noqa: F811
+    pb = official.pb
+    cid = create(official, pod, "ckpt", ["sleep", "300"])
+    with pytest.raises(grpc.RpcError) as refused:
+        official.runtime.CheckpointContainer(
+            pb.CheckpointContainerRequest(container_id=cid, location=str(workdir / "c.tar")),
+            timeout=60,
+        )
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "--experimental" in refused.value.details()
+
+
+def test_checkpoint_on_an_experimental_daemon_matches_what_criu_can_do(
+    dockerd_factory, crishim_factory, official_stubs, workdir
+) -> None:
+    """Docker + CRIU where the kernel lets CRIU work; else CRIU's own reason, clearly."""
+    import subprocess
+    import tarfile
+
+    from tests.harness import images as images_mod
+    from tests.integration.test_sandboxes import sandbox_config
+
+    daemon = dockerd_factory("--experimental")
+    images_mod.build(daemon, workdir / f"build-{daemon.name}")
+    proc = crishim_factory(daemon.endpoint)
+    client = Official(proc.socket, *official_stubs)
+    pb = client.pb
+    config = sandbox_config(pb)
+    sandbox_id = client.runtime.RunPodSandbox(
+        pb.RunPodSandboxRequest(config=config), timeout=120
+    ).pod_sandbox_id
+    try:
+        cid = create(
+            client, (sandbox_id, config), "counted", ["sh", "-c", "echo x > /f; sleep 300"]
+        )
+        location = workdir / f"checkpoint-{cid[:12]}.tar"
+        request = pb.CheckpointContainerRequest(container_id=cid, location=str(location))
+        criu = subprocess.run(["criu", "check"], capture_output=True, text=True)
+        if criu.returncode == 0:
+            client.runtime.CheckpointContainer(request, timeout=300)
+            with tarfile.open(location) as tar:
+                names = tar.getnames()
+                config_dump = json.loads(tar.extractfile("config.dump").read())
+            assert {"config.dump", "spec.dump", "rootfs-diff.tar", "checkpoint"} <= set(names)
+            assert any(n.startswith("checkpoint/") for n in names)
+            assert config_dump["id"] == cid
+        else:
+            # This machine: CRIU 3.17 cannot initialise on kernel 6.18 ("vdso ... bounds").
+            with pytest.raises(grpc.RpcError) as refused:
+                client.runtime.CheckpointContainer(request, timeout=300)
+            assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert "docker could not checkpoint" in refused.value.details()
+            assert "criu" in refused.value.details().lower()
+            assert not location.exists()
+        status = client.runtime.ContainerStatus(
+            pb.ContainerStatusRequest(container_id=cid), timeout=30
+        ).status
+        assert status.state == pb.CONTAINER_RUNNING  # checkpointing leaves it running
+    finally:
+        client.runtime.RemovePodSandbox(
+            pb.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=60
+        )
+        client.close()

@@ -451,6 +451,7 @@ class DockerClient:
             runtimes=tuple(sorted((raw.get("Runtimes") or {}).keys())),
             security_options=tuple(raw.get("SecurityOptions") or ()),
             warnings=tuple(raw.get("Warnings") or ()),
+            experimental=bool(raw.get("ExperimentalBuild")),
         )
 
     async def network(self, name: str) -> NetworkState:

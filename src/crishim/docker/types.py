@@ -31,6 +31,7 @@ class EngineInfo:
     runtimes: tuple[str, ...]
     security_options: tuple[str, ...]
     warnings: tuple[str, ...] = ()
+    experimental: bool = False  # dockerd --experimental (checkpoints need it)
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 from crishim import errors, labels
 from crishim.api.runtime import v1 as api
+from crishim.checkpoints import Checkpointer
 from crishim.containers import ContainerRequest, Containers, ContainerView, MountRequest
 from crishim.execsync import exec_sync
 from crishim.logs import LogManager
@@ -229,6 +230,7 @@ class ContainerRPCs:
 
     _containers: Containers
     _logs: LogManager
+    _checkpointer: Checkpointer
 
     async def create_container(
         self, message: api.CreateContainerRequest
@@ -316,6 +318,17 @@ class ContainerRPCs:
         return api.ExecSyncResponse(
             stdout=result.stdout, stderr=result.stderr, exit_code=result.exit_code
         )
+
+    async def checkpoint_container(
+        self, message: api.CheckpointContainerRequest
+    ) -> api.CheckpointContainerResponse:
+        _require_id(message.container_id)
+        if message.timeout < 0:
+            raise errors.InvalidArgument("timeout must not be negative")
+        await self._checkpointer.checkpoint(
+            message.container_id, message.location, float(message.timeout)
+        )
+        return api.CheckpointContainerResponse()
 
     async def reopen_container_log(
         self, message: api.ReopenContainerLogRequest

@@ -11,6 +11,7 @@ UNIMPLEMENTED (the code the kubelet treats as "not supported", never UNKNOWN).
 from __future__ import annotations
 
 from crishim.api.runtime import v1 as api
+from crishim.checkpoints import Checkpointer
 from crishim.containers import Containers
 from crishim.events import EventHub
 from crishim.logs import LogManager
@@ -34,6 +35,7 @@ class RuntimeService(SandboxRPCs, ContainerRPCs, StreamRPCs, StatsRPCs, api.Runt
         streaming: StreamingServer,
         stats: StatsCollector,
         events: EventHub,
+        checkpointer: Checkpointer,
     ) -> None:
         self._status = status
         self._sandboxes = sandboxes
@@ -42,6 +44,7 @@ class RuntimeService(SandboxRPCs, ContainerRPCs, StreamRPCs, StatsRPCs, api.Runt
         self._streaming = streaming
         self._stats = stats
         self._events = events
+        self._checkpointer = checkpointer
 
     async def version(self, message: api.VersionRequest) -> api.VersionResponse:
         v = await self._status.version()

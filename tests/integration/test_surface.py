@@ -269,7 +269,6 @@ def test_pod_resources_are_recorded_shown_and_kept_across_a_restart(
     crishim_factory,
     official_stubs,
 ) -> None:
-    import json
 
     from tests.integration.test_sandboxes import sandbox_config
 

@@ -338,11 +338,11 @@ class ContainerRPCs:
         await self._logs.reopen(view.id, view.state == "running", view.log_path)
         return api.ReopenContainerLogResponse()
 
-    async def update_containerresources(
+    async def update_container_resources(
         self, message: api.UpdateContainerResourcesRequest
     ) -> api.UpdateContainerResourcesResponse:
         _require_id(message.container_id)
-        await self._containers.updateresources(message.container_id, resources(message.linux))
+        await self._containers.update_resources(message.container_id, resources(message.linux))
         return api.UpdateContainerResourcesResponse()
 
 

@@ -36,11 +36,17 @@ from crishim.streaming.remotecommand import (
     refuse,
     watch_idle,
 )
-from crishim.streaming.spdyio import Session, SpdyStream, accept_spdy
+from crishim.streaming.spdyio import (
+    Session,
+    SpdyStream,
+    accept_spdy,
+    accept_spdy_over_websocket,
+)
 
 log = structlog.get_logger(__name__)
 
 PROTOCOL = "portforward.k8s.io"
+TUNNEL_PROTOCOL = "SPDY/3.1+portforward.k8s.io"
 WS_PROTOCOLS = ("v4.channel.k8s.io", "v4.base64.channel.k8s.io")
 READ_SIZE = 64 * 1024
 
@@ -96,6 +102,28 @@ async def serve_spdy(
     session, response = await accept_spdy(
         request, {"X-Stream-Protocol-Version": protocol} if protocol else {}
     )
+    await _serve_session(session, sandbox_id, netns_of, idle_timeout)
+    return response
+
+
+async def serve_tunneled_spdy(
+    request: web.Request, sandbox_id: str, netns_of: NetnsOf, *, idle_timeout: float
+) -> web.StreamResponse:
+    """kubectl 1.31+: the same SPDY port-forward, inside a WebSocket (TUNNEL_PROTOCOL)."""
+    session, ws, pump = await accept_spdy_over_websocket(request, TUNNEL_PROTOCOL)
+    try:
+        await _serve_session(session, sandbox_id, netns_of, idle_timeout)
+    finally:
+        pump.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pump
+    return ws
+
+
+async def _serve_session(
+    session: Session, sandbox_id: str, netns_of: NetnsOf, idle_timeout: float
+) -> None:
+    """Pair each request's data and error streams and forward them, until the session ends."""
     idle = asyncio.create_task(watch_idle(session, idle_timeout))
     pairs: dict[str, dict[str, SpdyStream]] = {}
     tasks: set[asyncio.Task[None]] = set()
@@ -127,7 +155,6 @@ async def serve_spdy(
         for task in tasks:
             task.cancel()
         await session.close_gracefully(CLOSE_GRACE)
-    return response
 
 
 def _spawn(tasks: set[asyncio.Task[None]], coro) -> None:

@@ -170,6 +170,11 @@ class StreamingServer:
         idle = self._config.stream_idle_timeout
         log.info("stream_started", kind="portforward", sandbox_id=sandbox_id)
         if _is_websocket(request):
+            offered = request.headers.get("Sec-WebSocket-Protocol", "")
+            if portforward.TUNNEL_PROTOCOL in (p.strip() for p in offered.split(",")):
+                return await portforward.serve_tunneled_spdy(
+                    request, sandbox_id, netns_of, idle_timeout=idle
+                )
             return await portforward.serve_websocket(
                 request, sandbox_id, target.ports, netns_of, idle_timeout=idle
             )

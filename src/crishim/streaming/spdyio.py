@@ -17,6 +17,7 @@ import contextlib
 from collections import deque
 from typing import Protocol
 
+import aiohttp
 from aiohttp import web
 
 from crishim.streaming import spdy
@@ -322,6 +323,72 @@ async def accept_spdy(
     )
     await response.prepare(request)
     return session, response
+
+
+# -- server side: SPDY tunneled in a WebSocket ----------------------------------
+
+
+class _WebSocketLink:
+    """SPDY's bytes in WebSocket binary messages, one message per write, in order.
+
+    Since Kubernetes 1.31, kubectl tunnels port-forward's SPDY inside a WebSocket
+    (subprotocol `SPDY/3.1+portforward.k8s.io`): each binary message carries the
+    next piece of the SPDY byte stream, nothing else. Reading is paced by the
+    pump below (one message at a time, each bounded by aiohttp's max_msg_size).
+    """
+
+    def __init__(self, ws: web.WebSocketResponse) -> None:
+        self._ws = ws
+        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._sender = asyncio.create_task(self._send(), name="spdy-over-websocket")
+
+    def write(self, data: bytes) -> None:
+        if data:
+            self._queue.put_nowait(data)
+
+    async def drain(self) -> None:
+        await self._queue.join()
+
+    async def _send(self) -> None:
+        while True:
+            data = await self._queue.get()
+            try:
+                if data is None:
+                    await self._ws.close()
+                    return
+                with contextlib.suppress(ConnectionError, RuntimeError):
+                    await self._ws.send_bytes(data)
+            finally:
+                self._queue.task_done()
+
+    def pause_reading(self) -> None:
+        pass  # the pump reads one message at a time, after the session took the last
+
+    def resume_reading(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self._queue.put_nowait(None)
+
+
+async def _pump_websocket(ws: web.WebSocketResponse, session: Session) -> None:
+    try:
+        async for message in ws:
+            if message.type == aiohttp.WSMsgType.BINARY:
+                session.feed(message.data)
+    finally:
+        session.feed_eof()
+
+
+async def accept_spdy_over_websocket(
+    request: web.Request, protocol: str
+) -> tuple[Session, web.WebSocketResponse, asyncio.Task[None]]:
+    """Answer the WebSocket handshake with `protocol` and speak SPDY/3.1 inside it."""
+    ws = web.WebSocketResponse(protocols=(protocol,))
+    await ws.prepare(request)
+    session = Session(_WebSocketLink(ws), server=True)
+    pump = asyncio.create_task(_pump_websocket(ws, session), name="spdy-websocket-pump")
+    return session, ws, pump
 
 
 # -- client side: over asyncio streams ------------------------------------------

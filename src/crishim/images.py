@@ -111,9 +111,25 @@ def _mountpoint(path: Path) -> Path:
     return path
 
 
+def _image_layer_dirs(layer_store: Path) -> list[Path]:
+    """The layer store's entries that are image layers (blocking).
+
+    Every container's writable layer `X` has an `X-init` sibling; those two are
+    the container's, everything else (and the `l` link directory) is images'.
+    """
+    try:
+        names = {p.name for p in layer_store.iterdir()}
+    except OSError:
+        return []
+    containers = {n for n in names if n.endswith("-init")}
+    containers |= {n.removesuffix("-init") for n in containers}
+    return [layer_store / n for n in sorted(names - containers)]
+
+
 def _count_inodes(roots: Iterable[Path]) -> int:
     count = 0
     for root in roots:
+        count += 1
         for _, dirs, files in os.walk(root):
             count += len(dirs) + len(files)
     return count
@@ -134,7 +150,8 @@ class Images:
         self.pull_log_interval = pull_log_interval
         self._pulls: dict[tuple[str, str], asyncio.Task[str]] = {}
         self._details: dict[str, ImageDetails] = {}
-        self._inodes: dict[tuple[str, ...], tuple[float, int]] = {}
+        # kind -> (the roots counted, when, count): a new layer set is counted at once.
+        self._inodes: dict[str, tuple[tuple[str, ...], float, int]] = {}
         self._removing: dict[str, asyncio.Future[None]] = {}
 
     # -- pull ---------------------------------------------------------------
@@ -336,10 +353,11 @@ class Images:
         """(images, containers): Docker keeps both on its data root's filesystem.
 
         Bytes come from Docker's own accounting (/system/df). Inodes are counted
-        on disk, off the event loop and at most once a minute: the image store
-        and all layers (writable ones included) for images, the per-container
-        directories for containers. Counting needs the data root to be local
-        (a unix endpoint); over tcp:// inodes are reported as unknown.
+        on disk, off the event loop and at most once a minute: the image
+        metadata and the image layers for images (containers' writable and init
+        layers left out), the per-container directories for containers. Counting
+        needs the data root to be local (a unix endpoint); over tcp:// inodes are
+        reported as unknown.
         """
         info = await self.docker.info()
         df = await self.docker.disk_usage()
@@ -347,19 +365,22 @@ class Images:
         root = Path(info.docker_root_dir)
         local = self.docker.endpoint.startswith("unix://")
         mount = str(await asyncio.to_thread(_mountpoint, root)) if local else str(root)
-        image_roots = (root / "image", root / info.storage_driver)
-        image_inodes = await self._inode_count(image_roots) if local else None
-        container_inodes = await self._inode_count((root / "containers",)) if local else None
+        layers = await asyncio.to_thread(_image_layer_dirs, root / info.storage_driver)
+        image_roots = (root / "image", *layers)
+        image_inodes = await self._inode_count("images", image_roots) if local else None
+        container_inodes = (
+            await self._inode_count("containers", (root / "containers",)) if local else None
+        )
         return (
             FsUsage(now, mount, df.images_bytes, image_inodes),
             FsUsage(now, mount, df.containers_bytes, container_inodes),
         )
 
-    async def _inode_count(self, roots: tuple[Path, ...]) -> int:
+    async def _inode_count(self, kind: str, roots: tuple[Path, ...]) -> int:
         key = tuple(str(r) for r in roots)
-        cached = self._inodes.get(key)
-        if cached and time.monotonic() - cached[0] < INODE_TTL:
-            return cached[1]
+        cached = self._inodes.get(kind)
+        if cached and cached[0] == key and time.monotonic() - cached[1] < INODE_TTL:
+            return cached[2]
         count = await asyncio.to_thread(_count_inodes, roots)
-        self._inodes[key] = (time.monotonic(), count)
+        self._inodes[kind] = (key, time.monotonic(), count)
         return count

@@ -15,7 +15,8 @@ import pytest
 from crishim.api.runtime import v1 as api
 from tests.harness.clients import Official, Own
 from tests.harness.images import PAUSE_IMAGE
-from tests.harness.procs import free_port
+from tests.harness.procs import free_port, run
+from tests.integration.test_containers import create, pod  # noqa: F401  (fixture)
 
 
 def spec(pb, image: str):
@@ -249,7 +250,13 @@ def test_ten_concurrent_pulls_make_one_docker_pull(official: Official, registry,
     assert events.count(ref) == 1, f"one pull event expected since {since}, got {events}"
 
 
-def test_image_fs_info_describes_the_docker_data_root(official: Official, dockerd) -> None:
+def test_image_fs_info_describes_the_docker_data_root(
+    official: Official,
+    dockerd,
+    pod,  # noqa: F811
+) -> None:
+    # A container with files of its own in its writable layer: not the images' inodes.
+    create(official, pod, "writer", ["sh", "-c", "mkdir /w && touch /w/$(seq 1 50); sleep 300"])
     response = official.image.ImageFsInfo(official.pb.ImageFsInfoRequest(), timeout=60)
     (images,) = response.image_filesystems
     (containers,) = response.container_filesystems
@@ -258,9 +265,26 @@ def test_image_fs_info_describes_the_docker_data_root(official: Official, docker
     while not os.path.ismount(mount):
         mount = os.path.dirname(mount)
     assert images.fs_id.mountpoint == containers.fs_id.mountpoint == mount
+    assert containers.HasField("used_bytes")
+    # What the image store holds on disk, as du counts it: the image metadata and the
+    # image layers (the layer store less the containers' own writable and init layers).
+    container_layers = set()
+    for cid in dockerd.docker("ps", "-aq").split():
+        upper = dockerd.docker("inspect", "--format", "{{.GraphDriver.Data.UpperDir}}", cid)
+        layer = os.path.dirname(upper.strip())
+        container_layers |= {layer, layer + "-init"}
+    store = [str(root / "image")] + [
+        str(p) for p in (root / "overlay2").iterdir() if str(p) not in container_layers
+    ]
+    du_bytes = sum(int(line.split()[0]) for line in run("du", "-s", "-B1", *store).splitlines())
+    du_inodes = sum(
+        int(line.split()[0]) for line in run("du", "-s", "--inodes", *store).splitlines()
+    )
+    # Docker counts content bytes, du allocated blocks: at most a block apart per file.
+    assert du_bytes - 4096 * du_inodes <= images.used_bytes.value <= du_bytes
+    assert abs(images.inodes_used.value - du_inodes) <= max(8, du_inodes // 20)
     assert images.used_bytes.value > 0
     assert images.inodes_used.value > 0
-    assert containers.HasField("used_bytes")
     assert abs(images.timestamp / 1e9 - time.time()) < 60
 
 

@@ -16,11 +16,12 @@ from pathlib import Path
 
 import structlog
 
-from crishim import errors, labels
+from crishim import cgroupres, errors, labels
 from crishim.docker import DockerClient, versions
 from crishim.docker.types import ContainerSpec, ImageMount, Resources
 from crishim.sandboxes import Sandboxes, systemd_cgroup_parent
 from crishim.security import Profile, docker_security_opts
+from crishim.stats import cgroups
 from crishim.store import Record, Store
 
 log = structlog.get_logger(__name__)
@@ -62,6 +63,7 @@ class ContainerRequest:
     stdin_once: bool = False
     tty: bool = False
     resources: Resources = field(default_factory=Resources)
+    cgroup_resources: cgroupres.CgroupResources = field(default_factory=cgroupres.CgroupResources)
     oom_score_adj: int = 0
     cgroup_parent: str = ""
     pid_mode: str = "pod"  # pod | container | node | target
@@ -189,6 +191,12 @@ class Containers:
         self.sandboxes = sandboxes
         # (pid the identity was read from, identity): kept after the process ends.
         self._users: dict[str, tuple[int, ProcessUser]] = {}
+        self._mounts: cgroups.Mounts | None = None
+
+    async def _cgroup_mounts(self) -> cgroups.Mounts:
+        if self._mounts is None:
+            self._mounts = await asyncio.to_thread(cgroups.read_mounts)
+        return self._mounts
 
     async def create(self, request: ContainerRequest) -> str:
         sandbox = self.sandboxes.get(request.sandbox_id)  # NotFound for unknown sandboxes
@@ -233,6 +241,9 @@ class Containers:
                 request.selinux,
                 request.no_new_privs,
             )
+        cgroupres.validate(request.cgroup_resources)
+        mounts = await self._cgroup_mounts()
+        await asyncio.to_thread(cgroupres.check_host, request.cgroup_resources, mounts)
         spec = ContainerSpec(
             name=name,
             image=request.image,
@@ -242,7 +253,8 @@ class Containers:
                 sandbox_id=sandbox.id,
                 log_directory=request.log_directory,
                 log_path=request.log_path,
-            ),
+            )
+            | request.cgroup_resources.labels(),
             entrypoint=request.command or None,
             cmd=request.args or None,
             env=tuple(f"{k}={v}" for k, v in request.envs),
@@ -303,7 +315,22 @@ class Containers:
     async def start(self, container_id: str) -> None:
         view = self.get(container_id)
         await self.docker.start_container(view.id)
-        await self.store.refresh(view.id)
+        record = await self.store.refresh(view.id)
+        wanted = cgroupres.CgroupResources.from_labels(view.record.info.labels)
+        if record is not None and record.info.state.pid > 0:
+            try:
+                await self._apply_cgroup(record.info.state.pid, wanted)
+            except errors.CrishimError:
+                # Not left running without the limits it was created with.
+                with contextlib.suppress(errors.CrishimError):
+                    await self.docker.stop_container(view.id, 0)
+                await self.store.refresh(view.id)
+                raise
+
+    async def _apply_cgroup(self, pid: int, wanted: cgroupres.CgroupResources) -> None:
+        if wanted.hugepages or wanted.unified:
+            mounts = await self._cgroup_mounts()
+            await asyncio.to_thread(cgroupres.apply, wanted, pid, mounts)
 
     async def stop(self, container_id: str, timeout_s: int) -> None:
         """Signal, wait `timeout_s`, kill. Unknown or stopped: nothing to do (CRI)."""
@@ -338,16 +365,27 @@ class Containers:
             self._users[view.id] = (pid, found)
         return found
 
-    async def update_resources(self, container_id: str, resources: Resources) -> None:
+    async def update_resources(
+        self,
+        container_id: str,
+        resources: Resources,
+        cgroup_resources: cgroupres.CgroupResources | None = None,
+    ) -> None:
         """In-place resize. A memory limit without a swap limit means no swap on top of it
         (the kubelet's NoSwap): Docker would otherwise keep the swap limit it set at create
         (twice the old memory) and refuse any memory limit above it."""
         view = self.get(container_id)
+        cgroup_resources = cgroup_resources or cgroupres.CgroupResources()
+        cgroupres.validate(cgroup_resources)
+        await asyncio.to_thread(cgroupres.check_host, cgroup_resources, await self._cgroup_mounts())
         if resources.memory_limit_in_bytes and not resources.memory_swap_limit_in_bytes:
             resources = replace(
                 resources, memory_swap_limit_in_bytes=resources.memory_limit_in_bytes
             )
         await self.docker.update_container(view.id, resources)
+        pid = view.record.info.state.pid
+        if view.state == "running" and pid > 0:
+            await self._apply_cgroup(pid, cgroup_resources)
         await self.store.refresh(view.id)
 
     @staticmethod

@@ -41,6 +41,7 @@ LOG_PATH_LABEL = "io.kubernetes.container.logpath"
 CONTAINER_NAME_LABEL = "io.kubernetes.container.name"
 ANNOTATION_PREFIX = "annotation."
 INTERNAL_LABELS = frozenset({TYPE_LABEL, SANDBOX_ID_LABEL, LOG_PATH_LABEL})
+CRISHIM_PREFIX = "io.crishim."  # crishim's own bookkeeping, never a CRI label
 
 _RANDOM_SUFFIX = re.compile(r"[0-9a-f]{8}")
 
@@ -165,7 +166,7 @@ def read(docker_labels: dict[str, str] | None) -> CriLabels:
     labels: dict[str, str] = {}
     annotations: dict[str, str] = {}
     for key, value in docker_labels.items():
-        if key in INTERNAL_LABELS:
+        if key in INTERNAL_LABELS or key.startswith(CRISHIM_PREFIX):
             continue
         if key == CONTAINER_NAME_LABEL and kind == TYPE_SANDBOX:
             continue  # added by the shim for readability, never given by the kubelet

@@ -360,7 +360,7 @@ class Sandboxes:
         handler = record.info.labels.get(RUNTIME_HANDLER_LABEL, "")
         if not handler and info.runtime not in ("", "runc"):
             handler = info.runtime
-        cri_labels = {k: v for k, v in record.cri.labels.items() if k != RUNTIME_HANDLER_LABEL}
+        cri_labels = record.cri.labels  # crishim's own labels are not among them
         host_network = info.network_mode == "host"
         ips = self.networks.ips(info.id)
         if ips is None:  # docker mode: Docker's bridge address

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import grpc
 import pytest
 
+from crishim.stats import cgroups
 from tests.harness.clients import Official
 from tests.harness.procs import wait_for
 from tests.integration.test_containers import create, pod  # noqa: F401  (fixture)
@@ -389,3 +391,61 @@ def test_checkpoint_on_an_experimental_daemon_matches_what_criu_can_do(
             pb.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=60
         )
         client.close()
+
+
+def _resources_config(pb, name: str, **resources):
+    return dict(
+        linux=pb.LinuxContainerConfig(resources=pb.LinuxContainerResources(**resources)),
+    )
+
+
+def test_zero_hugepage_limits_are_accepted_and_reported(official, pod) -> None:  # noqa: F811
+    pb = official.pb
+    limits = [pb.HugepageLimit(page_size="2MB", limit=0), pb.HugepageLimit(page_size="1GB")]
+    cid = create(official, pod, "pages", ["sleep", "300"], **_resources_config(pb, "pages",
+                 hugepage_limits=limits))  # fmt: skip
+    status = official.runtime.ContainerStatus(
+        pb.ContainerStatusRequest(container_id=cid), timeout=30
+    ).status
+    got = {(h.page_size, h.limit) for h in status.resources.linux.hugepage_limits}
+    assert got == {("2MB", 0), ("1GB", 0)}
+    assert "io.crishim.hugepages" not in status.labels  # bookkeeping, not a CRI label
+
+
+def test_hugepage_and_unified_settings_are_enforced_or_refused(official, pod, dockerd) -> None:  # noqa: F811
+    """Written into the container's cgroup where the host can enforce them; refused where it
+    cannot. This machine (cgroup v1, no hugetlb controller) takes the refusing branches."""
+    from crishim.cgroupres import _hugetlb_available
+
+    mounts = cgroups.read_mounts()
+    pb = official.pb
+    cases = [
+        (
+            {"hugepage_limits": [pb.HugepageLimit(page_size="2MB", limit=2 << 20)]},
+            _hugetlb_available(mounts),
+            "hugetlb",
+            ("hugetlb", "hugetlb.2MB.max" if mounts.is_v2 else "hugetlb.2MB.limit_in_bytes"),
+            str(2 << 20),
+        ),
+        (
+            {"unified": {"memory.high": "268435456"}},
+            mounts.is_v2,
+            "cgroup v2",
+            ("", "memory.high"),
+            "268435456",
+        ),
+    ]
+    for i, (resources, supported, says, (controller, filename), value) in enumerate(cases):
+        config = _resources_config(pb, "x", **resources)
+        if not supported:
+            with pytest.raises(grpc.RpcError) as refused:
+                create(official, pod, f"limited{i}", ["sleep", "300"], **config)
+            assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert says in refused.value.details()
+            continue
+        cid = create(official, pod, f"limited{i}", ["sleep", "300"], **config)
+        pid = int(dockerd.docker("inspect", "--format", "{{.State.Pid}}", cid))
+        paths = cgroups.locate(pid, mounts)
+        assert paths is not None
+        path = Path(paths.dir_for(controller)) / filename
+        assert path.read_text().strip() == value

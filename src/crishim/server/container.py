@@ -8,12 +8,13 @@ from collections.abc import AsyncIterator
 
 from crishim import errors, labels
 from crishim.api.runtime import v1 as api
+from crishim.cgroupres import CgroupResources
 from crishim.checkpoints import Checkpointer
 from crishim.containers import ContainerRequest, Containers, ContainerView, MountRequest
 from crishim.execsync import exec_sync
 from crishim.logs import LogManager
 from crishim.server.listing import chunks
-from crishim.server.resources import resources
+from crishim.server.resources import cgroup_resources, resources
 from crishim.server.sandbox import UNCONFINED, _profile
 
 _STATES = {
@@ -118,6 +119,7 @@ def container_request(message: api.CreateContainerRequest) -> ContainerRequest:
         stdin_once=config.stdin_once,
         tty=config.tty,
         resources=resources(linux.resources),
+        cgroup_resources=cgroup_resources(linux.resources),
         oom_score_adj=linux.resources.oom_score_adj if linux.resources else 0,
         cgroup_parent=sandbox_linux.cgroup_parent,
         pid_mode=_PID_MODES[ns.pid],
@@ -183,6 +185,7 @@ def to_container(view: ContainerView) -> api.Container:
 def to_status(view: ContainerView) -> api.ContainerStatus:
     info = view.record.info
     r = info.resources
+    cgroup_res = CgroupResources.from_labels(info.labels)
     return api.ContainerStatus(
         id=view.id,
         metadata=_meta(view),
@@ -219,6 +222,11 @@ def to_status(view: ContainerView) -> api.ContainerStatus:
                 cpuset_cpus=r.cpuset_cpus,
                 cpuset_mems=r.cpuset_mems,
                 oom_score_adj=info.oom_score_adj,
+                hugepage_limits=[
+                    api.HugepageLimit(page_size=size, limit=limit)
+                    for size, limit in cgroup_res.hugepages
+                ],
+                unified=cgroup_res.unified,
             )
         ),
         image_id=view.image_id,
@@ -342,7 +350,9 @@ class ContainerRPCs:
         self, message: api.UpdateContainerResourcesRequest
     ) -> api.UpdateContainerResourcesResponse:
         _require_id(message.container_id)
-        await self._containers.update_resources(message.container_id, resources(message.linux))
+        await self._containers.update_resources(
+            message.container_id, resources(message.linux), cgroup_resources(message.linux)
+        )
         return api.UpdateContainerResourcesResponse()
 
 

@@ -4,6 +4,7 @@ UpdatePodSandboxResources)."""
 from __future__ import annotations
 
 from crishim.api.runtime import v1 as api
+from crishim.cgroupres import CgroupResources
 from crishim.docker.types import Resources
 
 
@@ -18,4 +19,13 @@ def resources(r: api.LinuxContainerResources | None) -> Resources:
         memory_swap_limit_in_bytes=r.memory_swap_limit_in_bytes,
         cpuset_cpus=r.cpuset_cpus,
         cpuset_mems=r.cpuset_mems,
+    )
+
+
+def cgroup_resources(r: api.LinuxContainerResources | None) -> CgroupResources:
+    """The parts Docker has no API for (crishim.cgroupres writes them)."""
+    if r is None:
+        return CgroupResources()
+    return CgroupResources(
+        tuple((h.page_size, h.limit) for h in r.hugepage_limits), dict(r.unified)
     )

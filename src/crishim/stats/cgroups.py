@@ -49,7 +49,7 @@ from dataclasses import dataclass
 
 UNLIMITED = 1 << 62
 USER_HZ = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-V1_CONTROLLERS = ("cpuacct", "cpu", "memory", "pids")
+V1_CONTROLLERS = ("cpuacct", "cpu", "memory", "pids", "hugetlb")
 
 
 @dataclass(frozen=True, slots=True)

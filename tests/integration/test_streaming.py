@@ -147,6 +147,9 @@ async def _own_exec_then_vanish(url: str) -> bytes:
     first = await stdout.read()
     session.abort()  # the client vanishes without a goodbye
     pump.cancel()
+    # Let the socket really close, as a dead process's would: returning from asyncio.run
+    # at once can leave it open (the close is a scheduled callback) until garbage collection.
+    await asyncio.sleep(0.2)
     del error
     return first
 

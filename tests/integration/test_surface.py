@@ -449,3 +449,32 @@ def test_hugepage_and_unified_settings_are_enforced_or_refused(official, pod, do
         assert paths is not None
         path = Path(paths.dir_for(controller)) / filename
         assert path.read_text().strip() == value
+
+
+@pytest.mark.parametrize(
+    ("field", "says"),
+    [
+        ("cdi", "CDI devices"),
+        ("ambient", "ambient capabilities"),
+        ("strict", "supplemental_groups_policy Strict"),
+    ],
+)
+def test_container_fields_docker_cannot_honour_are_refused(official, pod, field, says) -> None:  # noqa: F811
+    pb = official.pb
+    security = pb.LinuxContainerSecurityContext()
+    extra = {}
+    if field == "cdi":
+        extra["CDI_devices"] = [pb.CDIDevice(name="vendor.com/gpu=0")]
+    elif field == "ambient":
+        security = pb.LinuxContainerSecurityContext(
+            capabilities=pb.Capability(add_ambient_capabilities=["NET_BIND_SERVICE"])
+        )
+    else:
+        security = pb.LinuxContainerSecurityContext(supplemental_groups_policy=pb.Strict)
+    with pytest.raises(grpc.RpcError) as refused:
+        create(
+            official, pod, f"refused-{field}", ["true"],
+            linux=pb.LinuxContainerConfig(security_context=security), **extra,
+        )  # fmt: skip
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert says in refused.value.details()

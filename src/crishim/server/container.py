@@ -70,6 +70,23 @@ def _checked_mounts(mounts: list[api.Mount]) -> list[api.Mount]:
     return mounts
 
 
+def _unsupported(config: api.ContainerConfig) -> None:
+    """Fields Docker cannot honour are refused, never silently dropped."""
+    if config.CDI_devices:
+        raise errors.FailedPrecondition("CDI devices are not supported by this Docker runtime")
+    linux = config.linux or api.LinuxContainerConfig()
+    sc = linux.security_context
+    if sc is None:
+        return
+    if sc.capabilities is not None and sc.capabilities.add_ambient_capabilities:
+        raise errors.FailedPrecondition("ambient capabilities are not supported by Docker")
+    if sc.supplemental_groups_policy == api.SupplementalGroupsPolicy.Strict:
+        raise errors.FailedPrecondition(
+            "supplemental_groups_policy Strict is not supported: Docker always adds the "
+            "groups of the image's /etc/group (Status reports supplemental_groups_policy=false)"
+        )
+
+
 def container_request(message: api.CreateContainerRequest) -> ContainerRequest:
     config = message.config
     if not message.pod_sandbox_id:
@@ -78,6 +95,7 @@ def container_request(message: api.CreateContainerRequest) -> ContainerRequest:
         raise errors.InvalidArgument("config.metadata is required")
     if config.image is None or not config.image.image:
         raise errors.InvalidArgument("config.image.image is required")
+    _unsupported(config)
     linux = config.linux or api.LinuxContainerConfig()
     sc = linux.security_context or api.LinuxContainerSecurityContext()
     ns = sc.namespace_options or api.NamespaceOption()
@@ -194,7 +212,7 @@ def to_status(view: ContainerView) -> api.ContainerStatus:
         started_at=view.started_at_ns,
         finished_at=view.finished_at_ns,
         exit_code=view.exit_code,
-        image=api.ImageSpec(image=view.image),
+        image=api.ImageSpec(image=view.image, user_specified_image=view.image),
         image_ref=view.image_id,
         reason=view.reason,
         message=view.message,

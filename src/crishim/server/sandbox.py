@@ -53,6 +53,11 @@ def sandbox_request(message: api.RunPodSandboxRequest) -> SandboxRequest:
     sc = linux.security_context or api.LinuxSandboxSecurityContext()
     ns = sc.namespace_options or api.NamespaceOption()
     dns = config.dns_config or api.DnsConfig()
+    if sc.supplemental_groups_policy == api.SupplementalGroupsPolicy.Strict:
+        raise errors.FailedPrecondition(
+            "supplemental_groups_policy Strict is not supported: Docker always adds the "
+            "groups of the image's /etc/group (Status reports supplemental_groups_policy=false)"
+        )
     userns = ns.userns_options
     if userns is not None and userns.mode == api.NamespaceMode.POD:
         raise errors.FailedPrecondition(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import structlog
+
 from crishim import errors
 from crishim.api.runtime import v1 as api
 from crishim.containers import Containers
@@ -16,6 +18,12 @@ def _options(stdin: bool, stdout: bool, stderr: bool, tty: bool) -> Options:
     if not (stdin or stdout or stderr):
         raise errors.InvalidArgument("one of stdin, stdout or stderr must be set")
     return Options(stdin=stdin, stdout=stdout, stderr=stderr, tty=tty)
+
+
+def _audit(request_id: str) -> None:
+    """The API server's audit id of the kubectl exec/attach, on this call's log lines."""
+    if request_id:
+        structlog.contextvars.bind_contextvars(audit_request_id=request_id[:128])
 
 
 class StreamRPCs:
@@ -34,6 +42,7 @@ class StreamRPCs:
         return view
 
     async def exec(self, message: api.ExecRequest) -> api.ExecResponse:
+        _audit(message.audit_request_id)
         options = _options(message.stdin, message.stdout, message.stderr, message.tty)
         if not message.cmd or not message.cmd[0]:
             raise errors.InvalidArgument("cmd is required")
@@ -42,6 +51,7 @@ class StreamRPCs:
         return api.ExecResponse(url=self._streaming.url("exec", target))
 
     async def attach(self, message: api.AttachRequest) -> api.AttachResponse:
+        _audit(message.audit_request_id)
         options = _options(message.stdin, message.stdout, message.stderr, message.tty)
         view = self._running(message.container_id)
         # Docker only wires stdin to a container created with it open.

@@ -15,7 +15,7 @@ import pytest
 from tests.harness.clients import Official
 from tests.harness.paths import LOCK_DIR
 from tests.harness.procs import wait_for
-from tests.integration.test_containers import create, pod  # noqa: F401  (fixture)
+from tests.integration.test_containers import create, pod, wait_exited  # noqa: F401  (fixture)
 from tests.integration.test_sandboxes import sandbox_config
 
 CRI_LINE = re.compile(rb"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z) (stdout|stderr) ([FP]) (.*)")
@@ -167,17 +167,7 @@ def test_everything_printed_is_in_the_file_before_the_exit_is_reported(
         cid = create(official, pod, name, ["sh", "-c", "seq 1 100; echo done >&2"])
         path = log_file(pod, name)
         assert path.exists()
-        wait_for(
-            lambda c=cid: (
-                official.runtime.ContainerStatus(
-                    pb.ContainerStatusRequest(container_id=c), timeout=30
-                ).status.state
-                == pb.CONTAINER_EXITED
-            ),
-            30,
-            "the exit",
-            interval=0.01,
-        )
+        wait_exited(official, cid, 30)
         lines = read_lines(path)  # read at once, the moment the exit is visible
         assert [t for s, _, t in lines if s == b"stdout"] == [
             str(i).encode() for i in range(1, 101)

@@ -21,7 +21,7 @@ import pytest
 from crishim.stats import cgroups
 from tests.harness.clients import Official
 from tests.harness.procs import wait_for
-from tests.integration.test_containers import create, pod  # noqa: F401  (fixture)
+from tests.integration.test_containers import create, pod, wait_exited  # noqa: F401
 from tests.integration.test_sandboxes import sandbox_config
 
 MiB = 1024 * 1024
@@ -205,16 +205,7 @@ def test_list_filters_and_exited_containers(official, pod) -> None:  # noqa: F81
     pb = official.pb
     running = create(official, pod, "runs", ["sleep", "300"])
     done = create(official, pod, "done", ["true"])
-    wait_for(
-        lambda: (
-            official.runtime.ContainerStatus(
-                pb.ContainerStatusRequest(container_id=done), timeout=30
-            ).status.state
-            == pb.CONTAINER_EXITED
-        ),
-        30,
-        "exit",
-    )
+    wait_exited(official, done)
     listed = official.runtime.ListContainerStats(
         pb.ListContainerStatsRequest(filter=pb.ContainerStatsFilter(pod_sandbox_id=pod[0])),
         timeout=30,

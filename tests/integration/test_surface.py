@@ -11,7 +11,7 @@ import pytest
 from crishim.stats import cgroups
 from tests.harness.clients import Official
 from tests.harness.procs import wait_for
-from tests.integration.test_containers import create, pod  # noqa: F401  (fixture)
+from tests.integration.test_containers import create, pod, wait_exited  # noqa: F401  (fixture)
 
 
 def seccomp_mode(official: Official, pod, dockerd, **security) -> str:  # noqa: F811
@@ -168,16 +168,7 @@ def test_an_oom_killed_container_says_oomkilled_every_time(official, pod, docker
                 )
             ),
         )
-        wait_for(
-            lambda c=cid: (
-                official.runtime.ContainerStatus(
-                    pb.ContainerStatusRequest(container_id=c), timeout=30
-                ).status.state
-                == pb.CONTAINER_EXITED
-            ),
-            60,
-            "the kill",
-        )
+        wait_exited(official, cid, 60)
         status = official.runtime.ContainerStatus(
             pb.ContainerStatusRequest(container_id=cid), timeout=30
         ).status

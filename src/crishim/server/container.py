@@ -14,7 +14,7 @@ from crishim.containers import ContainerRequest, Containers, ContainerView, Moun
 from crishim.execsync import exec_sync
 from crishim.logs import LogManager
 from crishim.server.listing import chunks
-from crishim.server.resources import cgroup_resources, resources
+from crishim.server.resources import cgroup_resources, resources, to_linux_resources
 from crishim.server.sandbox import UNCONFINED, _profile
 
 _STATES = {
@@ -202,8 +202,6 @@ def to_container(view: ContainerView) -> api.Container:
 
 def to_status(view: ContainerView) -> api.ContainerStatus:
     info = view.record.info
-    r = info.resources
-    cgroup_res = CgroupResources.from_labels(info.labels)
     return api.ContainerStatus(
         id=view.id,
         metadata=_meta(view),
@@ -231,20 +229,8 @@ def to_status(view: ContainerView) -> api.ContainerStatus:
         ],
         log_path=view.log_path,
         resources=api.ContainerResources(
-            linux=api.LinuxContainerResources(
-                cpu_period=r.cpu_period,
-                cpu_quota=r.cpu_quota,
-                cpu_shares=r.cpu_shares,
-                memory_limit_in_bytes=r.memory_limit_in_bytes,
-                memory_swap_limit_in_bytes=r.memory_swap_limit_in_bytes,
-                cpuset_cpus=r.cpuset_cpus,
-                cpuset_mems=r.cpuset_mems,
-                oom_score_adj=info.oom_score_adj,
-                hugepage_limits=[
-                    api.HugepageLimit(page_size=size, limit=limit)
-                    for size, limit in cgroup_res.hugepages
-                ],
-                unified=cgroup_res.unified,
+            linux=to_linux_resources(
+                info.resources, info.oom_score_adj, CgroupResources.from_labels(info.labels)
             )
         ),
         image_id=view.image_id,

@@ -29,3 +29,23 @@ def cgroup_resources(r: api.LinuxContainerResources | None) -> CgroupResources:
     return CgroupResources(
         tuple((h.page_size, h.limit) for h in r.hugepage_limits), dict(r.unified)
     )
+
+
+def to_linux_resources(
+    r: Resources, oom_score_adj: int, cgroup: CgroupResources
+) -> api.LinuxContainerResources:
+    """What a container has, as ContainerStatus reports it."""
+    return api.LinuxContainerResources(
+        cpu_period=r.cpu_period,
+        cpu_quota=r.cpu_quota,
+        cpu_shares=r.cpu_shares,
+        memory_limit_in_bytes=r.memory_limit_in_bytes,
+        memory_swap_limit_in_bytes=r.memory_swap_limit_in_bytes,
+        cpuset_cpus=r.cpuset_cpus,
+        cpuset_mems=r.cpuset_mems,
+        oom_score_adj=oom_score_adj,
+        hugepage_limits=[
+            api.HugepageLimit(page_size=size, limit=limit) for size, limit in cgroup.hugepages
+        ],
+        unified=cgroup.unified,
+    )

@@ -15,6 +15,7 @@ import grpc
 import pytest
 
 from tests.harness.clients import Official, official_accepts
+from tests.integration.test_containers import pod  # noqa: F401  (fixture)
 
 LIST_PODS = "/runtime.v1.RuntimeService/ListPodSandbox"
 UPDATE_CONFIG = "/runtime.v1.RuntimeService/UpdateRuntimeConfig"
@@ -107,3 +108,82 @@ def test_an_oversized_request_is_refused(official: Official, pb) -> None:
     assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "over the limit" in err.value.details()
     assert official.runtime.Version(pb.VersionRequest(), timeout=10).runtime_name == "docker"
+
+
+# -- issue 12: out-of-range enums and escaping log paths ---------------------------------
+
+
+def _sandbox_with(pb, **kw):
+    from tests.integration.test_sandboxes import sandbox_config
+
+    return sandbox_config(pb, **kw)
+
+
+@pytest.mark.parametrize(
+    ("case", "field"),
+    [
+        ("protocol", "port_mappings.protocol"),
+        ("seccomp", "profile_type"),
+        ("network-mode", "namespace_options.network"),
+        ("pid-mode", "namespace_options.pid"),
+    ],
+)
+def test_an_undeclared_enum_value_in_a_sandbox_is_invalid_argument(official, case, field) -> None:
+    pb = official.pb
+    config = _sandbox_with(pb)
+    if case == "protocol":
+        config.port_mappings.add(protocol=99, container_port=80, host_port=8080)
+    elif case == "seccomp":
+        config.linux.security_context.seccomp.profile_type = 7
+    elif case == "network-mode":
+        config.linux.security_context.namespace_options.network = 9
+    else:
+        config.linux.security_context.namespace_options.pid = 17
+    with pytest.raises(grpc.RpcError) as refused:
+        official.runtime.RunPodSandbox(pb.RunPodSandboxRequest(config=config), timeout=30)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field in refused.value.details()
+
+
+@pytest.mark.parametrize(
+    ("case", "field"),
+    [
+        ("propagation", "mounts.propagation"),
+        ("pid-mode", "namespace_options.pid"),
+        ("stop-signal", "stop_signal"),
+        ("log-up", "leaves the log directory"),
+        ("log-absolute", "must be relative"),
+        ("log-no-directory", "log_directory must be absolute"),
+    ],
+)
+def test_a_bad_container_request_is_invalid_argument(official, pod, case, field) -> None:  # noqa: F811
+    pb = official.pb
+    sandbox_id, sandbox = pod
+    config = pb.ContainerConfig(
+        metadata=pb.ContainerMetadata(name=f"bad-{case}"),
+        image=pb.ImageSpec(image="crishim-test/busybox:latest"),
+        log_path="c/0.log",
+    )
+    sandbox = pb.PodSandboxConfig.FromString(sandbox.SerializeToString())
+    if case == "propagation":
+        config.mounts.add(container_path="/x", host_path="/tmp", propagation=42)
+    elif case == "pid-mode":
+        config.linux.security_context.namespace_options.pid = 17
+    elif case == "stop-signal":
+        config.stop_signal = 999
+    elif case == "log-up":
+        config.log_path = "sub/../../../escaped.log"
+    elif case == "log-absolute":
+        config.log_path = "/tmp/escaped.log"
+    else:
+        sandbox.log_directory = ""
+        config.log_path = "here.log"
+    with pytest.raises(grpc.RpcError) as refused:
+        official.runtime.CreateContainer(
+            pb.CreateContainerRequest(
+                pod_sandbox_id=sandbox_id, config=config, sandbox_config=sandbox
+            ),
+            timeout=30,
+        )
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field in refused.value.details()

@@ -4,6 +4,7 @@ UpdateContainerResources."""
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import AsyncIterator
 
 from crishim import errors, labels
@@ -14,7 +15,12 @@ from crishim.containers import ContainerRequest, Containers, ContainerView, Moun
 from crishim.execsync import exec_sync
 from crishim.logs import LogManager
 from crishim.server.listing import chunks
-from crishim.server.resources import cgroup_resources, resources, to_linux_resources
+from crishim.server.resources import (
+    cgroup_resources,
+    declared,
+    resources,
+    to_linux_resources,
+)
 from crishim.server.sandbox import UNCONFINED, _profile
 
 _STATES = {
@@ -87,6 +93,25 @@ def _unsupported(config: api.ContainerConfig) -> None:
         )
 
 
+def _check_log_path(log_directory: str, log_path: str) -> None:
+    """The CRI log file is log_path inside log_directory, never anywhere else.
+
+    crishim writes it as root: `../x`, an absolute path or a directory-less relative
+    path would put a file of the container's output wherever the request says.
+    """
+    if not log_path:
+        return
+    where = f"config.log_path {log_path!r}"
+    if not log_directory or not os.path.isabs(log_directory):
+        raise errors.InvalidArgument(f"{where}: sandbox_config.log_directory must be absolute")
+    if os.path.isabs(log_path) or "\x00" in log_path:
+        raise errors.InvalidArgument(f"{where}: must be relative to the log directory")
+    base = os.path.normpath(log_directory)
+    full = os.path.normpath(os.path.join(base, log_path))
+    if not full.startswith(base.rstrip("/") + "/"):
+        raise errors.InvalidArgument(f"{where}: leaves the log directory {log_directory}")
+
+
 def container_request(message: api.CreateContainerRequest) -> ContainerRequest:
     config = message.config
     if not message.pod_sandbox_id:
@@ -96,6 +121,9 @@ def container_request(message: api.CreateContainerRequest) -> ContainerRequest:
     if config.image is None or not config.image.image:
         raise errors.InvalidArgument("config.image.image is required")
     _unsupported(config)
+    _check_log_path(
+        (message.sandbox_config or api.PodSandboxConfig()).log_directory, config.log_path
+    )
     linux = config.linux or api.LinuxContainerConfig()
     sc = linux.security_context or api.LinuxContainerSecurityContext()
     ns = sc.namespace_options or api.NamespaceOption()
@@ -121,7 +149,7 @@ def container_request(message: api.CreateContainerRequest) -> ContainerRequest:
                 m.host_path,
                 m.container_path,
                 m.readonly,
-                _PROPAGATION[m.propagation],
+                _PROPAGATION[declared(m.propagation, "config.mounts.propagation")],
                 m.selinux_relabel,
                 image=m.image.image if m.image is not None else "",
                 image_sub_path=m.image_sub_path,
@@ -140,7 +168,7 @@ def container_request(message: api.CreateContainerRequest) -> ContainerRequest:
         cgroup_resources=cgroup_resources(linux.resources),
         oom_score_adj=linux.resources.oom_score_adj if linux.resources else 0,
         cgroup_parent=sandbox_linux.cgroup_parent,
-        pid_mode=_PID_MODES[ns.pid],
+        pid_mode=_PID_MODES[declared(ns.pid, "linux.security_context.namespace_options.pid")],
         target_id=ns.target_id,
         privileged=sc.privileged,
         run_as_user=sc.run_as_user.value if sc.run_as_user is not None else None,
@@ -160,7 +188,7 @@ def container_request(message: api.CreateContainerRequest) -> ContainerRequest:
         )
         if sc.selinux_options is not None
         else (),
-        stop_signal=_signal_name(config.stop_signal),
+        stop_signal=_signal_name(declared(config.stop_signal, "config.stop_signal")),
     )
 
 

@@ -3,9 +3,25 @@ UpdatePodSandboxResources)."""
 
 from __future__ import annotations
 
+import enum
+
+from crishim import errors
 from crishim.api.runtime import v1 as api
 from crishim.cgroupres import CgroupResources
 from crishim.docker.types import Resources
+
+E = enum.Enum
+
+
+def declared(value: E, field: str) -> E:
+    """`value` if the schema declares it; INVALID_ARGUMENT naming the field otherwise.
+
+    betterproto2 keeps an undeclared enum number as a pseudo-member of the enum
+    (protobuf's open enums); every conversion table below would fail on it.
+    """
+    if value not in type(value).__members__.values():
+        raise errors.InvalidArgument(f"{field}: {int(value)} is not a known value")
+    return value
 
 
 def resources(r: api.LinuxContainerResources | None) -> Resources:

@@ -11,7 +11,7 @@ from crishim.api.runtime import v1 as api
 from crishim.network.pods import PortMapping
 from crishim.sandboxes import Profile, Sandboxes, SandboxRequest, SandboxView
 from crishim.server.listing import chunks
-from crishim.server.resources import resources
+from crishim.server.resources import declared, resources
 
 _PROTOCOLS = {api.Protocol.TCP: "tcp", api.Protocol.UDP: "udp", api.Protocol.SCTP: "sctp"}
 _PROFILE_KINDS = {
@@ -34,7 +34,8 @@ def _profile(
     (the kubelet sends RuntimeDefault when a pod asks for it).
     """
     if profile is not None:
-        return Profile(_PROFILE_KINDS[profile.profile_type], profile.localhost_ref)
+        kind = declared(profile.profile_type, "security profile profile_type")
+        return Profile(_PROFILE_KINDS[kind], profile.localhost_ref)
     if legacy.startswith("localhost/"):
         return Profile("localhost", legacy.removeprefix("localhost/"))
     if legacy == "unconfined":
@@ -63,6 +64,21 @@ def sandbox_request(message: api.RunPodSandboxRequest) -> SandboxRequest:
         raise errors.FailedPrecondition(
             "pod user namespaces are not supported by Docker (Status reports user_namespaces=false)"
         )
+    # The kubelet sets POD or NODE for a sandbox's network and IPC, CONTAINER or NODE
+    # for its PID namespace (CRI); anything else is a request we would misread.
+    for name, mode, allowed in (
+        ("network", ns.network, (api.NamespaceMode.POD, api.NamespaceMode.NODE)),
+        ("ipc", ns.ipc, (api.NamespaceMode.POD, api.NamespaceMode.NODE)),
+        (
+            "pid",
+            ns.pid,
+            (api.NamespaceMode.POD, api.NamespaceMode.CONTAINER, api.NamespaceMode.NODE),
+        ),
+    ):
+        if mode not in allowed:
+            raise errors.InvalidArgument(
+                f"linux.security_context.namespace_options.{name}: {int(mode)} is not allowed"
+            )
     for p in config.port_mappings:
         if not 0 < p.container_port < 65536 or not 0 <= p.host_port < 65536:
             raise errors.InvalidArgument(f"config.port_mappings: invalid port in {p}")
@@ -74,7 +90,12 @@ def sandbox_request(message: api.RunPodSandboxRequest) -> SandboxRequest:
         dns_searches=tuple(dns.searches),
         dns_options=tuple(dns.options),
         port_mappings=tuple(
-            PortMapping(_PROTOCOLS[p.protocol], p.container_port, p.host_port, p.host_ip)
+            PortMapping(
+                _PROTOCOLS[declared(p.protocol, "config.port_mappings.protocol")],
+                p.container_port,
+                p.host_port,
+                p.host_ip,
+            )
             for p in config.port_mappings
         ),
         labels=dict(config.labels),

@@ -24,6 +24,7 @@ from tests.harness.cni import CniNode, Network
 from tests.harness.crishim import CrishimProcess
 from tests.harness.dockerd import PrivateDockerd, unique_name
 from tests.harness.paths import LOCK_DIR, LOG_ROOT
+from tests.harness.procs import umount_below
 from tests.harness.registry import Registry
 from tests.harness.tokens import TokenServer
 
@@ -38,6 +39,9 @@ def workdir() -> Iterator[Path]:
     # Short paths: unix socket paths are limited to 107 bytes.
     root = Path(tempfile.mkdtemp(prefix="crt-", dir="/tmp"))
     yield root
+    # A crishim in cni mode (the default) leaves its netns handle directory mounted on
+    # itself, as it must on a node: unmount whatever the session left below its root.
+    umount_below(root)
     shutil.rmtree(root, ignore_errors=True)
     shutil.rmtree(LOG_ROOT, ignore_errors=True)
     shutil.rmtree(LOCK_DIR, ignore_errors=True)

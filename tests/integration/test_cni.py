@@ -422,7 +422,19 @@ def test_the_pod_cidr_from_update_runtime_config_reaches_host_local(cni) -> None
     assert ipaddress.ip_address(ip) in ipaddress.ip_network("10.98.7.0/24")
 
 
-def test_bandwidth_annotations_shape_the_pods_traffic(cni, dockerd) -> None:
+@pytest.fixture
+def host_ifbs():
+    """The bandwidth plugin's ifb devices make the kernel load `ifb`, which creates ifb0 and
+    ifb1 in the machine's own namespace: remove the ones that were not there before."""
+    before = set(run("ip", "-o", "link", "show", "type", "ifb").split())
+    yield
+    for word in run("ip", "-o", "link", "show", "type", "ifb").split():
+        name = word.rstrip(":")
+        if word.endswith(":") and name.startswith("ifb") and word not in before:
+            subprocess.run(["ip", "link", "del", name], check=False, capture_output=True)
+
+
+def test_bandwidth_annotations_shape_the_pods_traffic(cni, dockerd, host_ifbs) -> None:
     n = cni(bandwidth=True)
     sandbox_id = n.run(
         annotations={

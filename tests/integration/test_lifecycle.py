@@ -16,6 +16,7 @@ import grpc
 import pytest
 
 from tests.harness.clients import Official
+from tests.harness.paths import LOCK_DIR
 from tests.harness.procs import free_port
 
 
@@ -120,6 +121,8 @@ def test_serves_a_socket_passed_by_systemd(dockerd, workdir, official_stubs) -> 
             "--listen=fd://",
             f"--docker-endpoint={dockerd.endpoint}",
             f"--state-dir={workdir / 'activated-state'}",
+            f"--lock-dir={LOCK_DIR}",
+            "--network-plugin=docker",
             "--metrics-address=",
         ],
         pass_fds=(sock.fileno(),),
@@ -228,6 +231,7 @@ def test_a_startup_error_is_one_clear_line(workdir, flag, says) -> None:
                 sys.executable, "-m", "crishim", "serve",
                 f"--listen=unix://{root}/c.sock", f"--state-dir={root}/state",
                 f"--docker-endpoint=unix://{root}/no-docker.sock", "--metrics-address=",
+                f"--lock-dir={root}/locks", "--network-plugin=docker",
                 "--log-level=error", flag.format(port=port),
             ],
             capture_output=True, text=True, timeout=60,

@@ -66,8 +66,15 @@ class RuntimeStatus:
         self._details: tuple[float, EngineInfo, Condition] | None = None
 
     async def version(self) -> VersionInfo:
-        async with deadlines.limit(self.config.docker_ping_timeout, "docker version"):
-            engine = await self.docker.engine_version()
+        """Docker's version now, or the last one known while Docker does not answer:
+        `crictl info` and the kubelet must still see a runtime (Status says it is not ready)."""
+        try:
+            async with deadlines.limit(self.config.docker_ping_timeout, "docker version"):
+                engine = await self.docker.engine_version()
+        except errors.CrishimError:
+            if self.docker.version is None:
+                raise
+            engine = self.docker.version
         return VersionInfo(RUNTIME_NAME, engine.version, CRI_API_VERSION)
 
     async def readiness(self, verbose: bool = False) -> Readiness:

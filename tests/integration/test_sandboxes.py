@@ -323,3 +323,30 @@ def test_the_store_resyncs_after_docker_restarts(private_node) -> None:
     ).strip()
     wait_for(lambda: other in [s.id for s in listing(client)], 30, "the new sandbox")
     assert any(e.get("event") == "store_events_lost" for e in proc.events())
+
+
+def test_a_pod_with_huge_annotations_does_not_break_the_event_stream(
+    official: Official, pods, dockerd, crishim
+) -> None:
+    pb = official.pb
+    config = sandbox_config(pb)
+    for i in range(8):  # ~640 KiB of labels in every Docker event of this pod
+        config.annotations[f"example.com/big-{i}"] = "x" * 80_000
+    before = len(crishim.events())
+    pods(config)
+    # A pod only the event stream can bring in: made with the docker CLI.
+    uid = str(uuid.uuid4())
+    cli_pod = dockerd.docker(
+        "run", "-d", "--name", f"k8s_POD_cli_tests_{uid}_0", "--network", "none",
+        "--label", "io.kubernetes.docker.type=podsandbox", images.PAUSE_IMAGE,
+    ).strip()  # fmt: skip
+    try:
+        wait_for(lambda: cli_pod in [p.id for p in listing(official)], 10, "the CLI pod listed")
+        troubles = [
+            e
+            for e in crishim.events()[before:]
+            if e.get("event") in ("store_events_lost", "store_events_failed")
+        ]
+        assert troubles == []
+    finally:
+        dockerd.docker("rm", "-f", cli_pod)

@@ -237,6 +237,23 @@ def _container_info(raw: JSON) -> ContainerInfo:
     )
 
 
+MAX_EVENT_BYTES = 64 * 1024 * 1024
+
+
+def _event(line: bytes) -> tuple[str, str] | None:
+    """(action, container id) of one event line; None for a blank or unreadable one."""
+    if not line.strip():
+        return None
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(event, dict):
+        return None
+    actor = event.get("Actor") or {}
+    return str(event.get("Action", "")), str(actor.get("ID") or event.get("id") or "")
+
+
 def _names(value: Any) -> tuple[str, ...]:
     """Docker reports untagged images as `<none>:<none>`; those are no names."""
     return tuple(n for n in (value or ()) if n and not n.startswith("<none>"))
@@ -701,15 +718,19 @@ class DockerClient:
         )
         try:
             yield "subscribed", ""
-            async for line in response.content:
-                if not line.strip():
-                    continue
-                try:
-                    event = json.loads(line)
-                except ValueError:
-                    continue
-                actor = event.get("Actor") or {}
-                yield str(event.get("Action", "")), str(actor.get("ID") or event.get("id") or "")
+            # Lines split here, not by aiohttp's readline: an event carries the container's
+            # labels, and a pod with large annotations makes lines over aiohttp's limit.
+            pending = b""
+            async for data in response.content.iter_any():
+                pending += data
+                *lines, pending = pending.split(b"\n")
+                if len(pending) > MAX_EVENT_BYTES:
+                    log.warning("docker_event_too_large", bytes=len(pending))
+                    pending = b""  # dropped; the next resync covers it
+                for line in lines:
+                    parsed = _event(line)
+                    if parsed is not None:
+                        yield parsed
         except (aiohttp.ClientError, OSError) as exc:
             raise self._unreachable(exc) from exc
         finally:

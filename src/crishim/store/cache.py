@@ -159,7 +159,8 @@ class Store:
         self._events = None
 
     async def _follow(self) -> None:
-        for attempt in itertools.count():
+        attempt = 0  # failures since the last good subscription: the next delay
+        while True:
             try:
                 events = self._docker.container_events()
                 await anext(events)  # subscribed: list now, and nothing is missed
@@ -176,6 +177,7 @@ class Store:
                 raise
             except (errors.CrishimError, StopAsyncIteration) as exc:
                 delay = RECONNECT_DELAYS[min(attempt, len(RECONNECT_DELAYS) - 1)]
+                attempt += 1
                 log.warning(
                     "store_events_lost", error=str(exc) or type(exc).__name__, retry_s=delay
                 )

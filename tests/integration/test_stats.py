@@ -467,3 +467,25 @@ def test_container_events_reach_every_subscriber_in_order(official, pod) -> None
     finally:
         for reader in readers:
             reader.close()
+
+
+def test_metrics_of_a_pod_with_a_cgroup_parent(official, pod_cgroup) -> None:
+    """The kubelet gives every pod a cgroup parent; its metrics used to fail with INTERNAL."""
+    pb = official.pb
+    config = sandbox_config(pb, cgroup_parent=pod_cgroup)
+    sandbox_id = official.runtime.RunPodSandbox(
+        pb.RunPodSandboxRequest(config=config), timeout=120
+    ).pod_sandbox_id
+    try:
+        metrics = official.runtime.ListPodSandboxMetrics(
+            pb.ListPodSandboxMetricsRequest(), timeout=30
+        ).pod_metrics
+        (mine,) = [m for m in metrics if m.pod_sandbox_id == sandbox_id]
+        names = {m.name for m in mine.metrics}
+        assert "container_memory_working_set_bytes" in names
+        assert "container_network_receive_bytes_total" in names
+        assert pod_stats(official, sandbox_id).linux.memory.HasField("working_set_bytes")
+    finally:
+        official.runtime.RemovePodSandbox(
+            pb.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=60
+        )

@@ -101,7 +101,6 @@ def test_pod_stats_decode_with_network_and_containers(pb) -> None:
         processes=4,
         containers=(STATS,),
         pause=None,
-        usage=None,
         timestamp_ns=5,
     )
     p = pb.PodSandboxStats.FromString(pod_stats(pod))

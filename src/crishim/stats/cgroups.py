@@ -44,6 +44,7 @@ thread.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from dataclasses import dataclass
 
@@ -87,6 +88,12 @@ def read_mounts(mountinfo: str | None = None) -> Mounts:
                 if option in V1_CONTROLLERS:
                     v1.setdefault(option, point)
     return Mounts(unified, v1)
+
+
+@functools.cache
+def host_mounts() -> Mounts:
+    """This host's cgroup mounts, read once (blocking the first time: call from a thread)."""
+    return read_mounts()
 
 
 @dataclass(frozen=True, slots=True)

@@ -111,7 +111,6 @@ class PodStats:
     processes: int | None
     containers: tuple[ContainerStats, ...]
     pause: cgroups.Usage | None  # the pause container's own reading
-    usage: cgroups.Usage | None  # the pod's totals
     timestamp_ns: int = 0
     cgroup: str = ""  # the pause container's cgroup name
 
@@ -133,7 +132,6 @@ class StatsCollector:
         self.containers = containers
         self.sandboxes = sandboxes
         self.meter = meter
-        self._mounts: cgroups.Mounts | None = None
         self._handles: dict[str, tuple[int, cgroups.Handle | None]] = {}
         # One batch of reading (or closing) at a time: a handle is never closed, and its
         # descriptor number reused, under a reader in another worker thread.
@@ -243,7 +241,6 @@ class StatsCollector:
                     processes=pod_usage.processes if pod_usage else None,
                     containers=stats,
                     pause=pause,
-                    usage=pod_usage,
                     timestamp_ns=ts,
                     cgroup=self._cgroup_name(view.id),
                 )
@@ -260,20 +257,28 @@ class StatsCollector:
 
     # -- reading (worker thread) ------------------------------------------------------
 
-    def _mounts_now(self) -> cgroups.Mounts:
-        if self._mounts is None:
-            self._mounts = cgroups.read_mounts()
-        return self._mounts
-
     def _handle(self, key: str, pid: int) -> cgroups.Handle | None:
         known = self._handles.get(key)
         if known is not None and known[0] == pid:
             return known[1]
         if known is not None and known[1] is not None:
             known[1].close()  # a new process: its cgroup may differ
-        paths = cgroups.locate(pid, self._mounts_now())
+        paths = cgroups.locate(pid, cgroups.host_mounts())
         handle = cgroups.Handle(paths) if paths is not None else None
         self._handles[key] = (pid, handle)
+        return handle
+
+    def _pod_handle(self, view: SandboxView) -> cgroups.Handle | None:
+        """The pod cgroup the kubelet made: the parent of the pause container's."""
+        key = f"podcg:{view.id}"
+        known = self._handles.get(key)
+        if known is not None and known[0] == view.pid:
+            return known[1]
+        if known is not None and known[1] is not None:
+            known[1].close()
+        pause = self._handle(view.id, view.pid)
+        handle = cgroups.Handle(pause.paths.parent()) if pause is not None else None
+        self._handles[key] = (view.pid, handle)
         return handle
 
     def _read_one(self, key: str, pid: int, full: bool) -> tuple[int, cgroups.Usage] | None:
@@ -315,16 +320,8 @@ class StatsCollector:
                 continue
             reading = self._read_one(view.id, view.pid, full)
             pause = reading[1] if reading else None
-            pod_usage = None
-            if view.cgroup_parent:
-                pause = self._handle(view.id, view.pid)
-                pod = self._handle(f"podcg:{view.id}", view.pid) if pause else None
-                if pod is not None and pod.paths == pause.paths:  # first sight: the parent
-                    pod.close()
-                    pod = cgroups.Handle(pause.paths.parent())
-                    self._handles[f"podcg:{view.id}"] = (view.pid, pod)
-                if pod is not None:
-                    pod_usage = cgroups.read(pod, full)
+            pod = self._pod_handle(view) if view.cgroup_parent else None
+            pod_usage = cgroups.read(pod, full) if pod is not None else None
             network = None
             if not view.host_network:
                 interfaces = netdev.read(view.pid)

@@ -191,12 +191,10 @@ class Containers:
         self.sandboxes = sandboxes
         # (pid the identity was read from, identity): kept after the process ends.
         self._users: dict[str, tuple[int, ProcessUser]] = {}
-        self._mounts: cgroups.Mounts | None = None
 
-    async def _cgroup_mounts(self) -> cgroups.Mounts:
-        if self._mounts is None:
-            self._mounts = await asyncio.to_thread(cgroups.read_mounts)
-        return self._mounts
+    @staticmethod
+    async def _cgroup_mounts() -> cgroups.Mounts:
+        return await asyncio.to_thread(cgroups.host_mounts)
 
     async def create(self, request: ContainerRequest) -> str:
         sandbox = self.sandboxes.get(request.sandbox_id)  # NotFound for unknown sandboxes

@@ -123,7 +123,14 @@ async def _serve(config: Config, stack: contextlib.AsyncExitStack) -> int:
                 await store.synced.wait()
         except TimeoutError:
             log.warning("store_not_synced_at_start")
-    sandboxes = Sandboxes(docker, store, images, networks, pause_image=config.pause_image)
+    sandboxes = Sandboxes(
+        docker,
+        store,
+        images,
+        networks,
+        pause_image=config.pause_image,
+        state_dir=Path(config.state_dir),
+    )
     await sandboxes.load_state()
     if store.synced.is_set():
         await sandboxes.reconcile_networks()

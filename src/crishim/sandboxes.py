@@ -125,13 +125,14 @@ class Sandboxes:
         networks: PodNetworks,
         *,
         pause_image: str,
+        state_dir: Path,
     ) -> None:
         self.docker = docker
         self.store = store
         self.images = images
         self.networks = networks
         self.pause_image = pause_image
-        self.pod_resources = PodResources(networks.state_dir / "pod-resources")
+        self.pod_resources = PodResources(state_dir / "pod-resources")
         self._oom_allowed: bool | None = None
 
     # -- run ----------------------------------------------------------------

@@ -68,14 +68,6 @@ def pin(pid: int, handle: Path) -> None:
         raise
 
 
-def is_pinned(handle: Path) -> bool:
-    """Whether `handle` holds a namespace (an nsfs mount, not the empty file under it)."""
-    try:
-        return os.stat(handle).st_dev != os.stat(handle.parent).st_dev
-    except OSError:
-        return False
-
-
 def release(handle: Path) -> None:
     """Detach the mount (if any) and remove the file; idempotent."""
     # A handle can be mounted more than once (a crash between two pins): detach all.

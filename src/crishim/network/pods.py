@@ -181,7 +181,6 @@ class PodNetworks:
         self.bin_dirs = conf.split_path(bin_dir)
         self.cni = Cni(self.bin_dirs)
         self.pod_cidrs: tuple[str, ...] = ()
-        self.state_dir = state_dir
         self._netns_dir = state_dir / "netns"
         self._checkpoints = CheckpointDir(state_dir / "sandboxes")
         self._cri_dockerd_root = Path(cri_dockerd_root)

@@ -28,8 +28,12 @@ def log_file(pod, name: str) -> Path:  # noqa: F811
 def read_lines(path: Path) -> list[tuple[bytes, bytes, bytes]]:
     if not path.exists():
         return []
+    data = path.read_bytes()
+    # A reader racing the copier can see a write half done; like the kubelet's
+    # follower, an unterminated last line is not a line yet.
+    data = data[: data.rfind(b"\n") + 1]
     out = []
-    for raw in path.read_bytes().splitlines():
+    for raw in data.splitlines():
         match = CRI_LINE.fullmatch(raw)
         assert match, f"not a CRI log line: {raw[:120]!r}"
         out.append(match.group(2, 3, 4))

@@ -223,7 +223,7 @@ class Containers:
         }[request.pid_mode]
         if request.pid_mode == "target" and not request.target_id:
             raise errors.InvalidArgument("namespace_options.target_id is required for TARGET")
-        info = await self.docker.info()
+        info = await self.sandboxes.engine.current_info()
         cgroup_parent = request.cgroup_parent
         if info.cgroup_driver == "systemd":
             cgroup_parent = systemd_cgroup_parent(cgroup_parent)

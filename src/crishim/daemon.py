@@ -25,6 +25,7 @@ from crishim.checkpoints import Checkpointer
 from crishim.config import Config, split_host_port
 from crishim.containers import Containers
 from crishim.docker import DockerClient
+from crishim.engine import Engine
 from crishim.events import EventHub
 from crishim.images import Images
 from crishim.listen import open_listener
@@ -104,7 +105,14 @@ async def _serve(config: Config, stack: contextlib.AsyncExitStack) -> int:
     with _startup(f"pod network state under {config.state_dir}"):
         await networks.start()
     stack.push_async_callback(networks.close)
-    status = RuntimeStatus(config, docker, networks)
+    engine = Engine(
+        docker,
+        ping_timeout=config.docker_ping_timeout,
+        watch_bridge=config.network_plugin == "docker",
+    )
+    await engine.start()
+    stack.push_async_callback(engine.close)
+    status = RuntimeStatus(config, engine, networks)
     inflight = instrument.Inflight()
     images = Images(
         docker,
@@ -114,6 +122,9 @@ async def _serve(config: Config, stack: contextlib.AsyncExitStack) -> int:
     )
     store = Store(docker)
     events = EventHub(store)  # before the first sync: it must know what already exists
+    store.on_connect = engine.resubscribed
+    store.on_lost = engine.lost
+    store.watch("daemon", engine.daemon_event)
     await store.start()
     stack.push_async_callback(store.close)
     if docker.version is not None:
@@ -130,6 +141,7 @@ async def _serve(config: Config, stack: contextlib.AsyncExitStack) -> int:
         networks,
         pause_image=config.pause_image,
         state_dir=Path(config.state_dir),
+        engine=engine,
     )
     await sandboxes.load_state()
     if store.synced.is_set():

@@ -1,28 +1,26 @@
 """Runtime identity and readiness: what Version, Status and RuntimeConfig report.
 
-RuntimeReady comes from a live Docker check on every call (the kubelet polls
-Status every few seconds, and a stale "ready" would hide a dead daemon).
-NetworkReady: in cni mode, whether a usable CNI config was found (kept
-current by crishim.network's watcher, read from memory); in docker mode,
-whether Docker's default bridge network exists with an address range.
-Engine details and the bridge verdict change rarely, so they are refreshed at
-most every DETAILS_TTL seconds: a Status call costs one Docker round trip,
-the ping.
+All three answer from memory (crishim.engine keeps the daemon's state current
+in the background): the kubelet polls Status every few seconds and crictl sends
+Version with every command, and neither should cost the daemon a request.
+RuntimeReady is the engine's heartbeat verdict (at most one beat and one ping
+timeout old). NetworkReady: in cni mode, whether a usable CNI config was found
+(kept current by crishim.network's watcher); in docker mode, whether Docker's
+default bridge network exists with an address range.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
-import time
 from dataclasses import dataclass, field
 
 import structlog
 
 from crishim import __version__, deadlines, errors
 from crishim.config import Config
-from crishim.docker import DockerClient
 from crishim.docker.types import EngineInfo
+from crishim.engine import Engine
 from crishim.network.pods import PodNetworks
 
 log = structlog.get_logger(__name__)
@@ -31,7 +29,6 @@ RUNTIME_NAME = "docker"
 CRI_API_VERSION = "v1"
 # What the kubelet's own VersionResponse.version has always been.
 KUBELET_API_VERSION = "0.1.0"
-DETAILS_TTL = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,33 +56,25 @@ class VersionInfo:
 class RuntimeStatus:
     """Answers identity and readiness questions; remembers the pod CIDR."""
 
-    def __init__(self, config: Config, docker: DockerClient, networks: PodNetworks) -> None:
+    def __init__(self, config: Config, engine: Engine, networks: PodNetworks) -> None:
         self.config = config
-        self.docker = docker
+        self.engine = engine
+        self.docker = engine.docker
         self.networks = networks
-        self._details: tuple[float, EngineInfo, Condition] | None = None
 
     async def version(self) -> VersionInfo:
-        """Docker's version now, or the last one known while Docker does not answer:
-        `crictl info` and the kubelet must still see a runtime (Status says it is not ready)."""
-        try:
+        """The engine's version as last known (also while Docker does not answer:
+        `crictl info` and the kubelet must still see a runtime; Status says it is not ready)."""
+        engine = self.docker.version
+        if engine is None:  # never reached yet: ask once, or fail with why
             async with deadlines.limit(self.config.docker_ping_timeout, "docker version"):
-                engine = await self.docker.engine_version()
-        except errors.CrishimError:
-            if self.docker.version is None:
-                raise
-            engine = self.docker.version
+                engine = await self.docker.connect()
         return VersionInfo(RUNTIME_NAME, engine.version, CRI_API_VERSION)
 
     async def readiness(self, verbose: bool = False) -> Readiness:
-        try:
-            async with deadlines.limit(self.config.docker_ping_timeout, "docker ping"):
-                await self.docker.ping()
-            info, network = await self._engine_details(refresh=verbose)
-        except errors.CrishimError as exc:
-            self._details = None
-            log.warning("docker_not_ready", error=str(exc))
-            runtime = Condition("RuntimeReady", False, "DockerDaemonNotReady", str(exc))
+        engine = self.engine
+        if not engine.reachable or engine.info is None:
+            runtime = Condition("RuntimeReady", False, "DockerDaemonNotReady", engine.error)
             network = Condition(
                 "NetworkReady",
                 False,
@@ -93,22 +82,10 @@ class RuntimeStatus:
                 "docker is not reachable, so neither is its network",
             )
             return Readiness((runtime, network), ("",), self._info(None) if verbose else {})
-
         runtime = Condition("RuntimeReady", True)
-        if self.networks.mode == "cni":
-            network = self._cni_condition()
-        handlers = ("", *info.runtimes)
-        return Readiness((runtime, network), handlers, self._info(info) if verbose else {})
-
-    async def _engine_details(self, refresh: bool) -> tuple[EngineInfo, Condition]:
-        now = time.monotonic()
-        if not refresh and self._details is not None and now - self._details[0] < DETAILS_TTL:
-            return self._details[1], self._details[2]
-        async with deadlines.limit(self.config.docker_ping_timeout, "docker info"):
-            info = await self.docker.info()
-        network = await self._network_condition()
-        self._details = (now, info, network)
-        return info, network
+        network = self._cni_condition() if self.networks.mode == "cni" else self._bridge_condition()
+        handlers = ("", *engine.info.runtimes)
+        return Readiness((runtime, network), handlers, self._info(engine.info) if verbose else {})
 
     def _cni_condition(self) -> Condition:
         ready = self.networks.readiness()
@@ -116,22 +93,11 @@ class RuntimeStatus:
             return Condition("NetworkReady", True)
         return Condition("NetworkReady", False, "NetworkPluginNotReady", ready.message)
 
-    async def _network_condition(self) -> Condition:
-        if self.networks.mode == "cni":
-            return self._cni_condition()
-        try:
-            async with deadlines.limit(self.config.docker_ping_timeout, "docker network inspect"):
-                bridge = await self.docker.network("bridge")
-        except errors.NotFound:
-            return Condition(
-                "NetworkReady",
-                False,
-                "NetworkPluginNotReady",
-                "docker's default bridge network does not exist",
-            )
-        except errors.CrishimError as exc:
-            return Condition("NetworkReady", False, "NetworkPluginNotReady", str(exc))
-        if not bridge.subnets:
+    def _bridge_condition(self) -> Condition:
+        bridge = self.engine.bridge
+        if bridge.state is None:
+            return Condition("NetworkReady", False, "NetworkPluginNotReady", bridge.error)
+        if not bridge.state.subnets:
             return Condition(
                 "NetworkReady",
                 False,
@@ -170,8 +136,7 @@ class RuntimeStatus:
 
     async def cgroup_driver(self) -> str:
         """'systemd' or 'cgroupfs', as Docker actually runs containers."""
-        async with deadlines.limit(10, "docker info"):
-            info = await self.docker.info()
+        info = await self.engine.current_info()
         return "systemd" if info.cgroup_driver == "systemd" else "cgroupfs"
 
     def set_pod_cidr(self, value: str) -> None:

@@ -24,6 +24,7 @@ import structlog
 from crishim import errors, labels
 from crishim.docker import DockerClient
 from crishim.docker.types import ContainerSpec, PortBinding, RegistryAuth, Resources
+from crishim.engine import Engine
 from crishim.images import Images
 from crishim.network.pods import PodNetworkConfig, PodNetworks, PortMapping
 from crishim.podresources import PodResources, validate
@@ -126,8 +127,10 @@ class Sandboxes:
         *,
         pause_image: str,
         state_dir: Path,
+        engine: Engine,
     ) -> None:
         self.docker = docker
+        self.engine = engine  # the daemon's settings, from memory
         self.store = store
         self.images = images
         self.networks = networks
@@ -152,7 +155,7 @@ class Sandboxes:
             dns_options=request.dns_options,
             annotations=request.annotations,
         )
-        info = await self.docker.info()
+        info = await self.engine.current_info()
         runtime = self._runtime(request.runtime_handler, info.runtimes)
         if await self.images.status(self.pause_image) is None:
             log.info("pause_image_pull", image=self.pause_image)

@@ -9,6 +9,7 @@ import pytest
 
 from crishim.api.runtime import v1 as api
 from tests.harness.clients import Official, Own
+from tests.harness.procs import wait_for
 
 
 def engine_version(dockerd) -> str:
@@ -97,6 +98,14 @@ def test_status_without_docker_is_not_ready_and_crishim_keeps_serving(
         engine = client.runtime.Version(pb.VersionRequest(), timeout=10).runtime_version
 
         daemon.stop_daemon()
+
+        def runtime_ready() -> bool:
+            return conditions(client.runtime.Status(pb.StatusRequest(), timeout=10))[
+                "RuntimeReady"
+            ].status
+
+        # Status answers from memory; the heartbeat (and the broken event stream) tell it.
+        wait_for(lambda: not runtime_ready(), 15, "RuntimeReady false after docker stopped")
         down = conditions(client.runtime.Status(pb.StatusRequest(), timeout=20))
         assert down["RuntimeReady"].status is False
         assert down["RuntimeReady"].reason == "DockerDaemonNotReady"
@@ -107,9 +116,7 @@ def test_status_without_docker_is_not_ready_and_crishim_keeps_serving(
         assert (version.runtime_name, version.runtime_version) == ("docker", engine)
 
         daemon.start()
-        assert conditions(client.runtime.Status(pb.StatusRequest(), timeout=20))[
-            "RuntimeReady"
-        ].status
+        wait_for(runtime_ready, 15, "RuntimeReady true after docker started again")
         assert proc.proc.poll() is None, "crishim must still be running"
     finally:
         client.close()
@@ -124,12 +131,15 @@ def test_crishim_starts_and_serves_while_docker_is_frozen(
         proc = crishim_factory(daemon.endpoint)  # waits until crishim serves
         client = Official(proc.socket, *official_stubs)
         try:
-            frozen = conditions(client.runtime.Status(client.pb.StatusRequest(), timeout=20))
-            assert frozen["RuntimeReady"].status is False
-            assert "did not finish" in frozen["RuntimeReady"].message
+            def ready() -> tuple[bool, str]:
+                c = conditions(client.runtime.Status(client.pb.StatusRequest(), timeout=10))
+                return c["RuntimeReady"].status, c["RuntimeReady"].message
+
+            frozen, message = ready()
+            assert frozen is False
+            assert "did not finish" in message
             daemon.resume()
-            thawed = conditions(client.runtime.Status(client.pb.StatusRequest(), timeout=20))
-            assert thawed["RuntimeReady"].status is True
+            wait_for(lambda: ready()[0], 20, "RuntimeReady true once docker thawed")
         finally:
             client.close()
     finally:

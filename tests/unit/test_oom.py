@@ -32,10 +32,10 @@ class EventsThenQuiet:
     async def inspect_container(self, cid: str) -> ContainerInfo:
         return exited()
 
-    async def container_events(self):
-        yield "subscribed", ""
+    async def events(self, types):
+        yield "", "subscribed", ""
         for action in self.actions:
-            yield action, "c1"
+            yield "container", action, "c1"
         await asyncio.Event().wait()
 
 

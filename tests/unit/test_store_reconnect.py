@@ -19,11 +19,11 @@ class FlakyEvents:
     async def list_container_ids(self, label: str) -> list[str]:
         return []
 
-    async def container_events(self):
+    async def events(self, types):
         self.attempt += 1
         if self.attempt in (1, 2, 4):
             raise errors.Unavailable("docker is away")
-        yield "subscribed", ""
+        yield "", "subscribed", ""
         if self.attempt == 3:
             return  # the stream ends: Docker restarted
         await asyncio.Event().wait()

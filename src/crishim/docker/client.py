@@ -240,8 +240,8 @@ def _container_info(raw: JSON) -> ContainerInfo:
 MAX_EVENT_BYTES = 64 * 1024 * 1024
 
 
-def _event(line: bytes) -> tuple[str, str] | None:
-    """(action, container id) of one event line; None for a blank or unreadable one."""
+def _event(line: bytes) -> tuple[str, str, str] | None:
+    """(type, action, actor id) of one event line; None for a blank or unreadable one."""
     if not line.strip():
         return None
     try:
@@ -251,7 +251,11 @@ def _event(line: bytes) -> tuple[str, str] | None:
     if not isinstance(event, dict):
         return None
     actor = event.get("Actor") or {}
-    return str(event.get("Action", "")), str(actor.get("ID") or event.get("id") or "")
+    return (
+        str(event.get("Type", "")),
+        str(event.get("Action", "")),
+        str(actor.get("ID") or event.get("id") or ""),
+    )
 
 
 def _names(value: Any) -> tuple[str, ...]:
@@ -705,19 +709,19 @@ class DockerClient:
             op="container_remove",
         )
 
-    async def container_events(self) -> AsyncIterator[tuple[str, str]]:
-        """(action, container id) for every container event, until the stream ends.
+    async def events(self, types: tuple[str, ...]) -> AsyncIterator[tuple[str, str, str]]:
+        """(type, action, actor id) for every event of `types`, until the stream ends.
 
-        The first item is ("subscribed", ""), yielded once Docker has accepted
+        The first item is ("", "subscribed", ""), yielded once Docker has accepted
         the subscription: a caller can then list without missing anything in
         between. Each call opens its own stream (aiodocker's single events
         object serves one filter set), on the unbounded pool.
         """
         response = await self._open_stream(
-            "events", "GET", params={"filters": json.dumps({"type": ["container"]})}
+            "events", "GET", params={"filters": json.dumps({"type": list(types)})}
         )
         try:
-            yield "subscribed", ""
+            yield "", "subscribed", ""
             # Lines split here, not by aiohttp's readline: an event carries the container's
             # labels, and a pod with large annotations makes lines over aiohttp's limit.
             pending = b""

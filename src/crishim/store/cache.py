@@ -64,7 +64,16 @@ class Store:
         self._listeners: list[Callable[[str, Record | None], None]] = []
         self._oom: set[str] = set()
         self.on_exit: Callable[[ContainerInfo], Awaitable[None]] | None = None
+        # Called on every (re)subscription before the resync, and when the stream is lost.
+        self.on_connect: Callable[[], Awaitable[None]] | None = None
+        self.on_lost: Callable[[str], None] | None = None
+        # Other kinds of Docker events ride on the same stream: type -> callback(action, id).
+        self._watchers: dict[str, Callable[[str, str], None]] = {}
         self.synced = asyncio.Event()
+
+    def watch(self, kind: str, callback: Callable[[str, str], None]) -> None:
+        """Also follow Docker events of type `kind` (e.g. "image"); before start()."""
+        self._watchers[kind] = callback
 
     def subscribe(self, listener: Callable[[str, Record | None], None]) -> None:
         """Call `listener(id, record or None when gone)` after every applied change."""
@@ -162,16 +171,21 @@ class Store:
         attempt = 0  # failures since the last good subscription: the next delay
         while True:
             try:
-                events = self._docker.container_events()
+                events = self._docker.events(("container", *self._watchers))
                 await anext(events)  # subscribed: list now, and nothing is missed
+                if self.on_connect is not None:
+                    await self.on_connect()
                 await self.resync()
                 self.synced.set()
                 attempt = 0
-                async for action, container_id in events:
-                    if action == "oom" and container_id:
-                        self._oom.add(container_id)
-                    if container_id:
-                        await self.refresh(container_id)
+                async for kind, action, actor in events:
+                    if kind != "container":
+                        self._dispatch(kind, action, actor)
+                        continue
+                    if action == "oom" and actor:
+                        self._oom.add(actor)
+                    if actor:
+                        await self.refresh(actor)
                 raise errors.Unavailable("docker closed the event stream")
             except asyncio.CancelledError:
                 raise
@@ -182,7 +196,18 @@ class Store:
                     "store_events_lost", error=str(exc) or type(exc).__name__, retry_s=delay
                 )
                 self.synced.clear()
+                if self.on_lost is not None:
+                    self.on_lost(str(exc) or type(exc).__name__)
                 await asyncio.sleep(delay)
             except Exception:
                 log.exception("store_events_failed")
                 await asyncio.sleep(RECONNECT_DELAYS[-1])
+
+    def _dispatch(self, kind: str, action: str, actor: str) -> None:
+        watcher = self._watchers.get(kind)
+        if watcher is None:
+            return
+        try:
+            watcher(action, actor)
+        except Exception:
+            log.exception("store_watcher_failed", kind=kind, action=action)

@@ -131,6 +131,7 @@ def test_crishim_starts_and_serves_while_docker_is_frozen(
         proc = crishim_factory(daemon.endpoint)  # waits until crishim serves
         client = Official(proc.socket, *official_stubs)
         try:
+
             def ready() -> tuple[bool, str]:
                 c = conditions(client.runtime.Status(client.pb.StatusRequest(), timeout=10))
                 return c["RuntimeReady"].status, c["RuntimeReady"].message

@@ -116,15 +116,27 @@ async def _serve(config: Config, stack: contextlib.AsyncExitStack) -> int:
     inflight = instrument.Inflight()
     images = Images(
         docker,
+        engine=engine,
         pause_image=config.pause_image,
         pull_progress_timeout=config.pull_progress_timeout,
         pull_log_interval=config.pull_log_interval,
     )
     store = Store(docker)
     events = EventHub(store)  # before the first sync: it must know what already exists
-    store.on_connect = engine.resubscribed
-    store.on_lost = engine.lost
+
+    async def resubscribed() -> None:
+        await engine.resubscribed()
+        await images.resubscribed()
+
+    def lost(error: str) -> None:
+        engine.lost(error)
+        images.lost(error)
+
+    store.on_connect = resubscribed
+    store.on_lost = lost
     store.watch("daemon", engine.daemon_event)
+    store.watch("image", images.image_event)
+    stack.push_async_callback(images.close)
     await store.start()
     stack.push_async_callback(store.close)
     if docker.version is not None:

@@ -11,8 +11,16 @@ aborted when Docker reports no progress for `pull_progress_timeout` seconds,
 and its progress is logged every `pull_log_interval` seconds. A caller that
 goes away does not cancel a pull others are waiting on.
 
-Details. An image ID's config never changes, so the inspected details are
-cached by ID; only names (tags, digests) are read fresh, with one list call.
+The image cache. ListImages and ImageStatus are polled (the kubelet's image
+manager, every crictl images/inspecti) and answer from memory: the node's
+images as of the last `GET /images/json`, with each image's inspected details
+(an ID's config never changes, so each ID is inspected once). The list is read
+again when Docker reports an image event (pull, tag, untag, delete, load,
+import: any change of names or images), coalesced so that a burst of events
+costs one list; at every (re)subscription of the event stream; and before
+PullImage and RemoveImage return, so a caller never sees a state older than
+its own write. While the event stream is down the cache is not trusted and
+every call asks Docker, as it would without a cache.
 """
 
 from __future__ import annotations
@@ -23,21 +31,19 @@ import binascii
 import contextlib
 import hashlib
 import json
-import os
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import structlog
 
 from crishim import errors, imageref, registry, tasks
 from crishim.docker import DockerClient
 from crishim.docker.types import ImageConfig, ImageDetails, RegistryAuth
+from crishim.engine import Engine
+from crishim.imagefs import ImageFsMeter
 
 log = structlog.get_logger(__name__)
-
-INODE_TTL = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,55 +110,30 @@ def _fingerprint(auth: RegistryAuth) -> str:
     return hashlib.sha256(json.dumps(asdict(auth), sort_keys=True).encode()).hexdigest()
 
 
-def _mountpoint(path: Path) -> Path:
-    path = path.resolve()
-    while not os.path.ismount(path) and path != path.parent:
-        path = path.parent
-    return path
-
-
-def _image_layer_dirs(layer_store: Path) -> list[Path]:
-    """The layer store's entries that are image layers (blocking).
-
-    Every container's writable layer `X` has an `X-init` sibling; those two are
-    the container's, everything else (and the `l` link directory) is images'.
-    """
-    try:
-        names = {p.name for p in layer_store.iterdir()}
-    except OSError:
-        return []
-    containers = {n for n in names if n.endswith("-init")}
-    containers |= {n.removesuffix("-init") for n in containers}
-    return [layer_store / n for n in sorted(names - containers)]
-
-
-def _count_inodes(roots: Iterable[Path]) -> int:
-    count = 0
-    for root in roots:
-        count += 1
-        for _, dirs, files in os.walk(root):
-            count += len(dirs) + len(files)
-    return count
-
-
 class Images:
     def __init__(
         self,
         docker: DockerClient,
         *,
+        engine: Engine,
         pause_image: str,
         pull_progress_timeout: float = 60.0,
         pull_log_interval: float = 10.0,
     ) -> None:
         self.docker = docker
+        self.engine = engine
+        self.disk = ImageFsMeter()
         self.pause_image = imageref.normalize(pause_image)
         self.pull_progress_timeout = pull_progress_timeout
         self.pull_log_interval = pull_log_interval
         self._pulls: dict[tuple[str, str], asyncio.Task[str]] = {}
         self._details: dict[str, ImageDetails] = {}
-        # kind -> (the roots counted, when, count): a new layer set is counted at once.
-        self._inodes: dict[str, tuple[tuple[str, ...], float, int]] = {}
         self._removing: dict[str, asyncio.Future[None]] = {}
+        # id -> Image, as of the last list; trusted only while `_synced` (events flow).
+        self._cache: dict[str, Image] = {}
+        self._synced = False
+        self._stale = False
+        self._relisting: asyncio.Task[None] | None = None
 
     # -- pull ---------------------------------------------------------------
 
@@ -197,6 +178,7 @@ class Images:
         finally:
             await tasks.stop(reporter)
         image = await self._inspect(self._local_name(ref))
+        await self._refreshed()
         log.info(
             "image_pulled",
             image=str(ref),
@@ -260,6 +242,8 @@ class Images:
     async def status(self, reference: str) -> Image | None:
         """The image `reference` names, or None when absent."""
         ref = imageref.parse(reference)
+        if self._synced:
+            return self._lookup(ref, reference)
         try:
             # Docker resolves an ID, a tag and a digest (tag and digest together: by the digest).
             details = await self._inspect(str(ref))
@@ -267,14 +251,40 @@ class Images:
             return None
         return self._to_image(details, details.repo_tags, details.repo_digests, details.size)
 
+    def _lookup(self, ref: imageref.Reference | imageref.ImageID, text: str) -> Image | None:
+        """Resolve a reference in the cache as Docker resolves it: ID, digest, tag, ID prefix."""
+        if isinstance(ref, imageref.ImageID):
+            return self._cache.get(str(ref))
+        if ref.digest:
+            name = f"{ref.repository}@{ref.digest}"
+            found = [i for i in self._cache.values() if name in i.repo_digests]
+        else:
+            found = [i for i in self._cache.values() if str(ref) in i.repo_tags]
+        if found:
+            return found[0]
+        # Docker also takes a unique prefix of an ID (`crictl inspecti 1a2b3c`).
+        prefix = text.removeprefix("sha256:").lower()
+        if len(prefix) >= 4 and all(c in "0123456789abcdef" for c in prefix):
+            by_prefix = [i for i in self._cache.values() if i.id[7:].startswith(prefix)]
+            if len(by_prefix) == 1:
+                return by_prefix[0]
+        return None
+
     async def list(self, reference: str = "") -> list[Image]:
+        # A repository without a tag lists every tag of it (`crictl images busybox`).
+        wanted = imageref.parse(reference, default_tag=False) if reference else None
+        images = self._cache.values() if self._synced else (await self._read_all()).values()
+        return [i for i in images if wanted is None or self._matches(i, wanted)]
+
+    async def _read_all(self) -> dict[str, Image]:
+        """Every image now: one list call, and an inspect for each ID not seen before."""
         entries = await self.docker.list_images()
+        if {e.id for e in entries} != set(self._cache):
+            self.disk.changed()  # layers came or went: ImageFsInfo measures again
         alive = {e.id for e in entries}
         for gone in set(self._details) - alive:
             del self._details[gone]
-        # A repository without a tag lists every tag of it (`crictl images busybox`).
-        wanted = imageref.parse(reference, default_tag=False) if reference else None
-        images = []
+        images = {}
         for entry in entries:
             details = self._details.get(entry.id)
             if details is None:
@@ -282,10 +292,50 @@ class Images:
                     details = await self._inspect(entry.id)
                 except errors.NotFound:  # removed between list and inspect
                     continue
-            image = self._to_image(details, entry.repo_tags, entry.repo_digests, entry.size)
-            if wanted is None or self._matches(image, wanted):
-                images.append(image)
+            images[entry.id] = self._to_image(
+                details, entry.repo_tags, entry.repo_digests, entry.size
+            )
         return images
+
+    # -- the cache ------------------------------------------------------------------
+
+    async def resubscribed(self) -> None:
+        """The event stream (re)connected: read everything, then trust the cache."""
+        try:
+            self._cache = await self._read_all()
+        except errors.CrishimError as exc:
+            log.warning("image_cache_refresh_failed", error=str(exc))
+            return
+        self._synced = True
+
+    def lost(self, _error: str) -> None:
+        """No events: changes would go unseen, so answer from Docker until resubscribed."""
+        self._synced = False
+
+    def image_event(self, action: str, _actor: str) -> None:
+        """Any image event may change names or the set of images: read the list again."""
+        self._stale = True
+        if self._relisting is None or self._relisting.done():
+            self._relisting = asyncio.create_task(self._relist(), name="image-relist")
+
+    async def _relist(self) -> None:
+        while self._stale:  # events that come meanwhile cost one more list, not one each
+            self._stale = False
+            try:
+                self._cache = await self._read_all()
+            except errors.CrishimError as exc:
+                log.warning("image_cache_refresh_failed", error=str(exc))
+                return
+
+    async def _refreshed(self) -> None:
+        """After our own write: the cache shows it before the call returns."""
+        self.image_event("", "")
+        assert self._relisting is not None
+        await asyncio.shield(self._relisting)
+
+    async def close(self) -> None:
+        await tasks.stop(self._relisting)
+        await self.disk.close()
 
     @staticmethod
     def _matches(image: Image, wanted: imageref.Reference | imageref.ImageID) -> bool:
@@ -345,6 +395,8 @@ class Images:
         with contextlib.suppress(errors.NotFound):
             await self.docker.remove_image(details.id)
         self._details.pop(details.id, None)
+        self._cache.pop(details.id, None)
+        await self._refreshed()
         log.info("image_removed", image=reference, image_id=details.id)
 
     # -- filesystem ---------------------------------------------------------------
@@ -352,35 +404,22 @@ class Images:
     async def fs_usage(self) -> tuple[FsUsage, FsUsage]:
         """(images, containers): Docker keeps both on its data root's filesystem.
 
-        Bytes come from Docker's own accounting (/system/df). Inodes are counted
-        on disk, off the event loop and at most once a minute: the image
-        metadata and the image layers for images (containers' writable and init
-        layers left out), the per-container directories for containers. Counting
-        needs the data root to be local (a unix endpoint); over tcp:// inodes are
-        reported as unknown.
+        Measured on disk by crishim.imagefs, off the hot path. That needs the data
+        root to be local (a unix endpoint); over tcp:// the bytes are Docker's own
+        accounting (/system/df, a daemon round trip) and inodes are unknown.
         """
-        info = await self.docker.info()
-        df = await self.docker.disk_usage()
-        now = time.time_ns()
-        root = Path(info.docker_root_dir)
-        local = self.docker.endpoint.startswith("unix://")
-        mount = str(await asyncio.to_thread(_mountpoint, root)) if local else str(root)
-        layers = await asyncio.to_thread(_image_layer_dirs, root / info.storage_driver)
-        image_roots = (root / "image", *layers)
-        image_inodes = await self._inode_count("images", image_roots) if local else None
-        container_inodes = (
-            await self._inode_count("containers", (root / "containers",)) if local else None
-        )
+        info = await self.engine.current_info()
+        if not self.docker.endpoint.startswith("unix://"):
+            df = await self.docker.disk_usage()
+            now = time.time_ns()
+            root = info.docker_root_dir
+            return (
+                FsUsage(now, root, df.images_bytes, None),
+                FsUsage(now, root, df.containers_bytes, None),
+            )
+        self.disk.configure(info.docker_root_dir, info.storage_driver)
+        u = await self.disk.current()
         return (
-            FsUsage(now, mount, df.images_bytes, image_inodes),
-            FsUsage(now, mount, df.containers_bytes, container_inodes),
+            FsUsage(u.measured_at_ns, u.mountpoint, u.image_bytes, u.image_inodes),
+            FsUsage(u.measured_at_ns, u.mountpoint, u.container_bytes, u.container_inodes),
         )
-
-    async def _inode_count(self, kind: str, roots: tuple[Path, ...]) -> int:
-        key = tuple(str(r) for r in roots)
-        cached = self._inodes.get(kind)
-        if cached and cached[0] == key and time.monotonic() - cached[1] < INODE_TTL:
-            return cached[2]
-        count = await asyncio.to_thread(_count_inodes, roots)
-        self._inodes[kind] = (key, time.monotonic(), count)
-        return count

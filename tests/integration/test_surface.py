@@ -42,14 +42,19 @@ def test_list_images_by_repository_lists_every_tag(official, dockerd, test_image
     for tag in ("one", "two"):
         dockerd.docker("tag", test_images.busybox, f"crishim-test/repo-filter:{tag}")
     try:
-        images = official.image.ListImages(
-            pb.ListImagesRequest(
-                filter=pb.ImageFilter(image=pb.ImageSpec(image="crishim-test/repo-filter"))
-            ),
-            timeout=30,
-        ).images
-        tags = sorted(t for i in images for t in i.repo_tags if "repo-filter" in t)
-        assert tags == [
+
+        def tags() -> list[str]:
+            images = official.image.ListImages(
+                pb.ListImagesRequest(
+                    filter=pb.ImageFilter(image=pb.ImageSpec(image="crishim-test/repo-filter"))
+                ),
+                timeout=30,
+            ).images
+            return sorted(t for i in images for t in i.repo_tags if "repo-filter" in t)
+
+        # Tagged behind crishim's back: the image cache learns it from Docker's events.
+        wait_for(lambda: len(tags()) == 2, 10, "both tags listed")
+        assert tags() == [
             "docker.io/crishim-test/repo-filter:one",
             "docker.io/crishim-test/repo-filter:two",
         ]
@@ -112,10 +117,14 @@ def test_concurrent_removes_of_one_image_all_succeed(official, dockerd, test_ima
         scratch = dockerd.docker("create", ref, "true").strip()
         built = dockerd.docker("commit", "--change", f"LABEL round={round_}", scratch, ref).strip()
         dockerd.docker("rm", scratch)
-        image_id = official.image.ImageStatus(
-            pb.ImageStatusRequest(image=pb.ImageSpec(image=ref)), timeout=30
-        ).image.id
-        assert image_id == built
+
+        def status_id(ref: str = ref) -> str:
+            request = pb.ImageStatusRequest(image=pb.ImageSpec(image=ref))
+            return official.image.ImageStatus(request, timeout=30).image.id
+
+        # Committed behind crishim's back: the image cache learns it from Docker's events.
+        wait_for(lambda b=built: status_id() == b, 10, f"{ref} names the committed image")
+        image_id = built
 
         def remove(_: int, image_id: str = image_id):
             official.image.RemoveImage(

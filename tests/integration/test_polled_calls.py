@@ -1,0 +1,144 @@
+"""The calls the kubelet and crictl poll make no Docker request.
+
+crishim runs here against a recording proxy on the Docker socket
+(tests/harness/dockerproxy.py): every request it sends to the daemon is
+counted. Polled calls are answered from memory kept current by Docker's events,
+and from kernel files; the only request while they run is the background
+heartbeat's `/_ping`, whose number depends on the time passed, not on the calls.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.harness.clients import Official
+from tests.harness.dockerproxy import RecordingProxy
+from tests.harness.procs import wait_for
+from tests.integration.test_containers import create, wait_exited
+from tests.integration.test_sandboxes import sandbox_config
+
+ROUNDS = 15
+
+
+@pytest.fixture
+def recorded(dockerd, crishim_factory, official_stubs, workdir: Path):
+    """(proxy, client) of a crishim whose every Docker request the proxy records."""
+    proxy = RecordingProxy(workdir, dockerd.socket).start()
+    try:
+        proc = crishim_factory(proxy.endpoint)
+        client = Official(proc.socket, *official_stubs)
+        try:
+            yield proxy, client
+        finally:
+            client.close()
+            proc.stop()
+    finally:
+        proxy.stop()
+
+
+def polled_calls(client: Official, sandbox_id: str, container_ids: list[str], image: str):
+    pb, rt, im = client.pb, client.runtime, client.image
+    spec = pb.ImageSpec(image=image)
+    calls = {
+        "Version": lambda: rt.Version(pb.VersionRequest()),
+        "Status": lambda: rt.Status(pb.StatusRequest()),
+        "Status verbose": lambda: rt.Status(pb.StatusRequest(verbose=True)),
+        "RuntimeConfig": lambda: rt.RuntimeConfig(pb.RuntimeConfigRequest()),
+        "ImageFsInfo": lambda: im.ImageFsInfo(pb.ImageFsInfoRequest()),
+        "ListImages": lambda: im.ListImages(pb.ListImagesRequest()),
+        "ListImages filtered": lambda: im.ListImages(
+            pb.ListImagesRequest(filter=pb.ImageFilter(image=spec))
+        ),
+        "ImageStatus": lambda: im.ImageStatus(pb.ImageStatusRequest(image=spec, verbose=True)),
+        "ImageStatus absent": lambda: im.ImageStatus(
+            pb.ImageStatusRequest(image=pb.ImageSpec(image="crishim-test/absent:1"))
+        ),
+        "ListPodSandbox": lambda: rt.ListPodSandbox(pb.ListPodSandboxRequest()),
+        "PodSandboxStatus": lambda: rt.PodSandboxStatus(
+            pb.PodSandboxStatusRequest(pod_sandbox_id=sandbox_id, verbose=True)
+        ),
+        "ListContainers": lambda: rt.ListContainers(pb.ListContainersRequest()),
+        "ListContainers filtered": lambda: rt.ListContainers(
+            pb.ListContainersRequest(filter=pb.ContainerFilter(pod_sandbox_id=sandbox_id))
+        ),
+        "ListContainerStats": lambda: rt.ListContainerStats(pb.ListContainerStatsRequest()),
+        "ListPodSandboxStats": lambda: rt.ListPodSandboxStats(pb.ListPodSandboxStatsRequest()),
+        "PodSandboxStats": lambda: rt.PodSandboxStats(
+            pb.PodSandboxStatsRequest(pod_sandbox_id=sandbox_id)
+        ),
+        "ListPodSandboxMetrics": lambda: rt.ListPodSandboxMetrics(
+            pb.ListPodSandboxMetricsRequest()
+        ),
+        "ListMetricDescriptors": lambda: rt.ListMetricDescriptors(
+            pb.ListMetricDescriptorsRequest()
+        ),
+    }
+    for cid in container_ids:
+        calls[f"ContainerStatus {cid[:6]}"] = lambda cid=cid: rt.ContainerStatus(
+            pb.ContainerStatusRequest(container_id=cid, verbose=True)
+        )
+        calls[f"ContainerStats {cid[:6]}"] = lambda cid=cid: rt.ContainerStats(
+            pb.ContainerStatsRequest(container_id=cid)
+        )
+    return calls
+
+
+def test_polled_calls_make_no_docker_request(recorded, test_images) -> None:
+    proxy, client = recorded
+    pb = client.pb
+    config = sandbox_config(pb)
+    sandbox_id = client.runtime.RunPodSandbox(
+        pb.RunPodSandboxRequest(config=config), timeout=120
+    ).pod_sandbox_id
+    try:
+        the_pod = (sandbox_id, config)
+        running = create(client, the_pod, "sleeper", ["sleep", "300"])
+        done = create(client, the_pod, "done", ["true"])
+        wait_exited(client, done)
+        calls = polled_calls(client, sandbox_id, [running, done], test_images.busybox)
+        for call in calls.values():  # every call answers (and nothing is first-time work)
+            call()
+        wait_for(lambda: not proxy.requests(time.monotonic() - 1.0), 30, "a quiet second")
+
+        since = proxy.mark()
+        for _ in range(ROUNDS):
+            for call in calls.values():
+                call()
+        elapsed = time.monotonic() - since
+        asked = proxy.requests(since)
+    finally:
+        client.runtime.RemovePodSandbox(
+            pb.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=60
+        )
+
+    assert [str(r) for r in asked if str(r) != "GET /_ping"] == [], (
+        f"{ROUNDS * len(calls)} polled calls asked Docker"
+    )
+    # The heartbeat: one ping every 2 s, however many calls came meanwhile.
+    assert len(asked) <= elapsed / 2 + 2, f"{len(asked)} pings in {elapsed:.1f} s"
+
+
+def test_the_image_cache_follows_changes_made_behind_crishims_back(
+    recorded, dockerd, test_images
+) -> None:
+    proxy, client = recorded
+    pb = client.pb
+    ref = "crishim-test/cache-follow:1"
+
+    def status_id() -> str:
+        request = pb.ImageStatusRequest(image=pb.ImageSpec(image=ref))
+        return client.image.ImageStatus(request, timeout=30).image.id
+
+    assert status_id() == ""
+    dockerd.docker("tag", test_images.busybox, ref)
+    try:
+        busybox = dockerd.docker("image", "inspect", "-f", "{{.Id}}", test_images.busybox).strip()
+        wait_for(lambda: status_id() == busybox, 10, "the new tag seen through Docker's events")
+    finally:
+        dockerd.docker("rmi", ref)
+    wait_for(lambda: status_id() == "", 10, "the removed tag gone")
+    # Learned from one list per change, not per call.
+    assert [str(r) for r in proxy.requests() if "images" in str(r)].count("GET /images/json") >= 2

@@ -12,6 +12,9 @@ Starts a private dockerd and crishim with the test harness (as root), then measu
     mode, with the CNI plugins' time inside them (bench/pods.py),
   - ListContainerStats and ListPodSandboxStats over 20, 200 (and --stats-counts) running
     containers: client and server time, crishim CPU per call (bench/stats.py),
+  - side by side: each RPC's server time against the Docker calls it makes, timed at
+    the Docker socket by a recording proxy, and the polled calls at 0/200/1000
+    containers (bench/overhead.py; `--only overhead`),
   - the codec cost of a ListContainersResponse of 1000 containers (betterproto2 vs the
     official protobuf runtime), the figure the list-path performance budget starts from.
 """
@@ -34,6 +37,7 @@ import structlog
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import overhead as bench_overhead
 from bench import pods as bench_pods
 from bench import stats as bench_stats
 from bench import streaming as bench_streaming
@@ -194,7 +198,12 @@ def main() -> None:
     parser.add_argument("--pod-cycles", type=int, default=30)
     parser.add_argument("--stats-counts", default="20,200", help="running containers, ascending")
     parser.add_argument(
-        "--only", choices=("pods", "stats"), help="run one part only (with its setup) and print it"
+        "--only",
+        choices=("pods", "stats", "overhead"),
+        help="run one part only (with its setup) and print it",
+    )
+    parser.add_argument(
+        "--overhead-counts", default="0,200,1000", help="containers for the polled-call table"
     )
     args = parser.parse_args()
     # stdout carries the JSON result only; the adapter's logs go to stderr.
@@ -209,6 +218,7 @@ def main() -> None:
         stubs = generate_official_stubs(root / "stubs")
         test_images.build(dockerd, root / "build")  # busybox and the pause image for pods
         counts = [int(c) for c in args.stats_counts.split(",")]
+        overhead_counts = [int(c) for c in args.overhead_counts.split(",")]
         if args.only:
             parts = {
                 "pods": lambda: bench_pods.run(
@@ -216,6 +226,9 @@ def main() -> None:
                 ),
                 "stats": lambda: bench_stats.run(
                     dockerd.endpoint, root, stubs, counts, 20, summary
+                ),
+                "overhead": lambda: bench_overhead.run(
+                    dockerd.endpoint, root, stubs, overhead_counts, args.pod_cycles, 20
                 ),
             }
             json.dump({args.only: parts[args.only]()}, sys.stdout, indent=2)
@@ -241,6 +254,9 @@ def main() -> None:
             "streaming": streams,
             "pods": bench_pods.run(dockerd.endpoint, root, stubs, args.pod_cycles, summary),
             "stats": bench_stats.run(dockerd.endpoint, root, stubs, counts, 20, summary),
+            "overhead": bench_overhead.run(
+                dockerd.endpoint, root, stubs, overhead_counts, args.pod_cycles, 20
+            ),
         }
     finally:
         crishim.stop()

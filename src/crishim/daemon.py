@@ -159,7 +159,7 @@ async def _serve(config: Config, stack: contextlib.AsyncExitStack) -> int:
     if store.synced.is_set():
         await sandboxes.reconcile_networks()
     containers = Containers(docker, store, sandboxes)
-    logs = LogManager(docker, store, Path(config.state_dir), config.lock_dir)
+    logs = LogManager(docker, store, Path(config.state_dir), config.lock_dir, engine=engine)
     with _startup(f"log state under {config.state_dir}"):
         await logs.start()
     stack.push_async_callback(logs.close)

@@ -10,8 +10,9 @@ runtimes. None of them asks Docker: they read what is kept here, current by
   - `refresh()`: version (renegotiated when the engine changed), `/info` and, in
     docker network mode, the default bridge. Run at start, whenever the store's
     event stream (re)subscribes (a restarted daemon may be another version with
-    other settings), when the heartbeat sees the daemon come back, and every
-    DETAILS_TTL seconds;
+    other settings), when the heartbeat sees the daemon come back, and on
+    Docker's `daemon reload` event (SIGHUP: runtimes may change). Nothing else
+    changes them (the default bridge cannot be removed), so there is no timer;
   - `lost()`: the store's event stream broke, which is how a daemon that exits
     is noticed at once.
 
@@ -21,7 +22,7 @@ The cost moves off the call path: one ping per beat, whatever the call rate.
 from __future__ import annotations
 
 import asyncio
-import time
+import contextlib
 from dataclasses import dataclass
 
 import structlog
@@ -33,7 +34,6 @@ from crishim.docker.types import EngineInfo, NetworkState
 log = structlog.get_logger(__name__)
 
 HEARTBEAT = 2.0  # seconds between pings
-DETAILS_TTL = 30.0  # seconds between refreshes of /info (and the bridge) while all is well
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +61,7 @@ class Engine:
         self.bridge = Bridge(None, "not checked yet")
         self.reachable = False
         self.error = "docker has not been checked yet"
-        self._refreshed_at = 0.0
+        self._reload = False
         self._refreshing: asyncio.Task[None] | None = None
         self._beat: asyncio.Task[None] | None = None
 
@@ -87,7 +87,8 @@ class Engine:
 
     async def close(self) -> None:
         await tasks.stop(self._beat)
-        await tasks.stop(self._refreshing)
+        with contextlib.suppress(Exception):  # its failure was reported to its callers
+            await tasks.stop(self._refreshing)
 
     async def refresh(self) -> None:
         """Version, /info and the bridge, read again; concurrent callers share one read."""
@@ -105,7 +106,7 @@ class Engine:
     def daemon_event(self, action: str, _actor: str) -> None:
         """`daemon reload` (SIGHUP): runtimes and other settings may have changed."""
         if action == "reload":
-            self._refreshed_at = 0.0  # the next beat reads them again
+            self._reload = True  # the next beat reads them again
 
     def lost(self, error: str) -> None:
         """The daemon is gone (its event stream broke): not ready until it answers again."""
@@ -118,7 +119,6 @@ class Engine:
             self.info = await self.docker.info()
         if self.watch_bridge:
             self.bridge = await self._read_bridge()
-        self._refreshed_at = time.monotonic()
 
     async def _read_bridge(self) -> Bridge:
         try:
@@ -133,11 +133,8 @@ class Engine:
         try:
             async with deadlines.limit(self.ping_timeout, "docker ping"):
                 await self.docker.ping()
-            if (
-                not self.reachable
-                or self.info is None
-                or time.monotonic() - self._refreshed_at > DETAILS_TTL
-            ):
+            if not self.reachable or self.info is None or self._reload:
+                self._reload = False
                 await self.refresh()
         except errors.CrishimError as exc:
             self._unreachable(str(exc))

@@ -41,6 +41,7 @@ import structlog
 from crishim import errors, labels, logowner, rfc3339, tasks
 from crishim.docker import DockerClient
 from crishim.docker.types import ContainerInfo, LogChunk
+from crishim.engine import Engine
 from crishim.store import Record, Store
 
 log = structlog.get_logger(__name__)
@@ -232,9 +233,16 @@ class LogManager:
     """Keeps one follower per container that has a log path and output to copy."""
 
     def __init__(
-        self, docker: DockerClient, store: Store, state_dir: Path, lock_dir: str = "/run/crishim"
+        self,
+        docker: DockerClient,
+        store: Store,
+        state_dir: Path,
+        lock_dir: str = "/run/crishim",
+        *,
+        engine: Engine,
     ) -> None:
         self.docker = docker
+        self.engine = engine  # Docker's root dir, from memory: the claim retries cost nothing
         self.store = store
         self.state_dir = state_dir / "logs"
         self.lock_dir = lock_dir
@@ -253,7 +261,7 @@ class LogManager:
     async def _try_claim(self) -> None:
         try:
             async with asyncio.timeout(CLAIM_TIMEOUT):
-                info = await self.docker.info()
+                info = await self.engine.current_info()
         except (errors.CrishimError, TimeoutError):
             return  # Docker is away: try again later
         path = logowner.lock_path(self.lock_dir, info.docker_root_dir or self.docker.endpoint)

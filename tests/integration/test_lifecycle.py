@@ -15,9 +15,11 @@ import urllib.request
 import grpc
 import pytest
 
+from tests.harness import images
 from tests.harness.clients import Official
 from tests.harness.paths import LOCK_DIR
-from tests.harness.procs import free_port
+from tests.harness.procs import free_port, wait_for
+from tests.integration.test_sandboxes import sandbox_config
 
 
 def test_the_socket_is_created_with_mode_0660(crishim) -> None:
@@ -51,35 +53,41 @@ def test_a_socket_served_by_a_live_process_is_refused(dockerd, crishim_factory, 
 
 
 def test_sigterm_lets_a_slow_call_finish_then_removes_the_socket_and_exits_0(
-    dockerd_factory, crishim_factory, official_stubs
+    dockerd_factory, crishim_factory, official_stubs, workdir
 ) -> None:
     daemon = dockerd_factory()
+    images.build(daemon, workdir / f"build-{daemon.name}")
     proc = crishim_factory(daemon.endpoint, "--shutdown-grace-seconds=30")
     client = Official(proc.socket, *official_stubs)
+    pb = client.pb
     result = {}
 
-    def slow_status() -> None:
+    def slow_run() -> None:
         try:
-            result["response"] = client.runtime.Status(client.pb.StatusRequest(), timeout=30)
+            request = pb.RunPodSandboxRequest(config=sandbox_config(pb))
+            result["response"] = client.runtime.RunPodSandbox(request, timeout=60)
         except grpc.RpcError as exc:
             result["error"] = exc
 
-    # A frozen Docker daemon makes Status slow: its ping waits out its timeout.
+    # A frozen Docker daemon holds RunPodSandbox at its container create.
     daemon.pause()
     try:
-        caller = threading.Thread(target=slow_status)
+        caller = threading.Thread(target=slow_run)
         caller.start()
-        time.sleep(1)  # the call now waits on the frozen daemon (for 5 s)
+        time.sleep(1)
         assert caller.is_alive(), result
         proc.signal(signal.SIGTERM)
+        wait_for(lambda: not proc.socket.exists(), 10, "the socket removed on SIGTERM")
+        time.sleep(1)
+        assert caller.is_alive(), "the call in flight must not be cut short"
+        daemon.resume()
         caller.join(60)
         code = proc.wait(60)
     finally:
         daemon.resume()
         client.close()
     assert "error" not in result, result.get("error")
-    ready = {c.type: c.status for c in result["response"].status.conditions}
-    assert ready["RuntimeReady"] is False  # the frozen daemon did not answer in time
+    assert result["response"].pod_sandbox_id
     assert code == 0
     assert not proc.socket.exists()
     assert any(e.get("event") == "crishim_stopped" for e in proc.events())

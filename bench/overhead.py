@@ -1,0 +1,278 @@
+"""Side by side: each RPC's server time against the Docker calls it makes.
+
+crishim runs against a recording proxy on the Docker socket
+(tests/harness/dockerproxy.py), which times every Docker request at the
+socket, from the moment its body was passed on to the end of the daemon's
+answer: Docker's own cost, timed directly. crishim's server time per call is
+its own `rpc` log event (`duration_ms`: decode, handler, encode). Each call is
+made alone, so the Docker requests that start while it runs are the ones it
+made (the heartbeat's `/_ping` is left out; event-driven inspects that a call
+triggers are counted with it when they land inside it).
+
+Per RPC: server p50, Docker p50 (the union of its requests' intervals, so
+concurrent requests count once), the requests per call, the overhead
+(server - Docker) and the ratio (server / Docker). The proxy's own hop adds
+latency on crishim's side of each request; it is measured (`GET /_ping`
+through the proxy minus direct) and reported, with the overhead corrected for
+it as `overhead_corrected_ms`.
+
+Then a table of the polled calls at 0, 200 and 1000 containers: 10 running
+pods and the rest created (not started: a started container per slot would
+not fit this machine), server p50 and Docker requests per call.
+"""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import statistics
+import time
+import uuid
+from collections import defaultdict
+from pathlib import Path
+
+from tests.harness.clients import Official
+from tests.harness.crishim import CrishimProcess
+from tests.harness.dockerproxy import RecordingProxy, Request
+
+BUSYBOX = "crishim-test/busybox:latest"
+
+
+class _UnixHTTP(http.client.HTTPConnection):
+    def __init__(self, path: Path) -> None:
+        super().__init__("localhost")
+        self._path = str(path)
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(self._path)
+
+
+def _ping_ms(path: Path, n: int = 200) -> float:
+    conn = _UnixHTTP(path)
+    samples = []
+    for _ in range(n):
+        t = time.perf_counter()
+        conn.request("GET", "/_ping")
+        conn.getresponse().read()
+        samples.append(time.perf_counter() - t)
+    conn.close()
+    return statistics.median(samples) * 1000
+
+
+def _union_ms(requests: list[Request]) -> float:
+    spans = sorted((r.sent, r.done) for r in requests if r.done is not None)
+    total, end = 0.0, float("-inf")
+    for start, stop in spans:
+        if stop <= end:
+            continue
+        total += stop - max(start, end)
+        end = stop
+    return total * 1000
+
+
+class Recorder:
+    """Makes calls one at a time and pairs each with its Docker requests and server time."""
+
+    def __init__(self, proxy: RecordingProxy, proc: CrishimProcess) -> None:
+        self.proxy = proxy
+        self.proc = proc
+        self.calls: dict[str, list[tuple[float, list[Request]]]] = defaultdict(list)
+        self._offset = len(proc.events())
+        self._order: list[tuple[str, str]] = []
+
+    def call(self, name: str, method: str, fn):
+        start = self.proxy.mark()
+        result = fn()
+        asked = [r for r in self.proxy.requests(start) if str(r) != "GET /_ping"]
+        self.calls[name].append((0.0, asked))
+        self._order.append((name, method))
+        return result
+
+    def collect(self) -> None:
+        """Fill in server times from crishim's rpc log events, in call order per method."""
+        events = self.proc.events()[self._offset :]
+        by_method: dict[str, list[float]] = defaultdict(list)
+        for e in events:
+            if e.get("event") == "rpc" and e.get("code") == "OK":
+                by_method[e["rpc"]].append(float(e["duration_ms"]))
+        seen: dict[str, int] = defaultdict(int)
+        index: dict[str, int] = defaultdict(int)
+        for name, method in self._order:
+            times = by_method.get(method, [])
+            k = seen[method]
+            seen[method] += 1
+            i = index[name]
+            index[name] += 1
+            server = times[k] if k < len(times) else float("nan")
+            self.calls[name][i] = (server, self.calls[name][i][1])
+        self._offset += len(events)
+        self._order.clear()
+
+    def table(self, hop_ms: float) -> dict:
+        out = {}
+        for name, samples in self.calls.items():
+            server = statistics.median(s for s, _ in samples)
+            docker = statistics.median(_union_ms(reqs) for _, reqs in samples)
+            per_call = statistics.mean(len(reqs) for _, reqs in samples)
+            overhead = server - docker
+            out[name] = {
+                "n": len(samples),
+                "server_p50_ms": round(server, 3),
+                "docker_p50_ms": round(docker, 3),
+                "docker_requests_per_call": round(per_call, 2),
+                "docker_requests": sorted({str(r) for _, reqs in samples for r in reqs})[:12],
+                "overhead_ms": round(overhead, 3),
+                "overhead_corrected_ms": round(overhead - hop_ms * per_call, 3),
+                "ratio": round(server / docker, 3) if docker > 0 else None,
+            }
+        self.calls.clear()
+        return out
+
+
+LOGS = Path("/tmp")  # replaced by run() with a directory under the bench's root
+
+
+def _sandbox_config(pb):
+    name = f"ovh-{uuid.uuid4().hex[:8]}"
+    return pb.PodSandboxConfig(
+        metadata=pb.PodSandboxMetadata(name=name, namespace="bench", uid=str(uuid.uuid4())),
+        hostname=name,
+        log_directory=str(LOGS / name),
+    )
+
+
+def _container_config(pb, name: str, command: list[str]):
+    return pb.ContainerConfig(
+        metadata=pb.ContainerMetadata(name=name),
+        image=pb.ImageSpec(image=BUSYBOX),
+        command=command,
+        log_path=f"{name}/0.log",
+    )
+
+
+def lifecycle(rec: Recorder, client: Official, cycles: int) -> None:
+    pb, rt = client.pb, client.runtime
+    for _ in range(cycles):
+        config = _sandbox_config(pb)
+        sid = rec.call(
+            "RunPodSandbox",
+            "RunPodSandbox",
+            lambda config=config: (
+                rt.RunPodSandbox(pb.RunPodSandboxRequest(config=config), timeout=60).pod_sandbox_id
+            ),
+        )
+        cid = rec.call(
+            "CreateContainer",
+            "CreateContainer",
+            lambda config=config, sid=sid: (
+                rt.CreateContainer(
+                    pb.CreateContainerRequest(
+                        pod_sandbox_id=sid,
+                        config=_container_config(pb, "app", ["sleep", "300"]),
+                        sandbox_config=config,
+                    ),
+                    timeout=60,
+                ).container_id
+            ),
+        )
+        for name, request in (
+            ("StartContainer", pb.StartContainerRequest(container_id=cid)),
+            ("StopContainer", pb.StopContainerRequest(container_id=cid, timeout=0)),
+            ("RemoveContainer", pb.RemoveContainerRequest(container_id=cid)),
+            ("StopPodSandbox", pb.StopPodSandboxRequest(pod_sandbox_id=sid)),
+            ("RemovePodSandbox", pb.RemovePodSandboxRequest(pod_sandbox_id=sid)),
+        ):
+            rec.call(name, name, lambda name=name, request=request: getattr(rt, name)(request))
+    rec.collect()
+
+
+def polled(rec: Recorder, client: Official, sid: str, cid: str, calls: int) -> None:
+    pb, rt, im = client.pb, client.runtime, client.image
+    spec = pb.ImageSpec(image=BUSYBOX)
+    table = {
+        "Version": lambda: rt.Version(pb.VersionRequest()),
+        "Status": lambda: rt.Status(pb.StatusRequest()),
+        "RuntimeConfig": lambda: rt.RuntimeConfig(pb.RuntimeConfigRequest()),
+        "ImageFsInfo": lambda: im.ImageFsInfo(pb.ImageFsInfoRequest()),
+        "ListImages": lambda: im.ListImages(pb.ListImagesRequest()),
+        "ImageStatus": lambda: im.ImageStatus(pb.ImageStatusRequest(image=spec)),
+        "ListPodSandbox": lambda: rt.ListPodSandbox(pb.ListPodSandboxRequest()),
+        "ListContainers": lambda: rt.ListContainers(pb.ListContainersRequest()),
+        "ListContainers filtered": lambda: rt.ListContainers(
+            pb.ListContainersRequest(filter=pb.ContainerFilter(pod_sandbox_id=sid))
+        ),
+        "PodSandboxStatus": lambda: rt.PodSandboxStatus(
+            pb.PodSandboxStatusRequest(pod_sandbox_id=sid)
+        ),
+        "ContainerStatus": lambda: rt.ContainerStatus(pb.ContainerStatusRequest(container_id=cid)),
+        "ListContainerStats": lambda: rt.ListContainerStats(pb.ListContainerStatsRequest()),
+        "ListPodSandboxStats": lambda: rt.ListPodSandboxStats(pb.ListPodSandboxStatsRequest()),
+    }
+    methods = {"ListContainers filtered": "ListContainers"}
+    for fn in table.values():
+        fn()  # warm
+    for _ in range(calls):
+        for name, fn in table.items():
+            rec.call(name, methods.get(name, name), fn)
+    rec.collect()
+
+
+def run(docker_endpoint: str, root: Path, stubs, counts: list[int], cycles: int, calls: int):
+    global LOGS
+    LOGS = root / "overhead-logs"
+    docker_socket = Path(docker_endpoint.removeprefix("unix://"))
+    proxy = RecordingProxy(root, docker_socket).start()
+    proc = CrishimProcess(root / "overhead", proxy.endpoint)  # debug log: every rpc event
+    proc.start()
+    client = Official(proc.socket, *stubs)
+    pb, rt = client.pb, client.runtime
+    sandboxes: list[str] = []
+    try:
+        hop = _ping_ms(proxy.socket) - _ping_ms(docker_socket)
+        rec = Recorder(proxy, proc)
+        lifecycle(rec, client, 3)  # warm up
+        rec.table(hop)
+        lifecycle(rec, client, cycles)
+        result: dict = {"proxy_hop_ms": round(hop, 3), "lifecycle": rec.table(hop), "polled": {}}
+
+        pods = []
+        for _ in range(10):
+            config = _sandbox_config(pb)
+            sid = rt.RunPodSandbox(pb.RunPodSandboxRequest(config=config), timeout=60)
+            sandboxes.append(sid.pod_sandbox_id)
+            pods.append((sid.pod_sandbox_id, config))
+        probe_sid, probe_config = pods[0]
+        probe = rt.CreateContainer(
+            pb.CreateContainerRequest(
+                pod_sandbox_id=probe_sid,
+                config=_container_config(pb, "probe", ["sleep", "3000"]),
+                sandbox_config=probe_config,
+            ),
+            timeout=60,
+        ).container_id
+        rt.StartContainer(pb.StartContainerRequest(container_id=probe), timeout=60)
+        made = 1
+        for count in counts:
+            while made < count:
+                sid, config = pods[made % len(pods)]
+                rt.CreateContainer(
+                    pb.CreateContainerRequest(
+                        pod_sandbox_id=sid,
+                        config=_container_config(pb, f"c{made}", ["true"]),
+                        sandbox_config=config,
+                    ),
+                    timeout=60,
+                )
+                made += 1
+            time.sleep(2)  # let events settle
+            polled(rec, client, probe_sid, probe, calls)
+            result["polled"][f"{made} containers, {len(pods)} pods"] = rec.table(hop)
+        return result
+    finally:
+        for sid in sandboxes:
+            rt.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=sid), timeout=120)
+            rt.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=sid), timeout=120)
+        client.close()
+        proc.stop()
+        proxy.stop()

@@ -191,6 +191,7 @@ class Containers:
         self.sandboxes = sandboxes
         # (pid the identity was read from, identity): kept after the process ends.
         self._users: dict[str, tuple[int, ProcessUser]] = {}
+        self._views: dict[str, tuple[Record, ContainerView | None]] = {}  # id -> (record, view)
 
     @staticmethod
     async def _cgroup_mounts() -> cgroups.Mounts:
@@ -425,5 +426,13 @@ class Containers:
         )
 
     def list(self) -> list[ContainerView]:
-        views = (self.view(r) for r in self.store.records(labels.TYPE_CONTAINER))
-        return [v for v in views if v is not None]
+        """Every container; a view is made once per version of its record (List* is polled)."""
+        memo, self._views = self._views, {}
+        out = []
+        for record in self.store.records(labels.TYPE_CONTAINER):
+            hit = memo.get(record.id)
+            view = hit[1] if hit is not None and hit[0] is record else self.view(record)
+            self._views[record.id] = (record, view)
+            if view is not None:
+                out.append(view)
+        return out

@@ -88,6 +88,7 @@ class SandboxView:
     netns_path: str  # the pinned network namespace of a CNI pod, else ""
     cgroup_parent: str  # the pod cgroup the kubelet made, "" when none was given
     info: dict[str, object]
+    record: Record  # what the view was made from (its identity versions cached list entries)
 
 
 def negative_oom_score_allowed(status_text: str) -> bool:
@@ -393,6 +394,7 @@ class Sandboxes:
                 "networkMode": info.network_mode,
                 "status": info.state.status,
             },
+            record=record,
         )
 
     def get(self, sandbox_id: str) -> SandboxView:

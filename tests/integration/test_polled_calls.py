@@ -142,3 +142,30 @@ def test_the_image_cache_follows_changes_made_behind_crishims_back(
     wait_for(lambda: status_id() == "", 10, "the removed tag gone")
     # Learned from one list per change, not per call.
     assert [str(r) for r in proxy.requests() if "images" in str(r)].count("GET /images/json") >= 2
+
+
+def test_an_exec_costs_no_container_inspect(recorded) -> None:
+    proxy, client = recorded
+    pb = client.pb
+    config = sandbox_config(pb)
+    sandbox_id = client.runtime.RunPodSandbox(
+        pb.RunPodSandboxRequest(config=config), timeout=120
+    ).pod_sandbox_id
+    try:
+        cid = create(client, (sandbox_id, config), "probe", ["sleep", "300"])
+        wait_for(lambda: not proxy.requests(time.monotonic() - 1.0), 30, "a quiet second")
+        since = proxy.mark()
+        for _ in range(3):  # what an exec probe does
+            response = client.runtime.ExecSync(
+                pb.ExecSyncRequest(container_id=cid, cmd=["true"], timeout=10), timeout=30
+            )
+            assert response.exit_code == 0
+        time.sleep(1)  # Docker's exec events have come and gone
+        asked = [str(r) for r in proxy.requests(since) if str(r) != "GET /_ping"]
+    finally:
+        client.runtime.RemovePodSandbox(
+            pb.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=60
+        )
+    # The exec's own calls only: its events (exec_create/start/die) change no CRI state.
+    assert f"GET /containers/{cid}/json" not in asked, asked
+    assert sum(r.startswith("POST /containers/") and r.endswith("/exec") for r in asked) == 3

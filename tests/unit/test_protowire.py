@@ -89,7 +89,7 @@ def test_pod_stats_decode_with_network_and_containers(pb) -> None:
         id="s" * 64, meta=labels.SandboxMeta("pod", "ns", "uid-1", 1), ready=True,
         created_at_ns=1, labels={"a": "b"}, annotations={}, runtime_handler="", ip="10.0.0.2",
         additional_ips=(), host_network=False, host_pid=False, host_ipc=False, pid=7,
-        docker_runtime="", netns_path="", cgroup_parent="", info={},
+        docker_runtime="", netns_path="", cgroup_parent="", info={}, record=None,
     )  # fmt: skip
     eth0 = netdev.Interface("eth0", 10, 1, 0, 0, 20, 2, 0, 0)
     eth1 = netdev.Interface("eth1", 30, 3, 1, 0, 40, 4, 2, 0)
@@ -123,3 +123,35 @@ def test_a_metric_decodes_with_its_type_and_labels(pb) -> None:
     counter = pb.Metric.FromString(_metric(metrics.Sample("c", metrics.COUNTER, (), 0, 1)))
     assert counter.metric_type == pb.COUNTER
     assert counter.HasField("value")
+
+
+def test_a_list_joined_from_cached_entries_is_the_whole_response(pb) -> None:
+    from dataclasses import replace
+
+    from crishim.api.runtime import v1 as api
+    from crishim.server.container import to_container
+    from crishim.server.listing import WireEntries
+
+    views = [_container_view(), replace(_container_view(), id="d" * 64, state="exited")]
+    entries = WireEntries(1)
+    built = []
+
+    def build(v):
+        built.append(v.id)
+        return to_container(v)
+
+    def joined(vs):
+        return b"".join(entries.entry(v.id, v, lambda v=v: build(v)) for v in vs)
+
+    whole = bytes(api.ListContainersResponse(containers=[to_container(v) for v in views]))
+    assert joined(views) == whole
+    decoded = pb.ListContainersResponse.FromString(joined(views))
+    assert [c.id for c in decoded.containers] == ["c" * 64, "d" * 64]
+    assert decoded.containers[1].state == pb.CONTAINER_EXITED
+    assert len(built) == 2
+    # Same objects: nothing encoded again. A new version of one: that one only.
+    changed = [views[0], replace(views[1], state="running")]
+    assert pb.ListContainersResponse.FromString(joined(changed)).containers[1].state == (
+        pb.CONTAINER_RUNNING
+    )
+    assert built == ["c" * 64, "d" * 64, "d" * 64]

@@ -15,6 +15,7 @@ from crishim.containers import ContainerRequest, Containers, ContainerView, Moun
 from crishim.execsync import exec_sync
 from crishim.logs import LogManager
 from crishim.server.listing import chunks
+from crishim.server.protowire import Encoded
 from crishim.server.resources import (
     cgroup_resources,
     declared,
@@ -332,10 +333,16 @@ class ContainerRPCs:
     def _listed(self, f: api.ContainerFilter | None) -> list[api.Container]:
         return [to_container(v) for v in self._containers.list() if _matches(v, f)]
 
-    async def list_containers(
-        self, message: api.ListContainersRequest
-    ) -> api.ListContainersResponse:
-        return api.ListContainersResponse(containers=self._listed(message.filter))
+    async def list_containers(self, message: api.ListContainersRequest) -> Encoded:
+        views = self._containers.list()
+        entries = self._container_entries
+        data = b"".join(
+            entries.entry(v.id, v, lambda v=v: to_container(v))
+            for v in views
+            if _matches(v, message.filter)
+        )
+        entries.prune(lambda: [v.id for v in views], len(views))
+        return Encoded(data)  # ListContainersResponse: field 1 repeated
 
     async def stream_containers(
         self, message: api.StreamContainersRequest

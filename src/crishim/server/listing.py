@@ -1,9 +1,11 @@
-"""Shared by the Stream* list RPCs (CRIListStreaming, Kubernetes 1.36)."""
+"""Shared by the List* and Stream* RPCs: cached wire entries, chunking."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import TypeVar
+from collections.abc import Callable, Collection, Iterator
+from typing import Any, TypeVar
+
+from crishim.server import protowire
 
 T = TypeVar("T")
 STREAM_CHUNK = 500  # items per message: far below the kubelet's 16 MiB message limit
@@ -13,3 +15,32 @@ def chunks(items: list[T], size: int = STREAM_CHUNK) -> Iterator[list[T]]:
     """Each item exactly once, in order, at least one item per message (none when empty)."""
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+class WireEntries:
+    """Each entry of a List* response in wire form, encoded once per version of its object.
+
+    A repeated message field is the concatenation of its entries (tag, length,
+    bytes), so a list response is a join of cached bytes: betterproto2 spends
+    ~0.1 ms encoding one Container, a cached entry costs a dict lookup. An entry
+    is reused while `version` is the very object it was encoded from (store
+    records and the views made of them are immutable, replaced on every change).
+    Entries of objects no longer listed go once they outnumber the live ones.
+    """
+
+    def __init__(self, number: int) -> None:
+        self._number = number
+        self._entries: dict[str, tuple[object, bytes]] = {}
+
+    def entry(self, key: str, version: object, build: Callable[[], Any]) -> bytes:
+        hit = self._entries.get(key)
+        if hit is not None and hit[0] is version:
+            return hit[1]
+        data = protowire.message(self._number, bytes(build()))
+        self._entries[key] = (version, data)
+        return data
+
+    def prune(self, alive: Callable[[], Collection[str]], count: int) -> None:
+        if len(self._entries) > 2 * count + 64:
+            keep = set(alive())
+            self._entries = {k: v for k, v in self._entries.items() if k in keep}

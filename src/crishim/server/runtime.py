@@ -18,6 +18,7 @@ from crishim.logs import LogManager
 from crishim.runtime_status import KUBELET_API_VERSION, RuntimeStatus
 from crishim.sandboxes import Sandboxes
 from crishim.server.container import ContainerRPCs
+from crishim.server.listing import WireEntries
 from crishim.server.sandbox import SandboxRPCs
 from crishim.server.stats import StatsRPCs
 from crishim.server.streams import StreamRPCs
@@ -45,6 +46,8 @@ class RuntimeService(SandboxRPCs, ContainerRPCs, StreamRPCs, StatsRPCs, api.Runt
         self._stats = stats
         self._events = events
         self._checkpointer = checkpointer
+        self._container_entries = WireEntries(1)  # ListContainersResponse.containers
+        self._sandbox_entries = WireEntries(1)  # ListPodSandboxResponse.items
 
     async def version(self, message: api.VersionRequest) -> api.VersionResponse:
         v = await self._status.version()

@@ -11,6 +11,7 @@ from crishim.api.runtime import v1 as api
 from crishim.network.pods import PortMapping
 from crishim.sandboxes import Profile, Sandboxes, SandboxRequest, SandboxView
 from crishim.server.listing import chunks
+from crishim.server.protowire import Encoded
 from crishim.server.resources import declared, resources
 
 _PROTOCOLS = {api.Protocol.TCP: "tcp", api.Protocol.UDP: "udp", api.Protocol.SCTP: "sctp"}
@@ -161,6 +162,18 @@ def to_sandbox_status(view: SandboxView) -> api.PodSandboxStatus:
     )
 
 
+def _pod_sandbox(v: SandboxView) -> api.PodSandbox:
+    return api.PodSandbox(
+        id=v.id,
+        metadata=_metadata(v),
+        state=_state(v),
+        created_at=v.created_at_ns,
+        labels=v.labels,
+        annotations=v.annotations,
+        runtime_handler=v.runtime_handler,
+    )
+
+
 def _matches(view: SandboxView, f: api.PodSandboxFilter | None) -> bool:
     if f is None:
         return True
@@ -216,19 +229,7 @@ class SandboxRPCs:
         return api.PodSandboxStatusResponse(status=status, info=info, timestamp=time.time_ns())
 
     def _pod_sandboxes(self, f: api.PodSandboxFilter | None) -> list[api.PodSandbox]:
-        return [
-            api.PodSandbox(
-                id=v.id,
-                metadata=_metadata(v),
-                state=_state(v),
-                created_at=v.created_at_ns,
-                labels=v.labels,
-                annotations=v.annotations,
-                runtime_handler=v.runtime_handler,
-            )
-            for v in self._sandboxes.list()
-            if _matches(v, f)
-        ]
+        return [_pod_sandbox(v) for v in self._sandboxes.list() if _matches(v, f)]
 
     async def update_pod_sandbox_resources(
         self, message: api.UpdatePodSandboxResourcesRequest
@@ -240,10 +241,16 @@ class SandboxRPCs:
         )
         return api.UpdatePodSandboxResourcesResponse()
 
-    async def list_pod_sandbox(
-        self, message: api.ListPodSandboxRequest
-    ) -> api.ListPodSandboxResponse:
-        return api.ListPodSandboxResponse(items=self._pod_sandboxes(message.filter))
+    async def list_pod_sandbox(self, message: api.ListPodSandboxRequest) -> Encoded:
+        views = self._sandboxes.list()
+        entries = self._sandbox_entries
+        data = b"".join(
+            entries.entry(v.id, v.record, lambda v=v: _pod_sandbox(v))
+            for v in views
+            if _matches(v, message.filter)
+        )
+        entries.prune(lambda: [v.id for v in views], len(views))
+        return Encoded(data)  # ListPodSandboxResponse: field 1 repeated
 
     async def stream_pod_sandboxes(
         self, message: api.StreamPodSandboxesRequest

@@ -35,6 +35,25 @@ from crishim.docker.types import ContainerInfo
 log = structlog.get_logger(__name__)
 
 RECONNECT_DELAYS = (0.5, 1, 2, 5)  # seconds, then every 5 s
+# Container events that change nothing the CRI reports: no inspect for them. An
+# exec (ExecSync, every exec probe) alone sent three (exec_create, exec_start, exec_die).
+QUIET_ACTIONS = frozenset(
+    {
+        "exec_create",
+        "exec_start",
+        "exec_detach",
+        "exec_die",
+        "attach",
+        "detach",
+        "resize",
+        "top",
+        "archive-path",
+        "extract-to-dir",
+        "export",
+        "commit",
+        "copy",
+    }
+)
 EXIT_SETTLE_TIMEOUT = 10.0
 
 
@@ -184,7 +203,8 @@ class Store:
                         continue
                     if action == "oom" and actor:
                         self._oom.add(actor)
-                    if actor:
+                    # "exec_create: sh -c ..." carries the command after a colon.
+                    if actor and action.split(":", 1)[0] not in QUIET_ACTIONS:
                         await self.refresh(actor)
                 raise errors.Unavailable("docker closed the event stream")
             except asyncio.CancelledError:

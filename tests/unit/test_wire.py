@@ -145,3 +145,35 @@ def test_unknown_fields_from_a_newer_kubelet_are_allowed() -> None:
     future_field = b"\xa2\x06\x03abc"  # field 100, length-delimited
     wire.check(future_field, api.RunPodSandboxRequest)
     assert api.RunPodSandboxRequest.parse(future_field) == api.RunPodSandboxRequest()
+
+
+def _group(number: int, body: bytes) -> bytes:
+    return bytes([number << 3 | 3]) + body + bytes([number << 3 | 4])
+
+
+GROUP_CASES = {
+    # VersionRequest: field 1 `version`; a group with that number, and an unknown one.
+    "version-known-number": ("VersionRequest", _group(1, b"\x0a\x02v9") + b"\x0a\x021x"),
+    "version-unknown-number": ("VersionRequest", _group(7, b"\x08\x05") + b"\x0a\x021x"),
+    # ContainerStatusRequest: an id hidden in a group must not become the id.
+    "id-in-a-group": ("ContainerStatusRequest", _group(5, b"\x0a\x03abc")),
+    "nested-groups": (
+        "ContainerStatusRequest",
+        _group(5, _group(6, b"\x0a\x03abc") + b"\x10\x01") + b"\x10\x01",
+    ),
+    # A group inside a sub-message (config.metadata of RunPodSandboxRequest).
+    "group-in-a-sub-message": (
+        "RunPodSandboxRequest",
+        b"\x0a\x0d" + b"\x0a\x0b" + _group(1, b"\x0a\x02xx") + b"\x0a\x03web",
+    ),
+    "group-of-a-map-field": ("RunPodSandboxRequest", b"\x0a\x06" + _group(6, b"\x0a\x02ab")),
+}
+
+
+@pytest.mark.parametrize("case", GROUP_CASES)
+def test_groups_decode_as_the_official_parser_decodes_them(pb, case) -> None:
+    name, data = GROUP_CASES[case]
+    theirs = getattr(pb, name).FromString(data)
+    theirs.DiscardUnknownFields()
+    ours = getattr(api, name).parse(wire.check(data, getattr(api, name)))
+    assert getattr(pb, name).FromString(bytes(ours)) == theirs

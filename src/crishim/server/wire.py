@@ -5,7 +5,9 @@ cut-short string ('nginx' arrives as 'ngin'), and invalid wire types are
 skipped silently. A CRI request damaged in transit must not become a pod with
 a wrong name, so every request is walked here first, recursively through the
 sub-messages and maps the schema declares. Unknown fields are allowed (newer
-kubelets send fields this schema may not have yet).
+kubelets send fields this schema may not have yet); groups (wire types 3/4)
+are checked for structure and then removed before decoding, so betterproto2
+sees what protobuf's own parser would keep of the message.
 """
 
 from __future__ import annotations
@@ -119,6 +121,12 @@ def check(data: bytes, cls: Any, where: str | None = None, depth: int = 0) -> by
         field = meta.meta_by_field_name[name] if name else None
         value_at = pos
         pos = _skip(data, pos, number, wire, where, depth)
+        if wire == SGROUP:
+            # Legal, and an unknown field whatever its number (proto3 has no groups), but
+            # betterproto2 would read the group's inner fields as this message's own:
+            # dropped, which is what protobuf's parser leaves of it.
+            changed = True
+            continue
         if field is not None and wire not in _allowed(field.proto_type, field.repeated):
             changed = True  # treated as an unknown field, like the official runtime does
             continue

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import structlog
 
-from crishim import cgroupres, errors, labels
+from crishim import cgroupres, errors, labels, validate
 from crishim.docker import DockerClient, versions
 from crishim.docker.types import ContainerSpec, ImageMount, Resources
 from crishim.sandboxes import Sandboxes, systemd_cgroup_parent
@@ -184,6 +184,31 @@ def _read_status(pid: int) -> str | None:
         return None
 
 
+def _validate_resources(res: Resources, where: str) -> None:
+    validate.non_negative(res.cpu_shares, f"{where}.cpu_shares")
+    validate.non_negative(res.cpu_period, f"{where}.cpu_period")
+    validate.cpu_quota(res.cpu_quota, f"{where}.cpu_quota")
+    validate.non_negative(res.memory_limit_in_bytes, f"{where}.memory_limit_in_bytes")
+
+
+def _validate(request: ContainerRequest) -> None:
+    """What Kubernetes validates for these fields (crishim.validate), before Docker."""
+    validate.dns_label(request.meta.name, "config.metadata.name")
+    for i, mount in enumerate(request.mounts):
+        validate.container_path(mount.container_path, f"config.mounts[{i}].container_path")
+    for i, (_host, container, permissions) in enumerate(request.devices):
+        validate.container_path(container, f"config.devices[{i}].container_path")
+        validate.device_permissions(permissions, f"config.devices[{i}].permissions")
+    validate.label_keys(request.labels, "config.labels")
+    validate.label_keys(request.annotations, "config.annotations")
+    _validate_resources(request.resources, "config.linux.resources")
+    validate.oom_score_adj(request.oom_score_adj, "config.linux.resources.oom_score_adj")
+    sc = "config.linux.security_context"
+    validate.user_id(request.run_as_user, f"{sc}.run_as_user")
+    validate.user_id(request.run_as_group, f"{sc}.run_as_group")
+    validate.group_ids(request.supplemental_groups, f"{sc}.supplemental_groups")
+
+
 class Containers:
     def __init__(self, docker: DockerClient, store: Store, sandboxes: Sandboxes) -> None:
         self.docker = docker
@@ -202,6 +227,7 @@ class Containers:
         labels.validate_container(request.meta)
         if not request.image:
             raise errors.InvalidArgument("config.image.image is required")
+        _validate(request)
         name = labels.container_name(sandbox.meta, request.meta)
         sources = await asyncio.to_thread(_resolve_sources, request.mounts)
         image_mounts = tuple(
@@ -233,8 +259,7 @@ class Containers:
             oom = 0  # the host cannot lower OOM scores (see the sandbox's warning)
         security: tuple[str, ...] = ()
         if not request.privileged:  # privileged: no confinement to describe
-            security = await asyncio.to_thread(
-                docker_security_opts,
+            security = await docker_security_opts(
                 request.seccomp,
                 request.apparmor,
                 request.selinux,
@@ -374,6 +399,7 @@ class Containers:
         (the kubelet's NoSwap): Docker would otherwise keep the swap limit it set at create
         (twice the old memory) and refuse any memory limit above it."""
         view = self.get(container_id)
+        _validate_resources(resources, "linux")
         cgroup_resources = cgroup_resources or cgroupres.CgroupResources()
         cgroupres.validate(cgroup_resources)
         await asyncio.to_thread(cgroupres.check_host, cgroup_resources, await self._cgroup_mounts())

@@ -22,6 +22,7 @@ from pathlib import Path
 import structlog
 
 from crishim import errors, labels
+from crishim import validate as rules
 from crishim.docker import DockerClient
 from crishim.docker.types import ContainerSpec, PortBinding, RegistryAuth, Resources
 from crishim.engine import Engine
@@ -143,6 +144,7 @@ class Sandboxes:
 
     async def run(self, request: SandboxRequest) -> str:
         name = labels.sandbox_name(request.meta)
+        self._validate(request)
         if request.run_as_group is not None and request.run_as_user is None:
             raise errors.InvalidArgument("linux.security_context.run_as_group requires run_as_user")
         self.networks.require_ready(request.host_network)
@@ -184,6 +186,28 @@ class Sandboxes:
             raise
         log.info("sandbox_started", pod_sandbox_id=sandbox_id, name=name)
         return sandbox_id
+
+    def _validate(self, request: SandboxRequest) -> None:
+        """What Kubernetes validates for these fields (crishim.validate as rules), before Docker."""
+        meta = request.meta
+        rules.dns_subdomain(meta.name, "config.metadata.name")
+        rules.dns_label(meta.namespace, "config.metadata.namespace")
+        rules.pod_uid(meta.uid, "config.metadata.uid")
+        rules.hostname(request.hostname, "config.hostname")
+        for server in request.dns_servers:
+            rules.ip(server, "config.dns_config.servers")
+        rules.port_mappings(
+            ((p.protocol, p.container_port, p.host_port, p.host_ip) for p in request.port_mappings),
+            self.networks.uses_docker_ports(request.host_network),
+            "config.port_mappings",
+        )
+        rules.label_keys(request.labels, "config.labels")
+        rules.label_keys(request.annotations, "config.annotations")
+        rules.sysctls(request.sysctls, request.host_network, "config.linux.sysctls")
+        sc = "config.linux.security_context"
+        rules.user_id(request.run_as_user, f"{sc}.run_as_user")
+        rules.user_id(request.run_as_group, f"{sc}.run_as_group")
+        rules.group_ids(request.supplemental_groups, f"{sc}.supplemental_groups")
 
     @staticmethod
     def _runtime(handler: str, runtimes: tuple[str, ...]) -> str:
@@ -250,8 +274,8 @@ class Sandboxes:
             privileged=request.privileged,
             readonly_rootfs=request.readonly_rootfs,
             group_add=tuple(str(g) for g in request.supplemental_groups),
-            security_opt=await asyncio.to_thread(
-                docker_security_opts, request.seccomp, request.apparmor, request.selinux
+            security_opt=await docker_security_opts(
+                request.seccomp, request.apparmor, request.selinux
             ),
             oom_score_adj=await self.oom_score_adj(),
             runtime=runtime,

@@ -290,6 +290,8 @@ class ContainerRPCs:
 
     async def stop_container(self, message: api.StopContainerRequest) -> api.StopContainerResponse:
         _require_id(message.container_id)
+        if message.timeout < 0:  # the kubelet's grace period: never negative
+            raise errors.InvalidArgument("timeout must not be negative")
         await self._containers.stop(message.container_id, int(message.timeout))
         return api.StopContainerResponse()
 

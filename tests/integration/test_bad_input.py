@@ -9,6 +9,7 @@ really create a pod.
 
 from __future__ import annotations
 
+import os
 import random
 
 import grpc
@@ -187,3 +188,147 @@ def test_a_bad_container_request_is_invalid_argument(official, pod, case, field)
         )
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert field in refused.value.details()
+
+
+# -- issue 12: what Docker would answer with a 500, or accept --------------------------
+
+
+def _containers(dockerd) -> set[str]:
+    return set(dockerd.docker("ps", "-aq", "--no-trunc").split())
+
+
+@pytest.mark.parametrize(
+    ("case", "field"),
+    [
+        ("name-dots", "config.metadata.name"),
+        ("name-long", "config.metadata.name"),
+        ("namespace-dots", "config.metadata.namespace"),
+        ("uid-dots", "config.metadata.uid"),
+        ("hostname-long", "config.hostname"),
+        ("hostname-slash", "config.hostname"),
+        ("dns-server", "config.dns_config.servers"),
+        ("host-ip", "host_ip"),
+        ("host-port-twice", "mapped twice"),
+        ("sctp-host-port", "SCTP"),
+        ("sysctl-hostname", "kernel.hostname"),
+        ("run-as-user", "run_as_user"),
+        ("huge-user", "run_as_user"),
+        ("groups", "supplemental_groups"),
+        ("empty-label-key", "config.labels"),
+    ],
+)
+def test_a_pod_docker_would_refuse_is_invalid_argument(official, dockerd, case, field) -> None:
+    pb = official.pb
+    config = _sandbox_with(pb)
+    sc = config.linux.security_context
+    if case == "name-dots":
+        config.metadata.name = ".."
+    elif case == "name-long":
+        config.metadata.name = "x" * 5000
+    elif case == "namespace-dots":
+        config.metadata.namespace = ".."
+    elif case == "uid-dots":
+        config.metadata.uid = ".."
+    elif case == "hostname-long":
+        config.hostname = "h" * 300
+    elif case == "hostname-slash":
+        config.hostname = "a/b"
+    elif case == "dns-server":
+        config.dns_config.servers[:] = ["not-an-ip"]
+    elif case == "host-ip":
+        config.port_mappings.add(container_port=80, host_port=18181, host_ip="not-an-ip")
+    elif case == "host-port-twice":
+        config.port_mappings.add(container_port=80, host_port=18182)
+        config.port_mappings.add(container_port=81, host_port=18182)
+    elif case == "sctp-host-port":  # the suite's crishim runs Docker's bridge
+        config.port_mappings.add(protocol=pb.SCTP, container_port=80, host_port=18183)
+    elif case == "sysctl-hostname":
+        config.linux.sysctls["kernel.hostname"] = "evil"
+    elif case == "run-as-user":
+        sc.run_as_user.value = -1
+    elif case == "huge-user":
+        sc.run_as_user.value = 2**63 - 1
+    elif case == "groups":
+        sc.supplemental_groups.extend([-5])
+    else:
+        config.labels[""] = "x"
+    before = _containers(dockerd)
+    with pytest.raises(grpc.RpcError) as refused:
+        official.runtime.RunPodSandbox(pb.RunPodSandboxRequest(config=config), timeout=30)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, refused.value.details()
+    assert field in refused.value.details()
+    assert _containers(dockerd) == before, "nothing was created"
+
+
+@pytest.mark.parametrize(
+    ("case", "field"),
+    [
+        ("mount-relative", "container_path"),
+        ("mount-colon", "container_path"),
+        ("device-permissions", "permissions"),
+        ("cpu-shares", "cpu_shares"),
+        ("seccomp-dev-zero", "not a regular file"),
+        ("seccomp-fifo", "not a regular file"),
+        ("seccomp-not-json", "not JSON"),
+        ("name-upper", "config.metadata.name"),
+    ],
+)
+def test_a_container_docker_would_refuse_is_invalid_argument(
+    official,
+    dockerd,
+    pod,  # noqa: F811
+    workdir,
+    case,
+    field,
+) -> None:
+    pb = official.pb
+    sandbox_id, sandbox = pod
+    config = pb.ContainerConfig(
+        metadata=pb.ContainerMetadata(name=f"bad-{case}"),
+        image=pb.ImageSpec(image="crishim-test/busybox:latest"),
+        log_path="c/0.log",
+    )
+    seccomp = config.linux.security_context.seccomp
+    if case == "mount-relative":
+        config.mounts.add(container_path="data", host_path="/tmp")
+    elif case == "mount-colon":
+        config.mounts.add(container_path="/data:rw", host_path="/tmp")
+    elif case == "device-permissions":
+        config.devices.add(container_path="/dev/null2", host_path="/dev/null", permissions="xyz")
+    elif case == "cpu-shares":
+        config.linux.resources.cpu_shares = -5
+    elif case == "seccomp-dev-zero":
+        seccomp.profile_type, seccomp.localhost_ref = pb.SecurityProfile.Localhost, "/dev/zero"
+    elif case == "seccomp-fifo":
+        fifo = workdir / "seccomp-fifo"
+        if not fifo.exists():
+            os.mkfifo(fifo)
+        seccomp.profile_type, seccomp.localhost_ref = pb.SecurityProfile.Localhost, str(fifo)
+    elif case == "seccomp-not-json":
+        bad = workdir / "seccomp-bad.json"
+        bad.write_text("{ not json")
+        seccomp.profile_type, seccomp.localhost_ref = pb.SecurityProfile.Localhost, str(bad)
+    else:
+        config.metadata.name = "Upper"
+    before = _containers(dockerd)
+    with pytest.raises(grpc.RpcError) as refused:
+        official.runtime.CreateContainer(
+            pb.CreateContainerRequest(
+                pod_sandbox_id=sandbox_id, config=config, sandbox_config=sandbox
+            ),
+            timeout=30,
+        )
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, refused.value.details()
+    assert field in refused.value.details()
+    assert _containers(dockerd) == before, "nothing was created"
+
+
+def test_a_negative_stop_timeout_is_invalid_argument(official, pod) -> None:  # noqa: F811
+    from tests.integration.test_containers import create
+
+    cid = create(official, pod, "stoppable", ["sleep", "300"])
+    with pytest.raises(grpc.RpcError) as refused:
+        official.runtime.StopContainer(
+            official.pb.StopContainerRequest(container_id=cid, timeout=-1), timeout=30
+        )
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -361,17 +361,14 @@ class Containers:
         record = self._record(container_id)
         if record is None:
             return
-        with contextlib.suppress(errors.NotFound):
-            await self.docker.stop_container(record.id, max(0, timeout_s))
-        await self.store.refresh(record.id)
+        await self.sandboxes.stop_container(record.id, max(0, timeout_s))
 
     async def remove(self, container_id: str) -> None:
+        """Force-remove; concurrent removals (also the pod's) share one Docker call."""
         record = self._record(container_id)
         if record is None:
             return
-        with contextlib.suppress(errors.NotFound):
-            await self.docker.remove_container(record.id)
-        await self.store.refresh(record.id)
+        await self.sandboxes.remove_container(record.id)
 
     async def user(self, view: ContainerView) -> ProcessUser | None:
         """Who the container's first process is, read from the kernel while it runs."""

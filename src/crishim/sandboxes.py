@@ -23,6 +23,7 @@ import structlog
 
 from crishim import errors, labels
 from crishim import validate as rules
+from crishim.coalesce import Coalescer
 from crishim.docker import DockerClient
 from crishim.docker.types import ContainerSpec, PortBinding, RegistryAuth, Resources
 from crishim.engine import Engine
@@ -36,6 +37,7 @@ log = structlog.get_logger(__name__)
 
 RUNTIME_HANDLER_LABEL = "io.crishim.runtime-handler"
 DEFAULT_HANDLERS = ("", "docker")
+REMOVAL_WAIT_STEPS = 100  # x 0.1 s: how long another client's removal may take
 SANDBOX_STOP_GRACE = 10  # seconds, for the pause and any container still running
 # dockershim's value: the pause container is the last process the OOM killer picks.
 SANDBOX_OOM_SCORE_ADJ = -998
@@ -139,6 +141,7 @@ class Sandboxes:
         self.pause_image = pause_image
         self.pod_resources = PodResources(state_dir / "pod-resources")
         self._oom_allowed: bool | None = None
+        self.ops = Coalescer()  # stop/remove runs shared by concurrent callers (and Containers)
 
     # -- run ----------------------------------------------------------------
 
@@ -316,11 +319,14 @@ class Sandboxes:
 
         Unknown: already stopped (CRI). A failed network teardown fails the
         call (the pause keeps running), so the kubelet's retry runs DEL again
-        rather than leaking the pod's address.
+        rather than leaking the pod's address. Concurrent calls share one run.
         """
         record = self._sandbox_record(sandbox_id)
         if record is None:
             return
+        await self.ops.run(("stop-pod", record.id), lambda: self._stop(record))
+
+    async def _stop(self, record: Record) -> None:
         members = self._containers_of(record.id)
         await asyncio.gather(*(self._stop_one(r.id) for r in members))
         info = record.info
@@ -329,17 +335,54 @@ class Sandboxes:
         log.info("sandbox_stopped", pod_sandbox_id=record.id, containers=len(members))
 
     async def _stop_one(self, container_id: str) -> None:
-        with contextlib.suppress(errors.NotFound):
-            await self.docker.stop_container(container_id, SANDBOX_STOP_GRACE)
-        await self.store.refresh(container_id)
+        await self.stop_container(container_id, SANDBOX_STOP_GRACE)
+
+    async def stop_container(self, container_id: str, timeout_s: int) -> None:
+        """Docker stop, shared with concurrent stops of the same container."""
+
+        async def stop() -> None:
+            with contextlib.suppress(errors.NotFound):
+                await self.docker.stop_container(container_id, timeout_s)
+            await self.store.refresh(container_id)
+
+        # Keyed with the timeout: a kill (0) must not wait out a concurrent graceful stop.
+        await self.ops.run(("stop", container_id, timeout_s), stop)
+
+    async def remove_container(self, container_id: str) -> None:
+        """Docker force-remove, shared with concurrent removals of the same container.
+
+        Docker's 409 "removal already in progress" (another client removes it)
+        means it is going: wait until it is gone instead of failing.
+        """
+
+        async def remove() -> None:
+            try:
+                await self.docker.remove_container(container_id)
+            except errors.NotFound:
+                pass
+            except errors.FailedPrecondition as exc:
+                if "already in progress" not in str(exc):
+                    raise
+                for _ in range(REMOVAL_WAIT_STEPS):
+                    if await self.store.refresh(container_id) is None:
+                        return
+                    await asyncio.sleep(0.1)
+                raise
+            await self.store.refresh(container_id)
+
+        await self.ops.run(("remove", container_id), remove)
 
     async def remove(self, sandbox_id: str) -> None:
-        """Force-remove the pod's containers and the pause. Unknown: already removed (CRI)."""
+        """Force-remove the pod's containers and the pause. Unknown: already removed (CRI).
+        Concurrent calls share one run."""
         record = self._sandbox_record(sandbox_id)
         if record is None:
             if self.networks.checkpoint(sandbox_id) is not None:  # Docker lost it; we did not
                 await self.networks.remove(sandbox_id, 0, "")
             return
+        await self.ops.run(("remove-pod", record.id), lambda: self._remove(record))
+
+    async def _remove(self, record: Record) -> None:
         for member in self._containers_of(record.id):
             await self._remove_one(member.id)
         info = record.info
@@ -360,9 +403,7 @@ class Sandboxes:
         log.info("pod_resources_updated", pod_sandbox_id=view.id)
 
     async def _remove_one(self, container_id: str) -> None:
-        with contextlib.suppress(errors.NotFound):
-            await self.docker.remove_container(container_id)
-        await self.store.refresh(container_id)
+        await self.remove_container(container_id)
 
     async def load_state(self) -> None:
         """What earlier runs recorded: pod resources (the networks load their own)."""

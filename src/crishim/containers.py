@@ -311,17 +311,20 @@ class Containers:
             stdin_once=request.stdin_once,
             stop_signal=request.stop_signal,
         )
-        try:
-            container_id = await self.docker.create_container(spec)
-        except errors.FailedPrecondition as exc:  # 409: the name is taken
-            raise errors.AlreadyExists(
+
+        def taken() -> errors.CrishimError:
+            return errors.AlreadyExists(
                 f"container {request.meta.name} attempt {request.meta.attempt} "
                 f"already exists in sandbox {sandbox.id[:12]}"
-            ) from exc
-        if request.log_directory and request.log_path:
-            log_file = Path(request.log_directory, request.log_path)
-            await asyncio.to_thread(log_file.parent.mkdir, parents=True, exist_ok=True)
-        await self.store.refresh(container_id)
+            )
+
+        # Whatever fails or is cancelled inside removes the container again.
+        async with self.sandboxes.creator.creating(spec, taken) as made:
+            container_id = made.id
+            if request.log_directory and request.log_path:
+                log_file = Path(request.log_directory, request.log_path)
+                await asyncio.to_thread(log_file.parent.mkdir, parents=True, exist_ok=True)
+            await self.store.refresh(container_id)
         log.info("container_created", container_id=container_id, name=name)
         return container_id
 

@@ -24,6 +24,7 @@ from crishim import errors, metrics, sdnotify
 from crishim.checkpoints import Checkpointer
 from crishim.config import Config, split_host_port
 from crishim.containers import Containers
+from crishim.creating import Creator
 from crishim.docker import DockerClient
 from crishim.engine import Engine
 from crishim.events import EventHub
@@ -146,6 +147,7 @@ async def _serve(config: Config, stack: contextlib.AsyncExitStack) -> int:
                 await store.synced.wait()
         except TimeoutError:
             log.warning("store_not_synced_at_start")
+    creator = Creator(docker, store, Path(config.state_dir))
     sandboxes = Sandboxes(
         docker,
         store,
@@ -154,10 +156,14 @@ async def _serve(config: Config, stack: contextlib.AsyncExitStack) -> int:
         pause_image=config.pause_image,
         state_dir=Path(config.state_dir),
         engine=engine,
+        creator=creator,
     )
     await sandboxes.load_state()
     if store.synced.is_set():
         await sandboxes.reconcile_networks()
+    with _startup(f"create marks under {config.state_dir}"):
+        await creator.start()  # removes what a killed crishim left mid-create
+    stack.push_async_callback(creator.close)
     containers = Containers(docker, store, sandboxes)
     logs = LogManager(docker, store, Path(config.state_dir), config.lock_dir, engine=engine)
     with _startup(f"log state under {config.state_dir}"):

@@ -24,6 +24,7 @@ import structlog
 from crishim import errors, labels
 from crishim import validate as rules
 from crishim.coalesce import Coalescer
+from crishim.creating import Creator
 from crishim.docker import DockerClient
 from crishim.docker.types import ContainerSpec, PortBinding, RegistryAuth, Resources
 from crishim.engine import Engine
@@ -42,7 +43,6 @@ SANDBOX_STOP_GRACE = 10  # seconds, for the pause and any container still runnin
 # dockershim's value: the pause container is the last process the OOM killer picks.
 SANDBOX_OOM_SCORE_ADJ = -998
 CAP_SYS_RESOURCE = 24
-UNDO_TIMEOUT = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,8 +132,10 @@ class Sandboxes:
         pause_image: str,
         state_dir: Path,
         engine: Engine,
+        creator: Creator,
     ) -> None:
         self.docker = docker
+        self.creator = creator  # Docker creates that leave nothing behind
         self.engine = engine  # the daemon's settings, from memory
         self.store = store
         self.images = images
@@ -167,14 +169,16 @@ class Sandboxes:
             log.info("pause_image_pull", image=self.pause_image)
             await self.images.pull(self.pause_image, RegistryAuth())
         spec = await self._spec(request, name, runtime, info.cgroup_driver)
-        try:
-            sandbox_id = await self.docker.create_container(spec)
-        except errors.FailedPrecondition as exc:  # 409: the name is taken
-            raise errors.AlreadyExists(
+
+        def taken() -> errors.CrishimError:
+            return errors.AlreadyExists(
                 f"a sandbox for pod {request.meta.namespace}/{request.meta.name} "
                 f"attempt {request.meta.attempt} already exists"
-            ) from exc
-        try:
+            )
+
+        # Whatever fails or is cancelled inside removes the pause again (crishim.creating).
+        async with self.creator.creating(spec, taken) as made:
+            sandbox_id = made.id
             await self.docker.start_container(sandbox_id)
             if request.host_network and (request.dns_servers or request.dns_searches):
                 await self._write_resolv_conf(sandbox_id, request)
@@ -184,9 +188,6 @@ class Sandboxes:
                 if pid <= 0:
                     raise errors.Unavailable(f"pause container {sandbox_id[:12]} is not running")
                 await self.networks.setup(sandbox_id, pid, network_config)
-        except BaseException:
-            await self._undo(sandbox_id)
-            raise
         log.info("sandbox_started", pod_sandbox_id=sandbox_id, name=name)
         return sandbox_id
 
@@ -291,17 +292,6 @@ class Sandboxes:
             return
         content = resolv_conf(request.dns_servers, request.dns_searches, request.dns_options)
         await asyncio.to_thread(Path(info.resolv_conf_path).write_text, content)
-
-    async def _undo(self, sandbox_id: str) -> None:
-        """Remove a half-created sandbox, even if the RPC that created it was cancelled."""
-
-        async def remove() -> None:
-            async with asyncio.timeout(UNDO_TIMEOUT):
-                await self.docker.remove_container(sandbox_id)
-
-        with contextlib.suppress(errors.CrishimError, TimeoutError):
-            await asyncio.shield(remove())
-        await self.store.refresh(sandbox_id)
 
     # -- stop, remove ---------------------------------------------------------
 

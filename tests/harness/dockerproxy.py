@@ -4,7 +4,9 @@ crishim talks to `proxy.socket`; each connection is relayed byte for byte to the
 real daemon's socket, and the client side is parsed just far enough to record
 each request line (method, path, when). Bodies are skipped by Content-Length or
 chunked framing; after an Upgrade request (attach, exec start) the connection is
-raw both ways and no longer parsed. Responses are never parsed.
+raw both ways and no longer parsed. Responses are parsed only for their end
+(Docker's time on each request). `hold(pattern)` holds matching requests back
+until `release()`: a way to stop crishim at a chosen point of a call.
 
 Runs its own event loop in a daemon thread, so synchronous tests and the bench
 can use it alike. `stop()` closes the listener and every relayed connection.
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -57,6 +60,10 @@ class RecordingProxy:
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.AbstractServer | None = None
         self._conns: set[asyncio.Task] = set()
+        self._hold: re.Pattern[str] | None = None
+        self._gate = asyncio.Event()
+        self._waiting = 0
+        self._forward_orphans = True
 
     def start(self) -> RecordingProxy:
         self._thread.start()
@@ -87,6 +94,34 @@ class RecordingProxy:
 
     def mark(self) -> float:
         return time.monotonic()
+
+    # -- fault injection --------------------------------------------------------
+
+    def hold(self, pattern: str, *, reached_docker: bool = True) -> None:
+        """Hold back requests whose "METHOD /path" matches `pattern` until release().
+
+        reached_docker: on release, a held request whose client has gone is still
+        passed on (as if Docker had it before the client died: it acts on it, and
+        nobody reads the answer); False drops it (the client died before sending it).
+        """
+
+        def set_hold() -> None:
+            self._hold = re.compile(pattern)
+            self._forward_orphans = reached_docker
+            self._gate.clear()
+
+        self._loop.call_soon_threadsafe(set_hold)
+
+    def release(self) -> None:
+        def open_gate() -> None:
+            self._hold = None
+            self._gate.set()
+
+        self._loop.call_soon_threadsafe(open_gate)
+
+    def waiting(self) -> int:
+        """Requests held back right now."""
+        return self._waiting
 
     # -- relaying ---------------------------------------------------------------
 
@@ -170,9 +205,17 @@ class RecordingProxy:
                 head, line, headers = await self._head(reader)
             except asyncio.IncompleteReadError:
                 return  # the client closed its side
-            up.write(head)
             method, target, _ = line.split(" ", 2)
             request = Request(time.monotonic(), method, _plain_path(target))
+            if self._hold is not None and self._hold.search(str(request)):
+                self._waiting += 1
+                try:
+                    await self._gate.wait()
+                finally:
+                    self._waiting -= 1
+                if reader.at_eof() and not self._forward_orphans:
+                    return  # its client died before it would have been sent
+            up.write(head)
             with self._lock:
                 self._requests.append(request)
             await self._body(reader, up, headers)

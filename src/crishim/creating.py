@@ -1,0 +1,190 @@
+"""Docker creates that leave nothing behind, whatever happens to the call.
+
+RunPodSandbox and CreateContainer start with a Docker create. Three ways that
+used to leave a "created" object no call would ever finish, after which a
+retry with the same metadata got ALREADY_EXISTS forever:
+
+  - the caller cancelled (its deadline passed) while Docker was creating: the
+    create is now shielded, and if it completes for nobody the object is removed;
+  - crishim was killed between the create and the end of the call: every create
+    is marked in the state dir (`creating/<docker name>`) before it starts and
+    unmarked when the call has finished either way; a mark found at start names
+    a leftover, which is removed if it never ran;
+  - a retry meets such a leftover first: a name taken by an object that never
+    ran, and that no call of this process is creating, is removed and the
+    create retried once. A name taken by an object that ran is ALREADY_EXISTS.
+
+Besides, a periodic sweep removes pause containers that never ran and are older
+than SWEEP_AGE (RunPodSandbox always starts its pause, so one that never ran
+is a leftover, whatever left it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import structlog
+
+from crishim import errors, labels, tasks
+from crishim.docker import DockerClient
+from crishim.docker.types import ContainerInfo, ContainerSpec
+from crishim.store import Store
+
+log = structlog.get_logger(__name__)
+
+UNDO_TIMEOUT = 30.0
+SWEEP_INTERVAL = 60.0
+SWEEP_AGE = 120.0  # seconds: a pause that has not started by then never will
+
+
+def never_ran(info: ContainerInfo) -> bool:
+    return info.state.status == "created" and not info.state.started_at_ns
+
+
+class Creator:
+    def __init__(self, docker: DockerClient, store: Store, state_dir: Path) -> None:
+        self.docker = docker
+        self.store = store
+        self.marks = state_dir / "creating"
+        self._names: set[str] = set()  # creates in flight in this process
+        self._undoing: set[asyncio.Task[None]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+
+    # -- start and stop -----------------------------------------------------------
+
+    async def start(self) -> None:
+        """Remove what a killed process left mid-create, then sweep periodically."""
+        await asyncio.to_thread(self.marks.mkdir, parents=True, exist_ok=True)
+        names = await asyncio.to_thread(lambda: [p.name for p in self.marks.iterdir()])
+        for name in names:
+            with contextlib.suppress(errors.CrishimError):
+                await self._remove_if_never_ran(name)
+            await asyncio.to_thread(self._unmark, name)
+        self._sweeper = asyncio.create_task(self._sweep_forever(), name="create-sweeper")
+
+    async def close(self) -> None:
+        await tasks.stop(self._sweeper)
+        if self._undoing:
+            await asyncio.wait(self._undoing, timeout=UNDO_TIMEOUT)
+
+    # -- creating -------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def creating(self, spec: ContainerSpec, taken: Callable[[], errors.CrishimError]):
+        """`async with creator.creating(spec, taken) as made:` -> made.id is the new object.
+
+        Everything inside the block belongs to the create: if the block fails or is
+        cancelled, the object is removed (under a shield). `taken()` is the error for
+        a name held by an object that ran.
+        """
+        name = spec.name
+        if name in self._names:
+            raise taken()  # the same object is being created by a call running now
+        self._names.add(name)
+        await asyncio.to_thread(self._mark, name)
+        made = _Made()
+        try:
+            made.id = await self._create(spec, taken)
+            yield made
+        except BaseException:
+            if made.id:
+                await self.undo(made.id)
+            raise
+        finally:
+            self._names.discard(name)
+            await asyncio.shield(asyncio.to_thread(self._unmark, name))
+
+    async def _create(self, spec: ContainerSpec, taken: Callable[[], errors.CrishimError]) -> str:
+        for attempt in (1, 2):
+            create = asyncio.ensure_future(self.docker.create_container(spec))
+            try:
+                return await asyncio.shield(create)
+            except asyncio.CancelledError:
+                create.add_done_callback(self._undo_if_created)
+                raise
+            except errors.FailedPrecondition as exc:  # 409: the name is taken
+                if attempt == 2 or not await self._remove_if_never_ran(spec.name):
+                    raise taken() from exc
+                log.warning("create_leftover_replaced", name=spec.name)
+        raise AssertionError("unreachable")
+
+    def _undo_if_created(self, create: asyncio.Future[str]) -> None:
+        if create.cancelled() or create.exception() is not None:
+            return
+        task = asyncio.ensure_future(self.undo(create.result()))
+        self._undoing.add(task)
+        task.add_done_callback(self._undoing.discard)
+
+    async def undo(self, container_id: str) -> None:
+        """Remove a half-created object, even if the call that created it was cancelled."""
+
+        async def remove() -> None:
+            async with asyncio.timeout(UNDO_TIMEOUT):
+                await self.docker.remove_container(container_id)
+            await self.store.refresh(container_id)
+
+        with contextlib.suppress(errors.CrishimError, TimeoutError):
+            await asyncio.shield(remove())
+
+    async def _remove_if_never_ran(self, name: str) -> bool:
+        """Remove the object called `name` if it never ran; True when the name is free now."""
+        try:
+            info = await self.docker.inspect_container(name)
+        except errors.NotFound:
+            return True
+        if not never_ran(info) or not labels.read(info.labels).kind:
+            return False
+        log.warning("create_leftover_removed", name=name, container_id=info.id)
+        with contextlib.suppress(errors.NotFound):
+            await self.docker.remove_container(info.id)
+        await self.store.refresh(info.id)
+        return True
+
+    # -- the sweep ---------------------------------------------------------------------
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            try:
+                await self.sweep()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("create_sweep_failed")
+
+    async def sweep(self, age: float = SWEEP_AGE) -> int:
+        """Remove pause containers that never ran and are older than `age` seconds."""
+        now = time.time_ns()
+        removed = 0
+        for record in self.store.records(labels.TYPE_SANDBOX):
+            info = record.info
+            if not never_ran(info) or (now - info.created_at_ns) / 1e9 < age:
+                continue
+            if info.name.lstrip("/") in self._names:
+                continue
+            with contextlib.suppress(errors.CrishimError):
+                if await self._remove_if_never_ran(info.id):
+                    removed += 1
+        return removed
+
+    # -- marks (blocking) -------------------------------------------------------------
+
+    def _mark(self, name: str) -> None:
+        fd = os.open(self.marks / name, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        os.close(fd)
+
+    def _unmark(self, name: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            (self.marks / name).unlink()
+
+
+class _Made:
+    __slots__ = ("id",)
+
+    def __init__(self) -> None:
+        self.id = ""

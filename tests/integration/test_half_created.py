@@ -1,0 +1,173 @@
+"""Creates cut short leave nothing behind, and a retry always succeeds.
+
+crishim runs behind the recording proxy (tests/harness/dockerproxy.py), which
+holds back a chosen Docker request: that stops crishim at an exact point of
+RunPodSandbox or CreateContainer, to cancel the call or SIGKILL crishim there.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+
+import grpc
+import pytest
+
+from tests.harness.clients import Official
+from tests.harness.dockerproxy import RecordingProxy
+from tests.harness.procs import wait_for
+from tests.integration.test_sandboxes import sandbox_config
+
+
+@pytest.fixture
+def node(dockerd, crishim_factory, official_stubs, workdir: Path):
+    """(proxy, crishim process, a function making a client) behind a recording proxy."""
+    proxy = RecordingProxy(workdir, dockerd.socket).start()
+    clients: list[Official] = []
+
+    def client(proc) -> Official:
+        c = Official(proc.socket, *official_stubs)
+        clients.append(c)
+        return c
+
+    try:
+        yield proxy, crishim_factory(proxy.endpoint), client
+    finally:
+        proxy.release()
+        for c in clients:
+            c.close()
+        proxy.stop()
+
+
+def named(dockerd, name: str) -> list[tuple[str, str]]:
+    """(id, status) of the daemon's containers whose name contains `name`."""
+    out = dockerd.docker("ps", "-a", "--no-trunc", "--format", "{{.ID}} {{.Status}} {{.Names}}")
+    return [(line.split()[0], line.split()[1]) for line in out.splitlines() if name in line]
+
+
+def in_background(fn) -> tuple[threading.Thread, dict]:
+    result: dict = {}
+
+    def run() -> None:
+        try:
+            result["value"] = fn()
+        except grpc.RpcError as exc:
+            result["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, result
+
+
+def test_a_cancelled_run_pod_sandbox_leaves_nothing_and_a_retry_succeeds(node, dockerd) -> None:
+    proxy, proc, client = node
+    official = client(proc)
+    pb = official.pb
+    config = sandbox_config(pb)
+    proxy.hold(r"^POST /containers/create$")
+    thread, result = in_background(
+        lambda: official.runtime.RunPodSandbox(pb.RunPodSandboxRequest(config=config), timeout=2)
+    )
+    wait_for(lambda: proxy.waiting() == 1, 10, "the create held at the proxy")
+    thread.join(10)
+    assert result["error"].code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    proxy.release()  # Docker now creates the pause for a caller that is gone
+    wait_for(lambda: not named(dockerd, config.metadata.name), 30, "the orphan pause removed")
+    retry = official.runtime.RunPodSandbox(pb.RunPodSandboxRequest(config=config), timeout=60)
+    official.runtime.RemovePodSandbox(
+        pb.RemovePodSandboxRequest(pod_sandbox_id=retry.pod_sandbox_id), timeout=60
+    )
+
+
+@pytest.mark.parametrize("held", ["start", "create"])
+def test_a_crishim_killed_mid_create_leaves_nothing_after_restart(node, dockerd, held) -> None:
+    proxy, proc, client = node
+    official = client(proc)
+    pb = official.pb
+    config = sandbox_config(pb)
+    if held == "start":  # created; killed before the start was sent
+        proxy.hold(r"^POST /containers/[0-9a-f]{64}/start$", reached_docker=False)
+    else:  # killed while Docker was creating
+        proxy.hold(r"^POST /containers/create$")
+    thread, _ = in_background(
+        lambda: official.runtime.RunPodSandbox(pb.RunPodSandboxRequest(config=config), timeout=30)
+    )
+    wait_for(lambda: proxy.waiting() == 1, 10, f"the {held} held at the proxy")
+    proc.signal(signal.SIGKILL)
+    proc.wait(30)
+    proxy.release()  # what was under way reaches Docker: a pause that never runs
+    thread.join(30)
+    wait_for(lambda: bool(named(dockerd, config.metadata.name)), 10, "the leftover created")
+    assert [status for _, status in named(dockerd, config.metadata.name)] == ["Created"]
+
+    proc.start()  # the same state dir: it finds its mark of the unfinished create
+    wait_for(lambda: not named(dockerd, config.metadata.name), 30, "the leftover removed")
+    official = client(proc)
+    retry = official.runtime.RunPodSandbox(pb.RunPodSandboxRequest(config=config), timeout=60)
+    assert retry.pod_sandbox_id
+    official.runtime.RemovePodSandbox(
+        pb.RemovePodSandboxRequest(pod_sandbox_id=retry.pod_sandbox_id), timeout=60
+    )
+
+
+def test_a_retry_replaces_a_leftover_that_never_ran(node, dockerd) -> None:
+    proxy, proc, client = node
+    official = client(proc)
+    pb = official.pb
+    config = sandbox_config(pb)
+    proxy.hold(r"^POST /containers/[0-9a-f]{64}/start$", reached_docker=False)
+    thread, _ = in_background(
+        lambda: official.runtime.RunPodSandbox(pb.RunPodSandboxRequest(config=config), timeout=30)
+    )
+    wait_for(lambda: proxy.waiting() == 1, 10, "the start held at the proxy")
+    proc.signal(signal.SIGKILL)
+    proc.wait(30)
+    proxy.release()
+    thread.join(30)
+    # As if left by a crishim without marks (or another process): no mark to find.
+    for mark in (proc.state_dir / "creating").iterdir():
+        mark.unlink()
+    proc.start()
+    (leftover,) = named(dockerd, config.metadata.name)
+    official = client(proc)
+    retry = official.runtime.RunPodSandbox(pb.RunPodSandboxRequest(config=config), timeout=60)
+    assert retry.pod_sandbox_id != leftover[0]
+    assert [i for i, _ in named(dockerd, config.metadata.name)] == [retry.pod_sandbox_id]
+    official.runtime.RemovePodSandbox(
+        pb.RemovePodSandboxRequest(pod_sandbox_id=retry.pod_sandbox_id), timeout=60
+    )
+
+
+def test_a_cancelled_create_container_leaves_nothing(node, dockerd) -> None:
+    proxy, proc, client = node
+    official = client(proc)
+    pb = official.pb
+    config = sandbox_config(pb)
+    sid = official.runtime.RunPodSandbox(
+        pb.RunPodSandboxRequest(config=config), timeout=60
+    ).pod_sandbox_id
+    try:
+        request = pb.CreateContainerRequest(
+            pod_sandbox_id=sid,
+            sandbox_config=config,
+            config=pb.ContainerConfig(
+                metadata=pb.ContainerMetadata(name="late"),
+                image=pb.ImageSpec(image="crishim-test/busybox:latest"),
+                command=["sleep", "300"],
+                log_path="late/0.log",
+            ),
+        )
+        proxy.hold(r"^POST /containers/create$")
+        thread, result = in_background(lambda: official.runtime.CreateContainer(request, timeout=2))
+        wait_for(lambda: proxy.waiting() == 1, 10, "the create held at the proxy")
+        thread.join(10)
+        assert result["error"].code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        proxy.release()
+        wait_for(lambda: not named(dockerd, "k8s_late_"), 30, "the orphan container removed")
+        cid = official.runtime.CreateContainer(request, timeout=60).container_id
+        assert [i for i, _ in named(dockerd, "k8s_late_")] == [cid]
+    finally:
+        official.runtime.RemovePodSandbox(
+            pb.RemovePodSandboxRequest(pod_sandbox_id=sid), timeout=60
+        )

@@ -10,9 +10,12 @@ retry with the same metadata got ALREADY_EXISTS forever:
     is marked in the state dir (`creating/<docker name>`) before it starts and
     unmarked when the call has finished either way; a mark found at start names
     a leftover, which is removed if it never ran;
-  - a retry meets such a leftover first: a name taken by an object that never
-    ran, and that no call of this process is creating, is removed and the
-    create retried once. A name taken by an object that ran is ALREADY_EXISTS.
+  - a RunPodSandbox retry meets such a leftover first: a pause that never ran,
+    and that no call of this process is creating, is removed and the create
+    retried once (RunPodSandbox always starts its pause, so one that never ran
+    was left by a call that never finished). Not for containers: CreateContainer
+    does not start, so a created container may be exactly what a finished call
+    made (ALREADY_EXISTS, as for a name taken by an object that ran).
 
 Besides, a periodic sweep removes pause containers that never ran and are older
 than SWEEP_AGE (RunPodSandbox always starts its pause, so one that never ran
@@ -75,12 +78,19 @@ class Creator:
     # -- creating -------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def creating(self, spec: ContainerSpec, taken: Callable[[], errors.CrishimError]):
+    async def creating(
+        self,
+        spec: ContainerSpec,
+        taken: Callable[[], errors.CrishimError],
+        *,
+        replace_never_ran: bool = False,
+    ):
         """`async with creator.creating(spec, taken) as made:` -> made.id is the new object.
 
         Everything inside the block belongs to the create: if the block fails or is
         cancelled, the object is removed (under a shield). `taken()` is the error for
-        a name held by an object that ran.
+        a name already in use; with replace_never_ran (pause containers), a holder
+        that never ran is removed and the create tried again.
         """
         name = spec.name
         if name in self._names:
@@ -89,7 +99,7 @@ class Creator:
         await asyncio.to_thread(self._mark, name)
         made = _Made()
         try:
-            made.id = await self._create(spec, taken)
+            made.id = await self._create(spec, taken, replace_never_ran)
             yield made
         except BaseException:
             if made.id:
@@ -99,7 +109,9 @@ class Creator:
             self._names.discard(name)
             await asyncio.shield(asyncio.to_thread(self._unmark, name))
 
-    async def _create(self, spec: ContainerSpec, taken: Callable[[], errors.CrishimError]) -> str:
+    async def _create(
+        self, spec: ContainerSpec, taken: Callable[[], errors.CrishimError], replace: bool
+    ) -> str:
         for attempt in (1, 2):
             create = asyncio.ensure_future(self.docker.create_container(spec))
             try:
@@ -108,7 +120,7 @@ class Creator:
                 create.add_done_callback(self._undo_if_created)
                 raise
             except errors.FailedPrecondition as exc:  # 409: the name is taken
-                if attempt == 2 or not await self._remove_if_never_ran(spec.name):
+                if attempt == 2 or not replace or not await self._remove_if_never_ran(spec.name):
                     raise taken() from exc
                 log.warning("create_leftover_replaced", name=spec.name)
         raise AssertionError("unreachable")

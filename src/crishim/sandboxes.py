@@ -177,7 +177,7 @@ class Sandboxes:
             )
 
         # Whatever fails or is cancelled inside removes the pause again (crishim.creating).
-        async with self.creator.creating(spec, taken) as made:
+        async with self.creator.creating(spec, taken, replace_never_ran=True) as made:
             sandbox_id = made.id
             await self.docker.start_container(sandbox_id)
             if request.host_network and (request.dns_servers or request.dns_searches):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import re
 import signal
 import subprocess
@@ -224,3 +225,45 @@ def test_two_crishims_on_one_daemon_write_each_line_once(
             pb.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=60
         )
         other.close()
+
+
+def test_every_line_exactly_once_across_random_sigkills(private_node, official_stubs) -> None:
+    _, proc, client = private_node
+    pb = client.pb
+    config = sandbox_config(pb)
+    sandbox_id = client.runtime.RunPodSandbox(
+        pb.RunPodSandboxRequest(config=config), timeout=120
+    ).pod_sandbox_id
+    the_pod = (sandbox_id, config)
+    total = 6000
+    # Bursts with pauses: the copier is often in the middle of a batch when it dies.
+    create(
+        client,
+        the_pod,
+        "burst",
+        [
+            "sh",
+            "-c",
+            f"i=0; while [ $i -lt {total} ]; do echo n-$i; i=$((i+1));"
+            " [ $((i % 20)) -eq 0 ] && sleep 0.02; done; sleep 300",
+        ],
+    )
+    path = log_file(the_pod, "burst")
+    client.close()
+    rng = random.Random(20261123)
+    try:
+        for _ in range(8):
+            time.sleep(rng.uniform(0.05, 0.6))
+            proc.signal(signal.SIGKILL)
+            proc.wait(30)
+            proc.start()
+        wait_for(lambda: len(read_lines(path)) >= total, 120, f"all {total} lines")
+        time.sleep(1)
+        texts = [t for _, _, t in read_lines(path)]
+        assert texts == [f"n-{i}".encode() for i in range(total)], "every line once, in order"
+    finally:
+        client = Official(proc.socket, *official_stubs)
+        client.runtime.RemovePodSandbox(
+            pb.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=60
+        )
+        client.close()

@@ -7,8 +7,10 @@ RunPodSandbox or CreateContainer, to cancel the call or SIGKILL crishim there.
 
 from __future__ import annotations
 
+import random
 import signal
 import threading
+import time
 from pathlib import Path
 
 import grpc
@@ -171,3 +173,78 @@ def test_a_cancelled_create_container_leaves_nothing(node, dockerd) -> None:
         official.runtime.RemovePodSandbox(
             pb.RemovePodSandboxRequest(pod_sandbox_id=sid), timeout=60
         )
+
+
+def outcome(fn) -> tuple[grpc.StatusCode, object]:
+    try:
+        return grpc.StatusCode.OK, fn()
+    except grpc.RpcError as exc:
+        return exc.code(), exc.details()
+
+
+def test_twenty_random_sigkills_mid_create_leave_docker_and_the_cri_in_agreement(
+    node, dockerd
+) -> None:
+    _, proc, client = node
+    official = client(proc)
+    pb = official.pb
+    rng = random.Random(2026_11_23)
+    config = sandbox_config(pb)
+    home = official.runtime.RunPodSandbox(
+        pb.RunPodSandboxRequest(config=config), timeout=60
+    ).pod_sandbox_id
+    uids = {config.metadata.uid}
+    for i in range(20):
+        if i % 2:
+            pod_config = sandbox_config(pb)
+            uids.add(pod_config.metadata.uid)
+
+            def call(c: Official, pod_config=pod_config):
+                return c.runtime.RunPodSandbox(
+                    pb.RunPodSandboxRequest(config=pod_config), timeout=30
+                ).pod_sandbox_id
+        else:
+            request = pb.CreateContainerRequest(
+                pod_sandbox_id=home,
+                sandbox_config=config,
+                config=pb.ContainerConfig(
+                    metadata=pb.ContainerMetadata(name=f"c{i}"),
+                    image=pb.ImageSpec(image="crishim-test/busybox:latest"),
+                    command=["sleep", "300"],
+                    log_path=f"c{i}/0.log",
+                ),
+            )
+
+            def call(c: Official, request=request):
+                return c.runtime.CreateContainer(request, timeout=30).container_id
+
+        thread, _ = in_background(lambda call=call, c=official: call(c))
+        time.sleep(rng.uniform(0.0, 0.3))  # anywhere in the call, or after it
+        proc.signal(signal.SIGKILL)
+        proc.wait(30)
+        thread.join(30)
+        proc.start()
+        official = client(proc)
+        # The kubelet's retry (it never saw an answer): made now, or ALREADY_EXISTS
+        # when the killed call had finished.
+        code, made = outcome(lambda call=call, c=official: call(c))
+        assert code in (grpc.StatusCode.OK, grpc.StatusCode.ALREADY_EXISTS), (i, made)
+        if code == grpc.StatusCode.ALREADY_EXISTS and i % 2:  # the killed call had finished
+            (pod,) = [
+                p
+                for p in official.runtime.ListPodSandbox(pb.ListPodSandboxRequest()).items
+                if p.metadata.uid == pod_config.metadata.uid
+            ]
+            assert pod.state == pb.SANDBOX_READY, f"kill {i}: a leftover blocks the retry"
+        # Docker holds nothing of these pods that the CRI does not list.
+        rt = official.runtime
+        cri = {p.id for p in rt.ListPodSandbox(pb.ListPodSandboxRequest()).items}
+        cri |= {c.id for c in rt.ListContainers(pb.ListContainersRequest()).containers}
+        names = dockerd.docker("ps", "-a", "--no-trunc", "--format", "{{.ID}} {{.Names}}")
+        ours = {line.split()[0] for line in names.splitlines() if any(u in line for u in uids)}
+        assert ours <= cri, f"kill {i}: Docker has objects the CRI does not list: {ours - cri}"
+    for pod in official.runtime.ListPodSandbox(pb.ListPodSandboxRequest(), timeout=30).items:
+        if pod.metadata.uid in uids:
+            official.runtime.RemovePodSandbox(
+                pb.RemovePodSandboxRequest(pod_sandbox_id=pod.id), timeout=60
+            )

@@ -72,6 +72,13 @@ def _startup(what: str) -> Iterator[None]:
         raise errors.FailedPrecondition(f"{what}: {reason}") from None
 
 
+def _probe_writable(directory: Path) -> None:
+    """Refuse a state dir crishim cannot write (read-only, full) at start, in one line."""
+    probe = directory / f".probe-{os.getpid()}"
+    probe.write_bytes(b"x")
+    probe.unlink()
+
+
 async def serve(config: Config) -> int:
     async with contextlib.AsyncExitStack() as stack:
         return await _serve(config, stack)
@@ -84,6 +91,7 @@ async def _serve(config: Config, stack: contextlib.AsyncExitStack) -> int:
         await asyncio.to_thread(
             Path(config.state_dir).mkdir, parents=True, exist_ok=True, mode=0o700
         )
+        await asyncio.to_thread(_probe_writable, Path(config.state_dir))
     docker = DockerClient(config.docker_endpoint)
     stack.push_async_callback(docker.close)
     try:

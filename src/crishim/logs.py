@@ -38,7 +38,7 @@ from pathlib import Path
 
 import structlog
 
-from crishim import errors, labels, logowner, rfc3339, tasks
+from crishim import errors, labels, logowner, metrics, rfc3339, tasks
 from crishim.docker import DockerClient
 from crishim.docker.types import ContainerInfo, LogChunk
 from crishim.engine import Engine
@@ -107,6 +107,18 @@ def file_tail(path: Path) -> Checkpoint:
     return Checkpoint(last_ns, at_last)
 
 
+WRITE_RETRY_DELAYS = (0.5, 10.0)  # first and longest wait between write attempts, seconds
+
+
+class _Stopped(Exception):
+    """A write the OS refused part way: `rest` is what was not written yet."""
+
+    def __init__(self, rest: memoryview, error: OSError) -> None:
+        super().__init__(str(error))
+        self.rest = rest
+        self.error = error
+
+
 class Follower:
     def __init__(self, docker: DockerClient, record: Record, state_dir: Path) -> None:
         self.docker = docker
@@ -148,14 +160,18 @@ class Follower:
             os.close(self._file)
             self._file = None
 
-    def _write(self, data: bytes, cp: Checkpoint) -> None:
-        if self._file is None:
-            self._open()
-        assert self._file is not None
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self._file, view) :]
-        self._save(cp)
+    def _write(self, view: memoryview, cp: Checkpoint) -> None:
+        """Write `view`, then checkpoint (blocking). On an OS error (disk full,
+        read-only, ...) raise _Stopped with what is left: nothing is written twice."""
+        try:
+            if self._file is None:
+                self._open()
+            assert self._file is not None
+            while view:
+                view = view[os.write(self._file, view) :]
+            self._save(cp)
+        except OSError as exc:
+            raise _Stopped(view, exc) from None
 
     async def reopen(self) -> None:
         async with self._lock:
@@ -214,10 +230,44 @@ class Follower:
                     break
                 lines.append(nxt[0])
                 cp = nxt[1]
-            async with self._lock:
-                await asyncio.to_thread(self._write, b"".join(lines), cp)
+            await self._write_until_done(memoryview(b"".join(lines)), cp)
             if ended:
                 return
+
+    async def _write_until_done(self, view: memoryview, cp: Checkpoint) -> None:
+        """Write and checkpoint; while the disk refuses, say so at once and retry.
+
+        The reader waits meanwhile (the queue is bounded); Docker's own log file
+        keeps the output until the disk has room again.
+        """
+        failing = False
+        delay = WRITE_RETRY_DELAYS[0]
+        try:
+            while True:
+                try:
+                    async with self._lock:
+                        await asyncio.to_thread(self._write, view, cp)
+                except _Stopped as stopped:
+                    view = stopped.rest
+                    if not failing:
+                        failing = True
+                        metrics.LOG_COPY_FAILING.inc()
+                        log.warning(
+                            "log_copy_failing",
+                            container_id=self.container_id,
+                            path=str(self.path),
+                            error=stopped.error.strerror or str(stopped.error),
+                            retry_s=delay,
+                        )
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, WRITE_RETRY_DELAYS[1])
+                    continue
+                if failing:
+                    log.info("log_copy_resumed", container_id=self.container_id)
+                return
+        finally:
+            if failing:
+                metrics.LOG_COPY_FAILING.dec()
 
 
 def touch(path: Path) -> None:

@@ -12,6 +12,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
 )
@@ -28,6 +29,12 @@ RPC_SECONDS = Histogram(
     "crishim_rpc_duration_seconds",
     "Time to serve a CRI call.",
     ["method"],
+    registry=REGISTRY,
+)
+LOG_COPY_FAILING = Gauge(
+    "crishim_log_copy_failing",
+    "Containers whose CRI log copying the OS refuses right now (disk full, read-only...);"
+    " retried until it works.",
     registry=REGISTRY,
 )
 DOCKER_SECONDS = Histogram(

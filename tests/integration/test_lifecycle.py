@@ -308,3 +308,27 @@ def test_one_log_event_per_rpc_with_method_code_duration_and_ids(
     assert update["level"] == "info", "mutating calls log at info"
     version = [e for e in events if e["rpc"] == "Version"]
     assert all(e["level"] == "debug" for e in version if e["code"] == "OK"), "polled calls at debug"
+
+
+def test_a_read_only_state_dir_is_refused_in_one_line(workdir) -> None:
+    state = workdir / "ro-state"
+    state.mkdir(exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(state)], check=True)
+    try:
+        result = subprocess.run(
+            [
+                sys.executable, "-m", "crishim", "serve",
+                f"--listen=unix://{workdir}/ro.sock", f"--state-dir={state}",
+                f"--docker-endpoint=unix://{workdir}/no-docker.sock", "--metrics-address=",
+                f"--lock-dir={workdir}/ro-locks", "--network-plugin=docker",
+                "--log-level=error",
+            ],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    finally:
+        subprocess.run(["umount", str(state)], check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"crishim: state_dir {state}: Read-only file system"
+    )
+    assert "Traceback" not in result.stderr + result.stdout

@@ -267,3 +267,51 @@ def test_every_line_exactly_once_across_random_sigkills(private_node, official_s
             pb.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=60
         )
         client.close()
+
+
+def test_a_full_log_disk_is_reported_at_once_and_copying_resumes_with_room(
+    official: Official, crishim, workdir
+) -> None:
+    pb = official.pb
+    disk = workdir / "tiny-log-disk"
+    disk.mkdir(exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)], check=True)
+    try:
+        filler = disk / "filler"
+        # Leave ~16 KiB: the first few hundred lines fit, the rest do not.
+        filler.write_bytes(b"\0" * (240 * 1024))
+        config = sandbox_config(pb)
+        config.log_directory = str(disk / "pod")
+        sandbox_id = official.runtime.RunPodSandbox(
+            pb.RunPodSandboxRequest(config=config), timeout=120
+        ).pod_sandbox_id
+        try:
+            total = 3000
+            create(
+                official,
+                (sandbox_id, config),
+                "chatty",
+                ["sh", "-c", f"i=0; while [ $i -lt {total} ]; do echo n-$i; i=$((i+1)); done;"
+                 " sleep 300"],
+            )  # fmt: skip
+            path = disk / "pod" / "chatty" / "0.log"
+
+            def failing() -> bool:
+                return any(
+                    e.get("event") == "log_copy_failing" and e.get("path") == str(path)
+                    for e in crishim.events()
+                )
+
+            wait_for(failing, 30, "log_copy_failing in crishim's log")
+            assert len(read_lines(path)) < total
+            filler.unlink()  # room again: copying resumes by itself
+            wait_for(lambda: len(read_lines(path)) >= total, 60, f"all {total} lines")
+            texts = [t for _, _, t in read_lines(path)]
+            assert texts == [f"n-{i}".encode() for i in range(total)], "every line once, in order"
+            assert any(e.get("event") == "log_copy_resumed" for e in crishim.events())
+        finally:
+            official.runtime.RemovePodSandbox(
+                pb.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=60
+            )
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)

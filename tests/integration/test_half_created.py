@@ -62,6 +62,24 @@ def in_background(fn) -> tuple[threading.Thread, dict]:
     return thread, result
 
 
+def killed_mid_run(proxy, proc, official: Official, config, pattern: str, reached: bool) -> None:
+    """RunPodSandbox held at `pattern` by the proxy, crishim SIGKILLed there, then released."""
+    pb = official.pb
+    proxy.hold(pattern, reached_docker=reached)
+    thread, _ = in_background(
+        lambda: official.runtime.RunPodSandbox(pb.RunPodSandboxRequest(config=config), timeout=30)
+    )
+    wait_for(lambda: proxy.waiting() == 1, 10, f"{pattern} held at the proxy")
+    proc.signal(signal.SIGKILL)
+    proc.wait(30)
+    proxy.release()  # what was under way reaches Docker (or not): a pause that never runs
+    thread.join(30)
+
+
+START = r"^POST /containers/[0-9a-f]{64}/start$"
+CREATE = r"^POST /containers/create$"
+
+
 def test_a_cancelled_run_pod_sandbox_leaves_nothing_and_a_retry_succeeds(node, dockerd) -> None:
     proxy, proc, client = node
     official = client(proc)
@@ -89,17 +107,9 @@ def test_a_crishim_killed_mid_create_leaves_nothing_after_restart(node, dockerd,
     pb = official.pb
     config = sandbox_config(pb)
     if held == "start":  # created; killed before the start was sent
-        proxy.hold(r"^POST /containers/[0-9a-f]{64}/start$", reached_docker=False)
+        killed_mid_run(proxy, proc, official, config, START, reached=False)
     else:  # killed while Docker was creating
-        proxy.hold(r"^POST /containers/create$")
-    thread, _ = in_background(
-        lambda: official.runtime.RunPodSandbox(pb.RunPodSandboxRequest(config=config), timeout=30)
-    )
-    wait_for(lambda: proxy.waiting() == 1, 10, f"the {held} held at the proxy")
-    proc.signal(signal.SIGKILL)
-    proc.wait(30)
-    proxy.release()  # what was under way reaches Docker: a pause that never runs
-    thread.join(30)
+        killed_mid_run(proxy, proc, official, config, CREATE, reached=True)
     wait_for(lambda: bool(named(dockerd, config.metadata.name)), 10, "the leftover created")
     assert [status for _, status in named(dockerd, config.metadata.name)] == ["Created"]
 
@@ -118,15 +128,7 @@ def test_a_retry_replaces_a_leftover_that_never_ran(node, dockerd) -> None:
     official = client(proc)
     pb = official.pb
     config = sandbox_config(pb)
-    proxy.hold(r"^POST /containers/[0-9a-f]{64}/start$", reached_docker=False)
-    thread, _ = in_background(
-        lambda: official.runtime.RunPodSandbox(pb.RunPodSandboxRequest(config=config), timeout=30)
-    )
-    wait_for(lambda: proxy.waiting() == 1, 10, "the start held at the proxy")
-    proc.signal(signal.SIGKILL)
-    proc.wait(30)
-    proxy.release()
-    thread.join(30)
+    killed_mid_run(proxy, proc, official, config, START, reached=False)
     # As if left by a crishim without marks (or another process): no mark to find.
     for mark in (proc.state_dir / "creating").iterdir():
         mark.unlink()

@@ -18,7 +18,7 @@ from tests.harness.clients import Official
 from tests.harness.dockerproxy import RecordingProxy
 from tests.harness.procs import wait_for
 from tests.integration.test_containers import create, wait_exited
-from tests.integration.test_sandboxes import sandbox_config
+from tests.integration.test_sandboxes import running_pod
 
 ROUNDS = 15
 
@@ -88,13 +88,8 @@ def polled_calls(client: Official, sandbox_id: str, container_ids: list[str], im
 
 def test_polled_calls_make_no_docker_request(recorded, test_images) -> None:
     proxy, client = recorded
-    pb = client.pb
-    config = sandbox_config(pb)
-    sandbox_id = client.runtime.RunPodSandbox(
-        pb.RunPodSandboxRequest(config=config), timeout=120
-    ).pod_sandbox_id
-    try:
-        the_pod = (sandbox_id, config)
+    with running_pod(client) as the_pod:
+        sandbox_id = the_pod[0]
         running = create(client, the_pod, "sleeper", ["sleep", "300"])
         done = create(client, the_pod, "done", ["true"])
         wait_exited(client, done)
@@ -109,10 +104,6 @@ def test_polled_calls_make_no_docker_request(recorded, test_images) -> None:
                 call()
         elapsed = time.monotonic() - since
         asked = proxy.requests(since)
-    finally:
-        client.runtime.RemovePodSandbox(
-            pb.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=60
-        )
 
     assert [str(r) for r in asked if str(r) != "GET /_ping"] == [], (
         f"{ROUNDS * len(calls)} polled calls asked Docker"
@@ -147,12 +138,8 @@ def test_the_image_cache_follows_changes_made_behind_crishims_back(
 def test_an_exec_costs_no_container_inspect(recorded) -> None:
     proxy, client = recorded
     pb = client.pb
-    config = sandbox_config(pb)
-    sandbox_id = client.runtime.RunPodSandbox(
-        pb.RunPodSandboxRequest(config=config), timeout=120
-    ).pod_sandbox_id
-    try:
-        cid = create(client, (sandbox_id, config), "probe", ["sleep", "300"])
+    with running_pod(client) as the_pod:
+        cid = create(client, the_pod, "probe", ["sleep", "300"])
         wait_for(lambda: not proxy.requests(time.monotonic() - 1.0), 30, "a quiet second")
         since = proxy.mark()
         for _ in range(3):  # what an exec probe does
@@ -162,10 +149,6 @@ def test_an_exec_costs_no_container_inspect(recorded) -> None:
             assert response.exit_code == 0
         time.sleep(1)  # Docker's exec events have come and gone
         asked = [str(r) for r in proxy.requests(since) if str(r) != "GET /_ping"]
-    finally:
-        client.runtime.RemovePodSandbox(
-            pb.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=60
-        )
     # The exec's own calls only: its events (exec_create/start/die) change no CRI state.
     assert f"GET /containers/{cid}/json" not in asked, asked
     assert sum(r.startswith("POST /containers/") and r.endswith("/exec") for r in asked) == 3

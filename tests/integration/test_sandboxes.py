@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import uuid
@@ -31,6 +32,22 @@ def sandbox_config(pb, name: str | None = None, **linux_kw):
         annotations={"kubernetes.io/config.source": "api", "empty": ""},
         linux=pb.LinuxPodSandboxConfig(**linux_kw),
     )
+
+
+@contextlib.contextmanager
+def running_pod(client: Official):
+    """(sandbox id, config) of a pod run through `client`, removed again on the way out."""
+    pb = client.pb
+    config = sandbox_config(pb)
+    sandbox_id = client.runtime.RunPodSandbox(
+        pb.RunPodSandboxRequest(config=config), timeout=120
+    ).pod_sandbox_id
+    try:
+        yield sandbox_id, config
+    finally:
+        client.runtime.RemovePodSandbox(
+            pb.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=60
+        )
 
 
 @pytest.fixture

@@ -229,7 +229,10 @@ class Containers:
             raise errors.InvalidArgument("config.image.image is required")
         _validate(request)
         name = labels.container_name(sandbox.meta, request.meta)
-        sources = await asyncio.to_thread(_resolve_sources, request.mounts)
+        # Thread hops cost ~0.2-0.5 ms each on a busy loop: none when there is nothing to do.
+        sources = []
+        if request.mounts:
+            sources = await asyncio.to_thread(_resolve_sources, request.mounts)
         image_mounts = tuple(
             ImageMount(m.image, m.container_path, m.image_sub_path)
             for m in request.mounts
@@ -266,8 +269,9 @@ class Containers:
                 request.no_new_privs,
             )
         cgroupres.validate(request.cgroup_resources)
-        mounts = await self._cgroup_mounts()
-        await asyncio.to_thread(cgroupres.check_host, request.cgroup_resources, mounts)
+        if request.cgroup_resources.hugepages or request.cgroup_resources.unified:
+            mounts = await self._cgroup_mounts()
+            await asyncio.to_thread(cgroupres.check_host, request.cgroup_resources, mounts)
         spec = ContainerSpec(
             name=name,
             image=request.image,

@@ -142,12 +142,16 @@ def _sandbox_config(pb):
     )
 
 
-def _container_config(pb, name: str, command: list[str]):
-    return pb.ContainerConfig(
-        metadata=pb.ContainerMetadata(name=name),
-        image=pb.ImageSpec(image=BUSYBOX),
-        command=command,
-        log_path=f"{name}/0.log",
+def _create_request(pb, sandbox_id: str, sandbox_config, name: str, command: list[str]):
+    return pb.CreateContainerRequest(
+        pod_sandbox_id=sandbox_id,
+        sandbox_config=sandbox_config,
+        config=pb.ContainerConfig(
+            metadata=pb.ContainerMetadata(name=name),
+            image=pb.ImageSpec(image=BUSYBOX),
+            command=command,
+            log_path=f"{name}/0.log",
+        ),
     )
 
 
@@ -167,11 +171,7 @@ def lifecycle(rec: Recorder, client: Official, cycles: int) -> None:
             "CreateContainer",
             lambda config=config, sid=sid: (
                 rt.CreateContainer(
-                    pb.CreateContainerRequest(
-                        pod_sandbox_id=sid,
-                        config=_container_config(pb, "app", ["sleep", "300"]),
-                        sandbox_config=config,
-                    ),
+                    _create_request(pb, sid, config, "app", ["sleep", "300"]),
                     timeout=60,
                 ).container_id
             ),
@@ -244,11 +244,7 @@ def run(docker_endpoint: str, root: Path, stubs, counts: list[int], cycles: int,
             pods.append((sid.pod_sandbox_id, config))
         probe_sid, probe_config = pods[0]
         probe = rt.CreateContainer(
-            pb.CreateContainerRequest(
-                pod_sandbox_id=probe_sid,
-                config=_container_config(pb, "probe", ["sleep", "3000"]),
-                sandbox_config=probe_config,
-            ),
+            _create_request(pb, probe_sid, probe_config, "probe", ["sleep", "3000"]),
             timeout=60,
         ).container_id
         rt.StartContainer(pb.StartContainerRequest(container_id=probe), timeout=60)
@@ -257,11 +253,7 @@ def run(docker_endpoint: str, root: Path, stubs, counts: list[int], cycles: int,
             while made < count:
                 sid, config = pods[made % len(pods)]
                 rt.CreateContainer(
-                    pb.CreateContainerRequest(
-                        pod_sandbox_id=sid,
-                        config=_container_config(pb, f"c{made}", ["true"]),
-                        sandbox_config=config,
-                    ),
+                    _create_request(pb, sid, config, f"c{made}", ["true"]),
                     timeout=60,
                 )
                 made += 1

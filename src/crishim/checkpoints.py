@@ -102,7 +102,7 @@ class Checkpointer:
             raise errors.InvalidArgument(f"location: {target.parent} is not a directory")
         if view.state != "running":
             raise errors.FailedPrecondition(f"container {view.id[:12]} is not running")
-        info = await self.docker.info()
+        info = await self.containers.sandboxes.engine.current_info()
         if not info.experimental:
             raise errors.FailedPrecondition(
                 "checkpointing needs a Docker daemon started with --experimental, "

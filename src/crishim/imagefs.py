@@ -88,10 +88,10 @@ class ImageFsMeter:
         self._task: asyncio.Task[None] | None = None
 
     def configure(self, root: str, driver: str) -> None:
-        """Docker's data root and storage driver (from /info); a change measures again."""
+        """Docker's data root and storage driver (from /info); a change measures again
+        (the measurement drops remembered layers that are not under the new root)."""
         if (Path(root), driver) != (self._root, self._driver):
             self._root, self._driver = Path(root), driver
-            self._layers.clear()
             self.changed()
 
     def changed(self) -> None:

@@ -276,7 +276,7 @@ def touch(path: Path) -> None:
     os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640))
 
 
-CLAIM_TIMEOUT = 5.0  # seconds for the `docker info` that names the daemon's data root
+CLAIM_TIMEOUT = 5.0  # seconds to learn the daemon's data root (from memory once known)
 
 
 class LogManager:

@@ -180,9 +180,9 @@ class Sandboxes:
         async with self.creator.creating(spec, taken, replace_never_ran=True) as made:
             sandbox_id = made.id
             await self.docker.start_container(sandbox_id)
-            if request.host_network and (request.dns_servers or request.dns_searches):
-                await self._write_resolv_conf(sandbox_id, request)
             record = await self.store.refresh(sandbox_id)
+            if request.host_network and (request.dns_servers or request.dns_searches):
+                await self._write_resolv_conf(sandbox_id, record, request)
             if self.networks.docker_network_mode(request.host_network) == "none":
                 pid = record.info.state.pid if record is not None else 0
                 if pid <= 0:
@@ -285,13 +285,15 @@ class Sandboxes:
             runtime=runtime,
         )
 
-    async def _write_resolv_conf(self, sandbox_id: str, request: SandboxRequest) -> None:
-        info = await self.docker.inspect_container(sandbox_id)
-        if not info.resolv_conf_path or not self.docker.endpoint.startswith("unix://"):
+    async def _write_resolv_conf(
+        self, sandbox_id: str, record: Record | None, request: SandboxRequest
+    ) -> None:
+        path = record.info.resolv_conf_path if record is not None else ""
+        if not path or not self.docker.endpoint.startswith("unix://"):
             log.warning("resolv_conf_not_written", pod_sandbox_id=sandbox_id)
             return
         content = resolv_conf(request.dns_servers, request.dns_searches, request.dns_options)
-        await asyncio.to_thread(Path(info.resolv_conf_path).write_text, content)
+        await asyncio.to_thread(Path(path).write_text, content)
 
     # -- stop, remove ---------------------------------------------------------
 
@@ -318,14 +320,11 @@ class Sandboxes:
 
     async def _stop(self, record: Record) -> None:
         members = self._containers_of(record.id)
-        await asyncio.gather(*(self._stop_one(r.id) for r in members))
+        await asyncio.gather(*(self.stop_container(r.id, SANDBOX_STOP_GRACE) for r in members))
         info = record.info
         await self.networks.teardown(info.id, info.state.pid, info.network_mode)
-        await self._stop_one(record.id)
+        await self.stop_container(record.id, SANDBOX_STOP_GRACE)
         log.info("sandbox_stopped", pod_sandbox_id=record.id, containers=len(members))
-
-    async def _stop_one(self, container_id: str) -> None:
-        await self.stop_container(container_id, SANDBOX_STOP_GRACE)
 
     async def stop_container(self, container_id: str, timeout_s: int) -> None:
         """Docker stop, shared with concurrent stops of the same container."""
@@ -374,11 +373,11 @@ class Sandboxes:
 
     async def _remove(self, record: Record) -> None:
         for member in self._containers_of(record.id):
-            await self._remove_one(member.id)
+            await self.remove_container(member.id)
         info = record.info
         # The network goes before the pause: a failed DEL keeps the pod listed for a retry.
         await self.networks.remove(info.id, info.state.pid, info.network_mode)
-        await self._remove_one(record.id)
+        await self.remove_container(record.id)
         await asyncio.to_thread(self.pod_resources.forget, record.id)
         log.info("sandbox_removed", pod_sandbox_id=record.id)
 
@@ -391,9 +390,6 @@ class Sandboxes:
         validate("resources", resources)
         await asyncio.to_thread(self.pod_resources.record, view.id, overhead, resources)
         log.info("pod_resources_updated", pod_sandbox_id=view.id)
-
-    async def _remove_one(self, container_id: str) -> None:
-        await self.remove_container(container_id)
 
     async def load_state(self) -> None:
         """What earlier runs recorded: pod resources (the networks load their own)."""

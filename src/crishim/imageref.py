@@ -85,8 +85,12 @@ def parse(text: str, default_tag: bool = True) -> Reference | ImageID:
         if not _TAG.fullmatch(tag):
             raise errors.InvalidArgument(f"invalid tag {tag!r} in image reference {text!r}")
 
+    # A registry is named with a dot, a port or as localhost, as Docker 20.10 and
+    # cri-dockerd's docker/distribution split it. Newer distribution releases also
+    # take an uppercase first component (`UPPER/x`) for a host; that makes a typo
+    # a DNS lookup of `upper`, so here it is a repository name, and invalid.
     first, sep, rest = name.partition("/")
-    if sep and ("." in first or ":" in first or first == "localhost" or first != first.lower()):
+    if sep and ("." in first or ":" in first or first == "localhost"):
         domain, path = first, rest
         if not _DOMAIN.fullmatch(domain):
             raise errors.InvalidArgument(f"invalid registry {domain!r} in image reference {text!r}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import grpc
 import pytest
 
 from tests.harness.clients import Official
@@ -152,3 +153,22 @@ def test_an_exec_costs_no_container_inspect(recorded) -> None:
     # The exec's own calls only: its events (exec_create/start/die) change no CRI state.
     assert f"GET /containers/{cid}/json" not in asked, asked
     assert sum(r.startswith("POST /containers/") and r.endswith("/exec") for r in asked) == 3
+
+
+def test_an_invalid_image_reference_never_leaves_crishim(recorded) -> None:
+    """Refused by the reference grammar: no pull sent to Docker, no registry probed.
+
+    `UPPER/x` once made crishim look up the host `upper` while explaining the
+    pull Docker had refused; `library/UPPER` and the rest never name a host.
+    """
+    proxy, client = recorded
+    pb = client.pb
+    since = proxy.mark()
+    for bad in ("UPPER/x", "Registry/app:1", "library/UPPER", "busybox:-tag", "a//b"):
+        request = pb.PullImageRequest(image=pb.ImageSpec(image=bad))
+        with pytest.raises(grpc.RpcError) as err:
+            client.image.PullImage(request, timeout=30)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, bad
+        assert "repository name" in err.value.details() or "tag" in err.value.details(), bad
+    asked = [str(r) for r in proxy.requests(since) if str(r) != "GET /_ping"]
+    assert asked == [], asked

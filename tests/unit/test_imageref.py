@@ -22,6 +22,7 @@ DIGEST = "sha256:" + "a" * 64
         ),
         pytest.param("registry.k8s.io/pause:3.10", "registry.k8s.io/pause:3.10", id="k8s"),
         pytest.param("localhost/app", "localhost/app:latest", id="localhost"),
+        pytest.param("REG.example:5000/a", "REG.example:5000/a:latest", id="uppercase-host"),
         pytest.param("127.0.0.1:5000/a/b:v1", "127.0.0.1:5000/a/b:v1", id="ip-port"),
         pytest.param(f"busybox@{DIGEST}", f"docker.io/library/busybox@{DIGEST}", id="digest-only"),
         pytest.param(
@@ -44,6 +45,9 @@ def test_image_ids_stay_ids(text) -> None:
     [
         pytest.param("", "empty", id="empty"),
         pytest.param("BusyBox", "repository name", id="uppercase"),
+        # Not a registry host: no dot, port or localhost (Docker 20.10 refuses it too).
+        pytest.param("UPPER/x", "repository name", id="uppercase-first-component"),
+        pytest.param("Registry/app:1", "repository name", id="capitalised-first-component"),
         pytest.param("busybox:", "tag", id="empty-tag"),
         pytest.param("busybox:-bad", "tag", id="bad-tag"),
         pytest.param("busybox@sha256:abc", "digest", id="short-digest"),

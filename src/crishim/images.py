@@ -165,7 +165,8 @@ class Images:
         except errors.NotFound:
             raise errors.NotFound(f"image {ref} not found") from None
         except errors.CrishimError as exc:
-            if isinstance(exc, errors.DeadlineExceeded):
+            # A reference Docker itself refuses never reached a registry: nothing to ask it.
+            if isinstance(exc, (errors.DeadlineExceeded, errors.InvalidArgument)):
                 raise
             explained = await registry.diagnose(ref, auth)
             log.warning(

@@ -128,6 +128,7 @@ class Follower:
         self.checkpoint_path = state_dir / f"{record.id}.json"
         self._lock = asyncio.Lock()
         self._file: int | None = None
+        self._checkpoint_failing = False
         self.task: asyncio.Task[None] | None = None
 
     def _load(self) -> Checkpoint:
@@ -169,9 +170,31 @@ class Follower:
             assert self._file is not None
             while view:
                 view = view[os.write(self._file, view) :]
-            self._save(cp)
         except OSError as exc:
             raise _Stopped(view, exc) from None
+        self._checkpoint(cp)
+
+    def _checkpoint(self, cp: Checkpoint) -> None:
+        """Save `cp` if the state dir lets us (blocking).
+
+        A checkpoint that cannot be saved does not hold copying up: the log file's
+        own last lines say where to resume, and a resume takes the later of the two.
+        """
+        try:
+            self._save(cp)
+        except OSError as exc:
+            if not self._checkpoint_failing:
+                self._checkpoint_failing = True
+                log.warning(
+                    "log_checkpoint_failing",
+                    container_id=self.container_id,
+                    path=str(self.checkpoint_path),
+                    error=exc.strerror or str(exc),
+                )
+            return
+        if self._checkpoint_failing:
+            self._checkpoint_failing = False
+            log.info("log_checkpoint_resumed", container_id=self.container_id)
 
     async def reopen(self) -> None:
         async with self._lock:
@@ -191,8 +214,10 @@ class Follower:
             await writer
             info = await self.docker.inspect_container(self.container_id)
             if not info.state.running:
-                last = self._load()
-                await asyncio.to_thread(self._save, Checkpoint(last.last_ns, last.at_last, True))
+                last = self._load()  # `done` is what counts here; the position is the file's
+                await asyncio.to_thread(
+                    self._checkpoint, Checkpoint(last.last_ns, last.at_last, True)
+                )
         finally:
             await tasks.stop(writer)
             async with self._lock:

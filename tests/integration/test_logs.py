@@ -315,3 +315,47 @@ def test_a_full_log_disk_is_reported_at_once_and_copying_resumes_with_room(
             )
     finally:
         subprocess.run(["umount", str(disk)], check=False)
+
+
+def test_a_full_state_dir_neither_stops_copying_nor_duplicates_after_a_kill(
+    private_node, official_stubs
+) -> None:
+    """Checkpoints that cannot be saved: lines still copied, and once each across SIGKILL."""
+    _, proc, client = private_node
+    pb = client.pb
+    checkpoints = proc.state_dir / "logs"
+    mount = ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(checkpoints)]
+    subprocess.run(mount, check=True)
+    sandbox_id = ""
+    try:
+        (checkpoints / "filler").write_bytes(b"\0" * (64 * 1024))  # not one byte left
+        config = sandbox_config(pb)
+        sandbox_id = client.runtime.RunPodSandbox(
+            pb.RunPodSandboxRequest(config=config), timeout=120
+        ).pod_sandbox_id
+        total = 3000
+        create(
+            client,
+            (sandbox_id, config),
+            "steady",
+            ["sh", "-c", f"i=0; while [ $i -lt {total} ]; do echo n-$i; i=$((i+1));"
+             " [ $((i % 50)) -eq 0 ] && sleep 0.05; done; sleep 300"],
+        )  # fmt: skip
+        path = log_file((sandbox_id, config), "steady")
+        wait_for(lambda: len(read_lines(path)) >= 500, 30, "copying on without checkpoints")
+        assert any(e.get("event") == "log_checkpoint_failing" for e in proc.events())
+        proc.signal(signal.SIGKILL)  # its checkpoint, if any, is far behind the file
+        proc.wait(30)
+        proc.start()
+        wait_for(lambda: len(read_lines(path)) >= total, 120, f"all {total} lines")
+        time.sleep(1)
+        texts = [t for _, _, t in read_lines(path)]
+        assert texts == [f"n-{i}".encode() for i in range(total)], "every line once, in order"
+    finally:
+        if sandbox_id:
+            fresh = Official(proc.socket, *official_stubs)
+            fresh.runtime.RemovePodSandbox(
+                pb.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=60
+            )
+            fresh.close()
+        subprocess.run(["umount", "-l", str(checkpoints)], check=False)

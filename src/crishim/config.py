@@ -72,6 +72,9 @@ class Config:
     pull_log_interval: float = 10.0
     # Upper bound on a Docker liveness check in Status, seconds.
     docker_ping_timeout: float = 5.0
+    # Every this many seconds, pause containers that never started and are older
+    # than twice this are removed (leftovers of a RunPodSandbox that never finished).
+    leftover_sweep_seconds: float = 60.0
     # The file the settings came from, if any (reported, not a setting itself).
     config_file: str = field(default="", compare=False)
 
@@ -100,6 +103,7 @@ class Config:
             or self.pull_log_interval <= 0
             or self.stream_idle_timeout <= 0
             or self.stream_token_ttl <= 0
+            or self.leftover_sweep_seconds <= 0
         ):
             raise errors.InvalidArgument("timeouts must be positive")
         if bool(self.streaming_tls_cert) != bool(self.streaming_tls_key):

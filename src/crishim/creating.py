@@ -17,9 +17,10 @@ retry with the same metadata got ALREADY_EXISTS forever:
     does not start, so a created container may be exactly what a finished call
     made (ALREADY_EXISTS, as for a name taken by an object that ran).
 
-Besides, a periodic sweep removes pause containers that never ran and are older
-than SWEEP_AGE (RunPodSandbox always starts its pause, so one that never ran
-is a leftover, whatever left it).
+Besides, a sweep every `sweep_seconds` (the leftover_sweep_seconds setting)
+removes pause containers that never ran and are older than twice that
+(RunPodSandbox always starts its pause, so one that never ran is a leftover,
+whatever left it).
 """
 
 from __future__ import annotations
@@ -41,8 +42,6 @@ from crishim.store import Store
 log = structlog.get_logger(__name__)
 
 UNDO_TIMEOUT = 30.0
-SWEEP_INTERVAL = 60.0
-SWEEP_AGE = 120.0  # seconds: a pause that has not started by then never will
 
 
 def never_ran(info: ContainerInfo) -> bool:
@@ -50,8 +49,11 @@ def never_ran(info: ContainerInfo) -> bool:
 
 
 class Creator:
-    def __init__(self, docker: DockerClient, store: Store, state_dir: Path) -> None:
+    def __init__(
+        self, docker: DockerClient, store: Store, state_dir: Path, sweep_seconds: float = 60.0
+    ) -> None:
         self.docker = docker
+        self.sweep_seconds = sweep_seconds
         self.store = store
         self.marks = state_dir / "creating"
         self._names: set[str] = set()  # creates in flight in this process
@@ -161,15 +163,18 @@ class Creator:
 
     async def _sweep_forever(self) -> None:
         while True:
-            await asyncio.sleep(SWEEP_INTERVAL)
+            await asyncio.sleep(self.sweep_seconds)
             try:
-                await self.sweep()
+                # Twice the interval: a pause that has not started by then never will.
+                removed = await self.sweep(age=2 * self.sweep_seconds)
+                if removed:
+                    log.info("leftover_pauses_removed", count=removed)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("create_sweep_failed")
 
-    async def sweep(self, age: float = SWEEP_AGE) -> int:
+    async def sweep(self, age: float) -> int:
         """Remove pause containers that never ran and are older than `age` seconds."""
         now = time.time_ns()
         removed = 0

@@ -155,7 +155,7 @@ async def _serve(config: Config, stack: contextlib.AsyncExitStack) -> int:
                 await store.synced.wait()
         except TimeoutError:
             log.warning("store_not_synced_at_start")
-    creator = Creator(docker, store, Path(config.state_dir))
+    creator = Creator(docker, store, Path(config.state_dir), config.leftover_sweep_seconds)
     sandboxes = Sandboxes(
         docker,
         store,

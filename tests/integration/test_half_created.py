@@ -18,6 +18,7 @@ import pytest
 
 from tests.harness.clients import Official
 from tests.harness.dockerproxy import RecordingProxy
+from tests.harness.images import PAUSE_IMAGE
 from tests.harness.procs import wait_for
 from tests.integration.test_sandboxes import sandbox_config
 
@@ -250,3 +251,49 @@ def test_twenty_random_sigkills_mid_create_leave_docker_and_the_cri_in_agreement
             official.runtime.RemovePodSandbox(
                 pb.RemovePodSandboxRequest(pod_sandbox_id=pod.id), timeout=60
             )
+
+
+def test_the_sweep_removes_a_never_run_pause_but_not_a_created_container(
+    dockerd, crishim_factory, official_stubs, workdir: Path
+) -> None:
+    """No retry, no mark: the periodic sweep alone removes the leftover pause."""
+    proxy = RecordingProxy(workdir, dockerd.socket).start()
+    proc = crishim_factory(proxy.endpoint, env={"CRISHIM_LEFTOVER_SWEEP_SECONDS": "1"})
+    official = Official(proc.socket, *official_stubs)
+    pb = official.pb
+    try:
+        # A created container its CreateContainer finished, waiting for StartContainer.
+        pod_config = sandbox_config(pb)
+        pod_id = official.runtime.RunPodSandbox(
+            pb.RunPodSandboxRequest(config=pod_config), timeout=60
+        ).pod_sandbox_id
+        waiting = official.runtime.CreateContainer(
+            pb.CreateContainerRequest(
+                pod_sandbox_id=pod_id,
+                sandbox_config=pod_config,
+                config=pb.ContainerConfig(
+                    metadata=pb.ContainerMetadata(name="waiting"),
+                    image=pb.ImageSpec(image=PAUSE_IMAGE),
+                ),
+            ),
+            timeout=60,
+        ).container_id
+
+        config = sandbox_config(pb)
+        killed_mid_run(proxy, proc, official, config, START, reached=False)
+        for mark in (proc.state_dir / "creating").iterdir():
+            mark.unlink()  # as if left by a process without marks: only the sweep finds it
+        proc.start()
+        wait_for(lambda: not named(dockerd, config.metadata.name), 30, "the sweep removing it")
+        assert any(e.get("event") == "leftover_pauses_removed" for e in proc.events())
+        official.close()
+        official = Official(proc.socket, *official_stubs)
+        status = official.runtime.ContainerStatus(
+            pb.ContainerStatusRequest(container_id=waiting), timeout=30
+        ).status
+        assert status.state == pb.CONTAINER_CREATED, "a created container is not a leftover"
+        official.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=pod_id))
+    finally:
+        official.close()
+        proxy.release()
+        proxy.stop()

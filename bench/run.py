@@ -37,6 +37,7 @@ import structlog
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import memory as bench_memory
 from bench import overhead as bench_overhead
 from bench import pods as bench_pods
 from bench import stats as bench_stats
@@ -199,9 +200,12 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--pod-cycles", type=int, default=30)
     parser.add_argument("--stats-counts", default="20,200", help="running containers, ascending")
+    parser.add_argument("--stats-per-pod", type=int, default=10, help="containers per pod")
+    parser.add_argument("--memory-pods", type=int, default=200)
+    parser.add_argument("--memory-cycles", type=int, default=1000)
     parser.add_argument(
         "--only",
-        choices=("pods", "stats", "overhead"),
+        choices=("pods", "stats", "overhead", "memory"),
         help="run one part only (with its setup) and print it",
     )
     parser.add_argument(
@@ -227,7 +231,10 @@ def main() -> None:
                     dockerd.endpoint, root, stubs, args.pod_cycles, summary
                 ),
                 "stats": lambda: bench_stats.run(
-                    dockerd.endpoint, root, stubs, counts, 20, summary
+                    dockerd.endpoint, root, stubs, counts, 20, summary, args.stats_per_pod
+                ),
+                "memory": lambda: bench_memory.run(
+                    dockerd.endpoint, root, stubs, args.memory_pods, args.memory_cycles
                 ),
                 "overhead": lambda: bench_overhead.run(
                     dockerd.endpoint, root, stubs, overhead_counts, args.pod_cycles, 20

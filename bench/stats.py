@@ -1,6 +1,6 @@
 """ListContainerStats (and ListPodSandboxStats) over many running containers.
 
-For each count, containers are added (10 per pod, each `sleep`) until that many
+For each count, containers are added (10 per pod by default, each `sleep`) until that many
 run, then the calls are timed: client round trip, crishim's own server time
 (its `rpc` log events) and crishim's CPU time per call (/proc/<pid>/stat).
 Containers are made through the CRI, four at a time.
@@ -26,8 +26,9 @@ def _cpu_seconds(pid: int) -> float:
 
 
 class Fleet:
-    def __init__(self, client: Official) -> None:
+    def __init__(self, client: Official, per_pod: int = PER_POD) -> None:
         self.client = client
+        self.per_pod = per_pod
         self.pods: list[tuple[str, object]] = []
         self.containers = 0
 
@@ -63,7 +64,7 @@ class Fleet:
     def grow(self, count: int) -> None:
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
             while self.containers < count:
-                batch = min(PER_POD, count - self.containers)
+                batch = min(self.per_pod, count - self.containers)
                 pod = self._pod()
                 self.pods.append(pod)
                 list(pool.map(lambda i, p=pod: self._container(p, i), range(batch)))
@@ -90,10 +91,19 @@ def _server_ms(proc: CrishimProcess, offset: int, rpc: str) -> list[float]:
     ]
 
 
-def run(docker_endpoint: str, root: Path, stubs, counts, calls: int, summary) -> dict:
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
+def run(
+    docker_endpoint: str, root: Path, stubs, counts, calls: int, summary, per_pod: int = PER_POD
+) -> dict:
     proc = CrishimProcess(root / "stats-crishim", docker_endpoint).start()
     client = Official(proc.socket, *stubs)
-    fleet = Fleet(client)
+    fleet = Fleet(client, per_pod)
     pb = client.pb
     out: dict = {}
     try:
@@ -123,6 +133,8 @@ def run(docker_endpoint: str, root: Path, stubs, counts, calls: int, summary) ->
                 cpu = (_cpu_seconds(proc.proc.pid) - cpu0) / calls
                 out[f"{rpc}_{count}"] = {
                     "items": len(reply.stats),
+                    "pods": len(fleet.pods),
+                    "crishim_rss_mb": rss_mb(proc.proc.pid),
                     "client": summary(rtt),
                     "server": summary(_server_ms(proc, offset, rpc)),
                     "crishim_cpu_ms_per_call": round(cpu * 1000, 2),

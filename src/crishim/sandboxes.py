@@ -137,6 +137,8 @@ class Sandboxes:
         self.docker = docker
         self.creator = creator  # Docker creates that leave nothing behind
         self.engine = engine  # the daemon's settings, from memory
+        # id -> (record, network checkpoint, view): views are remade only when one changed.
+        self._views: dict[str, tuple[Record, object, SandboxView | None]] = {}
         self.store = store
         self.images = images
         self.networks = networks
@@ -456,5 +458,18 @@ class Sandboxes:
         return view
 
     def list(self) -> list[SandboxView]:
-        views = (self.view(r) for r in self.store.records(labels.TYPE_SANDBOX))
-        return [v for v in views if v is not None]
+        """Every pod; a view is made once per version of its record and network checkpoint
+        (both immutable, replaced on change; List* and the stats calls are polled)."""
+        memo, self._views = self._views, {}
+        out = []
+        for record in self.store.records(labels.TYPE_SANDBOX):
+            cp = self.networks.checkpoint(record.id)
+            hit = memo.get(record.id)
+            if hit is not None and hit[0] is record and hit[1] is cp:
+                view = hit[2]
+            else:
+                view = self.view(record)
+            self._views[record.id] = (record, cp, view)
+            if view is not None:
+                out.append(view)
+        return out

@@ -18,7 +18,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from crishim.stats import cgroups
+from crishim.stats import cgroups, collector
 from tests.harness.clients import Official
 from tests.harness.procs import wait_for
 from tests.integration.test_containers import create, pod, wait_exited  # noqa: F401
@@ -489,3 +489,57 @@ def test_metrics_of_a_pod_with_a_cgroup_parent(official, pod_cgroup) -> None:
         official.runtime.RemovePodSandbox(
             pb.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=60
         )
+
+
+def test_the_list_calls_answer_from_recent_readings_and_follow_changes(
+    official,
+    pod,  # noqa: F811
+    dockerd,
+) -> None:
+    """ListContainerStats/ListPodSandboxStats serve the sampler's readings, never older
+    than a few seconds (each timestamp says when), and show a change soon after."""
+    pb = official.pb
+    idle = create(official, pod, "idle", ["sleep", "300"])
+    # Allocates only after the first list calls have read it (and kept the reading).
+    hogging = create(official, pod, "later", ["sh", "-c", 'sleep 3; exec "$0" "$1"', *hog(64)])
+
+    def listed(request_kind: str):
+        if request_kind == "containers":
+            return {
+                s.attributes.id: s
+                for s in official.runtime.ListContainerStats(
+                    pb.ListContainerStatsRequest(), timeout=30
+                ).stats
+            }
+        return {
+            s.attributes.id: s
+            for s in official.runtime.ListPodSandboxStats(
+                pb.ListPodSandboxStatsRequest(), timeout=30
+            ).stats
+        }
+
+    for _ in range(12):
+        asked_at = time.time_ns()
+        containers = listed("containers")
+        pods = listed("pods")
+        for stats in (containers[idle], containers[hogging]):
+            assert stats.cpu.timestamp >= asked_at - collector.LIST_MAX_AGE_NS
+            assert stats.memory.timestamp >= asked_at - collector.LIST_MAX_AGE_NS
+        assert pods[pod[0]].linux.cpu.timestamp >= asked_at - collector.LIST_MAX_AGE_NS
+        time.sleep(0.5)
+    wait_for(lambda: logs_say(dockerd, hogging, "allocated"), 60, "64 MiB allocated")
+    wait_for(
+        lambda: listed("containers")[hogging].memory.working_set_bytes.value >= 64 * MiB,
+        2 * collector.LIST_MAX_AGE_NS / 1e9 + 10,
+        "the allocation in ListContainerStats",
+    )
+    wait_for(
+        lambda: (
+            {c.attributes.id: c for c in listed("pods")[pod[0]].linux.containers}[
+                hogging
+            ].memory.working_set_bytes.value
+            >= 64 * MiB
+        ),
+        2 * collector.LIST_MAX_AGE_NS / 1e9 + 10,
+        "the allocation in ListPodSandboxStats",
+    )

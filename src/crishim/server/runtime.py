@@ -48,6 +48,9 @@ class RuntimeService(SandboxRPCs, ContainerRPCs, StreamRPCs, StatsRPCs, api.Runt
         self._checkpointer = checkpointer
         self._container_entries = WireEntries(1)  # ListContainersResponse.containers
         self._sandbox_entries = WireEntries(1)  # ListPodSandboxResponse.items
+        self._container_stats_entries = WireEntries(1)  # ListContainerStatsResponse.stats
+        self._pod_stats_entries = WireEntries(1)  # ListPodSandboxStatsResponse.stats
+        self._pod_member_entries = WireEntries(5)  # LinuxPodSandboxStats.containers
 
     async def version(self, message: api.VersionRequest) -> api.VersionResponse:
         v = await self._status.version()

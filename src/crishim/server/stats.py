@@ -14,7 +14,7 @@ from crishim.events import CREATED, DELETED, STARTED, STOPPED, EventHub
 from crishim.sandboxes import Sandboxes, SandboxView
 from crishim.server import protowire as w
 from crishim.server.container import selected, to_status
-from crishim.server.listing import chunks
+from crishim.server.listing import WireEntries, chunks
 from crishim.server.sandbox import to_sandbox_status
 from crishim.stats import collector, metrics, netdev
 
@@ -98,8 +98,12 @@ def _interface(i: netdev.Interface) -> bytes:
     )
 
 
-def pod_stats(p: collector.PodStats) -> bytes:
-    """A PodSandboxStats message: attributes 1, linux 2."""
+def pod_stats(p: collector.PodStats, member=None) -> bytes:
+    """A PodSandboxStats message: attributes 1, linux 2.
+
+    `member(c)` gives a container's whole LinuxPodSandboxStats.containers entry
+    (field 5 included), e.g. from a cache; by default it is encoded here.
+    """
     v = p.view
     m = v.meta
     attributes = (
@@ -131,7 +135,11 @@ def pod_stats(p: collector.PodStats) -> bytes:
         + w.optional_message(2, _memory(p.memory))
         + w.optional_message(3, network)
         + w.optional_message(4, process)
-        + w.repeated(5, (container_stats(c) for c in p.containers))
+        + (
+            b"".join(member(c) for c in p.containers)
+            if member is not None
+            else w.repeated(5, (container_stats(c) for c in p.containers))
+        )
     )
     return w.message(1, attributes) + w.message(2, linux)
 
@@ -162,6 +170,12 @@ class StatsRPCs:
     _sandboxes: Sandboxes
     _stats: collector.StatsCollector
     _events: EventHub
+    # Each entry encoded once per stats object (the collector keeps an object while
+    # nothing it shows changed): ListContainerStatsResponse.stats,
+    # ListPodSandboxStatsResponse.stats, and LinuxPodSandboxStats.containers.
+    _container_stats_entries: WireEntries
+    _pod_stats_entries: WireEntries
+    _pod_member_entries: WireEntries
 
     # -- containers ------------------------------------------------------------------
 
@@ -175,20 +189,27 @@ class StatsRPCs:
         return w.Encoded(w.message(1, container_stats(stats)))  # type: ignore[return-value]
 
     async def _container_stats(self, f: api.ContainerStatsFilter | None) -> list[bytes]:
-        views = [v for v in self._containers.list() if selected(v, f)]
-        return [container_stats(s) for s in await self._stats.containers_stats(views)]
+        """Wire entries (field 1) of the selected containers' stats, from recent readings."""
+        everything = self._containers.list()
+        views = [v for v in everything if selected(v, f)]
+        self._stats.asked()
+        found = await self._stats.containers_stats(views, max_age_ns=collector.LIST_MAX_AGE_NS)
+        entries = self._container_stats_entries
+        out = [entries.entry(s.view.id, s, lambda s=s: container_stats(s)) for s in found]
+        entries.prune(lambda: [v.id for v in everything], len(everything))
+        return out
 
     async def list_container_stats(
         self, message: api.ListContainerStatsRequest
     ) -> api.ListContainerStatsResponse:
         items = await self._container_stats(message.filter)
-        return w.Encoded(w.repeated(1, items))  # type: ignore[return-value]
+        return w.Encoded(b"".join(items))  # type: ignore[return-value]
 
     async def stream_container_stats(
         self, message: api.StreamContainerStatsRequest
     ) -> AsyncIterator[api.StreamContainerStatsResponse]:
         for chunk in chunks(await self._container_stats(message.filter)):
-            yield w.Encoded(w.repeated(1, chunk))  # type: ignore[misc]
+            yield w.Encoded(b"".join(chunk))  # type: ignore[misc]
 
     # -- pods --------------------------------------------------------------------------
 
@@ -202,20 +223,33 @@ class StatsRPCs:
         return w.Encoded(w.message(1, pod_stats(stats)))  # type: ignore[return-value]
 
     async def _pod_stats(self, f: api.PodSandboxStatsFilter | None) -> list[bytes]:
-        views = [v for v in self._sandboxes.list() if _pod_matches(v, f)]
-        return [pod_stats(p) for p in await self._stats.pods_stats(views)]
+        """Wire entries (field 1) of the selected pods' stats, from recent readings."""
+        everything = self._sandboxes.list()
+        views = [v for v in everything if _pod_matches(v, f)]
+        self._stats.asked()
+        found = await self._stats.pods_stats(views, max_age_ns=collector.LIST_MAX_AGE_NS)
+        members = self._pod_member_entries
+
+        def member(c: collector.ContainerStats) -> bytes:
+            return members.entry(c.view.id, c, lambda: container_stats(c))
+
+        entries = self._pod_stats_entries
+        out = [entries.entry(p.view.id, p, lambda p=p: pod_stats(p, member)) for p in found]
+        entries.prune(lambda: [v.id for v in everything], len(everything))
+        members.prune(lambda: [c.id for c in self._containers.list()], len(everything))
+        return out
 
     async def list_pod_sandbox_stats(
         self, message: api.ListPodSandboxStatsRequest
     ) -> api.ListPodSandboxStatsResponse:
         items = await self._pod_stats(message.filter)
-        return w.Encoded(w.repeated(1, items))  # type: ignore[return-value]
+        return w.Encoded(b"".join(items))  # type: ignore[return-value]
 
     async def stream_pod_sandbox_stats(
         self, message: api.StreamPodSandboxStatsRequest
     ) -> AsyncIterator[api.StreamPodSandboxStatsResponse]:
         for chunk in chunks(await self._pod_stats(message.filter)):
-            yield w.Encoded(w.repeated(1, chunk))  # type: ignore[misc]
+            yield w.Encoded(b"".join(chunk))  # type: ignore[misc]
 
     # -- metrics -------------------------------------------------------------------------
 

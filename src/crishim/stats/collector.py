@@ -10,8 +10,17 @@ handles of containers that are gone.
 CPU rate (`usage_nano_cores`) is the change of cumulative CPU time between
 this reading and an earlier one kept per container: the newest kept sample at
 least MIN_WINDOW old, or else the container's start (when it had used no CPU),
-so a first call already has a rate: the average since start. A background
-sampler reads every running container every SAMPLE_INTERVAL seconds.
+so a first call already has a rate: the average since start.
+
+A background sampler reads every running container and pod every
+SAMPLE_INTERVAL seconds, or every DEMAND_INTERVAL while the list calls are
+being made (one in the last DEMAND_WINDOW). The list calls, which the kubelet
+polls for all pods at once, answer from the latest reading when it is at most
+LIST_MAX_AGE old, as the kubelet's own cAdvisor answers from its housekeeping;
+each entry's timestamps say when it was read. The single-object calls
+(ContainerStats, PodSandboxStats) and the metrics read the kernel at once.
+Stats objects are kept while nothing they show changed, so the server can
+keep their encoding too.
 
 Exited containers get attributes and their writable layer only: no CPU or
 memory, as the kubelet expects. A pod's totals come from its pod cgroup (the
@@ -41,6 +50,9 @@ log = structlog.get_logger(__name__)
 
 MIN_WINDOW_NS = 500_000_000
 SAMPLE_INTERVAL = 10.0
+DEMAND_INTERVAL = 2.0
+DEMAND_WINDOW = 60.0
+LIST_MAX_AGE_NS = 3_000_000_000
 HISTORY = 4
 
 
@@ -115,6 +127,15 @@ class PodStats:
     cgroup: str = ""  # the pause container's cgroup name
 
 
+@dataclass(frozen=True, slots=True)
+class _PodReading:
+    pause: cgroups.Usage | None  # the pause container's cgroup
+    pod: cgroups.Usage | None  # the pod cgroup the kubelet made, if any
+    network: Network | None
+    timestamp_ns: int
+    full: bool  # read with what only the metrics use
+
+
 def _sum(usages: Iterable[cgroups.Usage]) -> cgroups.Usage:
     """Field-wise sum of readings; a limit is kept only where all agree on one."""
     usages = list(usages)
@@ -140,6 +161,13 @@ class StatsCollector:
         self._mountpoints: dict[str, str] = {}
         self._devices: dict[str, str] = {}
         self._sampler: asyncio.Task[None] | None = None
+        # The latest stats per container: (stats, the layer measurement it shows, full).
+        self._latest: dict[str, tuple[ContainerStats, LayerUsage | None, bool]] = {}
+        # The latest reading per pod, and the PodStats last built from it.
+        self._pod_readings: dict[str, tuple[SandboxView, _PodReading]] = {}
+        self._pods: dict[str, PodStats] = {}
+        self._asked_at = 0.0  # monotonic time of the last list call
+        self._demand = asyncio.Event()
 
     # -- life -------------------------------------------------------------------------
 
@@ -153,9 +181,22 @@ class StatsCollector:
         await asyncio.to_thread(self._forget_gone, set())
         await self.meter.close()
 
+    def _in_demand(self) -> bool:
+        return time.monotonic() - self._asked_at < DEMAND_WINDOW
+
+    def asked(self) -> None:
+        """A list call came: keep its readings fresh for the next ones."""
+        was = self._in_demand()
+        self._asked_at = time.monotonic()
+        if not was:
+            self._demand.set()
+
     async def _sample_forever(self) -> None:
         while True:
-            await asyncio.sleep(SAMPLE_INTERVAL)
+            interval = DEMAND_INTERVAL if self._in_demand() else SAMPLE_INTERVAL
+            self._demand.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._demand.wait(), interval)
             try:
                 await self.pods_stats(self.sandboxes.list())
                 await asyncio.to_thread(self._forget_gone, self._live_keys())
@@ -167,18 +208,44 @@ class StatsCollector:
     # -- containers -------------------------------------------------------------------
 
     async def containers_stats(
-        self, views: list[ContainerView], full: bool = False
+        self, views: list[ContainerView], full: bool = False, max_age_ns: int = 0
     ) -> list[ContainerStats]:
-        """Stats of these containers; full=True adds what only the metrics use."""
+        """Stats of these containers; full=True adds what only the metrics use.
+
+        A running container's reading may be up to max_age_ns old (0: read now).
+        """
+        now = time.time_ns()
+        stale = []
         for view in views:
             self._track_layer(view)
-        readings = await asyncio.to_thread(
-            self._read_many,
-            [(v.id, v.record.info.state.pid) for v in views if _running(v)],
-            [v.record.info.upper_dir for v in views],
-            full,
-        )
-        return [self._container(v, readings.get(v.id)) for v in views]
+            if self._current(view, full, now - max_age_ns if max_age_ns else now + 1) is None:
+                stale.append(view)
+        if stale:
+            readings = await asyncio.to_thread(
+                self._read_many,
+                [(v.id, v.record.info.state.pid) for v in stale if _running(v)],
+                [v.record.info.upper_dir for v in stale],
+                full,
+            )
+            for view in stale:
+                self._latest[view.id] = (
+                    self._container(view, readings.get(view.id)),
+                    self.meter.get(view.id),
+                    full,
+                )
+        return [self._latest[v.id][0] for v in views]
+
+    def _current(self, view: ContainerView, full: bool, since_ns: int) -> ContainerStats | None:
+        """The kept stats of this container, if they still say what a reading would."""
+        kept = self._latest.get(view.id)
+        if kept is None:
+            return None
+        stats, layer, kept_full = kept
+        if stats.view is not view or layer is not self.meter.get(view.id) or full > kept_full:
+            return None
+        if _running(view) and stats.timestamp_ns < since_ns:
+            return None
+        return stats
 
     def _track_layer(self, view: ContainerView) -> None:
         self.meter.track(view.id, view.record.info.upper_dir)
@@ -214,38 +281,72 @@ class StatsCollector:
 
     # -- pods ---------------------------------------------------------------------------
 
-    async def pods_stats(self, views: list[SandboxView], full: bool = False) -> list[PodStats]:
+    async def pods_stats(
+        self, views: list[SandboxView], full: bool = False, max_age_ns: int = 0
+    ) -> list[PodStats]:
+        """Stats of these pods; readings may be up to max_age_ns old (0: read now)."""
         members: dict[str, list[ContainerView]] = {v.id: [] for v in views}
         for c in self.containers.list():
             if c.sandbox_id in members:
                 members[c.sandbox_id].append(c)
-        containers = await self.containers_stats([c for m in members.values() for c in m], full)
+        containers = await self.containers_stats(
+            [c for m in members.values() for c in m], full, max_age_ns
+        )
         by_id = {s.view.id: s for s in containers}
-        pod_reads = await asyncio.to_thread(self._read_pods, views, full)
+        since = time.time_ns() - max_age_ns if max_age_ns else time.time_ns() + 1
+        stale = [v for v in views if self._pod_reading(v, full, since) is None]
+        if stale:
+            fresh = await asyncio.to_thread(self._read_pods, stale, full)
+            for view in stale:
+                reading = fresh.get(view.id) or _PodReading(None, None, None, time.time_ns(), full)
+                self._pod_readings[view.id] = (view, reading)
         out = []
         for view in views:
             stats = tuple(by_id[c.id] for c in members[view.id])
-            pause, pod_usage, network, ts = pod_reads.get(view.id, (None, None, None, 0))
-            ts = ts or time.time_ns()
-            if pod_usage is None and view.ready:
-                running = [s.usage for s in stats if s.usage is not None]
-                pod_usage = _sum([*running, *([pause] if pause is not None else [])])
-            out.append(
-                PodStats(
-                    view=view,
-                    cpu=self._cpu_of(f"pod:{view.id}", ts, pod_usage, view.created_at_ns)
-                    if pod_usage
-                    else None,
-                    memory=_memory(ts, pod_usage) if pod_usage else None,
-                    network=network,
-                    processes=pod_usage.processes if pod_usage else None,
-                    containers=stats,
-                    pause=pause,
-                    timestamp_ns=ts,
-                    cgroup=self._cgroup_name(view.id),
-                )
-            )
+            reading = self._pod_readings[view.id][1]
+            kept = self._pods.get(view.id)
+            if (
+                kept is not None
+                and kept.view.record is view.record  # pod views are made per call
+                and kept.timestamp_ns == reading.timestamp_ns
+                and len(kept.containers) == len(stats)
+                and all(a is b for a, b in zip(kept.containers, stats, strict=True))
+            ):
+                out.append(kept)
+                continue
+            pod = self._pod(view, reading, stats)
+            self._pods[view.id] = pod
+            out.append(pod)
         return out
+
+    def _pod_reading(self, view: SandboxView, full: bool, since_ns: int) -> _PodReading | None:
+        kept = self._pod_readings.get(view.id)
+        if kept is None or kept[0].record is not view.record or full > kept[1].full:
+            return None
+        if view.ready and kept[1].timestamp_ns < since_ns:
+            return None
+        return kept[1]
+
+    def _pod(
+        self, view: SandboxView, reading: _PodReading, stats: tuple[ContainerStats, ...]
+    ) -> PodStats:
+        pause, pod_usage, ts = reading.pause, reading.pod, reading.timestamp_ns
+        if pod_usage is None and view.ready:
+            running = [s.usage for s in stats if s.usage is not None]
+            pod_usage = _sum([*running, *([pause] if pause is not None else [])])
+        return PodStats(
+            view=view,
+            cpu=self._cpu_of(f"pod:{view.id}", ts, pod_usage, view.created_at_ns)
+            if pod_usage
+            else None,
+            memory=_memory(ts, pod_usage) if pod_usage else None,
+            network=reading.network,
+            processes=pod_usage.processes if pod_usage else None,
+            containers=stats,
+            pause=pause,
+            timestamp_ns=ts,
+            cgroup=self._cgroup_name(view.id),
+        )
 
     def _cgroup_name(self, key: str) -> str:
         known = self._handles.get(key)
@@ -305,15 +406,11 @@ class StatsCollector:
         self._learn_mountpoints(upper_dirs)
         return out
 
-    def _read_pods(
-        self, views: list[SandboxView], full: bool
-    ) -> dict[str, tuple[cgroups.Usage | None, cgroups.Usage | None, Network | None, int]]:
+    def _read_pods(self, views: list[SandboxView], full: bool) -> dict[str, _PodReading]:
         with self._lock:
             return self._read_pods_locked(views, full)
 
-    def _read_pods_locked(
-        self, views: list[SandboxView], full: bool
-    ) -> dict[str, tuple[cgroups.Usage | None, cgroups.Usage | None, Network | None, int]]:
+    def _read_pods_locked(self, views: list[SandboxView], full: bool) -> dict[str, _PodReading]:
         out = {}
         for view in views:
             if not view.ready or view.pid <= 0:
@@ -327,7 +424,7 @@ class StatsCollector:
                 interfaces = netdev.read(view.pid)
                 if interfaces is not None:
                     network = Network(time.time_ns(), tuple(interfaces))
-            out[view.id] = (pause, pod_usage, network, time.time_ns())
+            out[view.id] = _PodReading(pause, pod_usage, network, time.time_ns(), full)
         return out
 
     def _learn_mountpoints(self, upper_dirs: list[str]) -> None:
@@ -370,6 +467,9 @@ class StatsCollector:
         for key in [k for k in self.meter.tracked() if k not in ids]:
             self.meter.forget(key)
         self._cpu = {k: v for k, v in self._cpu.items() if k.removeprefix("pod:") in ids}
+        for kept in (self._latest, self._pod_readings, self._pods):
+            for key in [k for k in kept if k not in ids]:
+                del kept[key]
         return ids | {f"podcg:{i}" for i in ids}
 
     def _forget_gone(self, live: set[str]) -> None:

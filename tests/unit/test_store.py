@@ -67,3 +67,57 @@ async def test_duplicate_events_are_harmless() -> None:
         await store.refresh("c3")
     assert store.get("c3").info.state.status == "exited"
     assert len(store.records("podsandbox")) == 1
+
+
+class CountingDocker:
+    """A stand-in for the adapter: a burst of events, and every inspect counted."""
+
+    def __init__(self, burst: list[tuple[str, str, str]]) -> None:
+        self.burst = burst
+        self.inspected: list[str] = []
+        self.sent = asyncio.Event()
+
+    async def list_container_ids(self, label: str) -> list[str]:
+        return []
+
+    async def events(self, types):
+        yield "", "subscribed", ""
+        for event in self.burst:
+            yield event
+        self.sent.set()
+        await asyncio.Event().wait()
+
+    async def inspect_container(self, cid: str) -> ContainerInfo:
+        self.inspected.append(cid)
+        await asyncio.sleep(0.01)
+        return info(cid, "exited")
+
+
+async def _settle(store: Store, docker: CountingDocker) -> None:
+    await docker.sent.wait()
+    for _ in range(50):  # the refresher's turn
+        await asyncio.sleep(0.01)
+
+
+async def test_a_burst_of_events_for_one_container_costs_one_inspect() -> None:
+    burst = [("container", a, "c4") for a in ("kill", "die", "stop")]
+    burst.append(("container", "die", "c5"))
+    docker = CountingDocker(burst)
+    store = Store(docker)  # type: ignore[arg-type]
+    await store.start()
+    await _settle(store, docker)
+    await store.close()
+    assert sorted(docker.inspected) == ["c4", "c5"]  # was one inspect per event: four
+    assert store.get("c4").info.state.status == "exited"
+
+
+async def test_an_event_already_covered_by_a_later_refresh_costs_nothing() -> None:
+    docker = CountingDocker([])
+    store = Store(docker)  # type: ignore[arg-type]
+    await store.start()
+    await store.synced.wait()
+    store._event("c6")  # Docker's event came...
+    await store.refresh("c6")  # ...then the writer's own refresh began
+    await _settle(store, docker)
+    await store.close()
+    assert docker.inspected == ["c6"]

@@ -12,6 +12,12 @@ Writers (RunPodSandbox, StopPodSandbox, ...) call `refresh(id)` after their
 Docker call returns, before answering: a caller never reads a state older
 than a write it has seen completed.
 
+Events are coalesced per container. The stream is read on its own and each
+event marks its container dirty; one refresher inspects dirty containers in
+the order they became dirty, once however many events came meanwhile (a stop
+sends kill, die and stop), and not at all when an inspect that started after
+the event (the writer's own refresh) already covers it.
+
 Exits settle first. When an inspect shows a container newly ended, the
 `on_exit` hook (the log copier's: crishim.logs) is awaited, bounded by
 EXIT_SETTLE_TIMEOUT, before the exit is applied: nobody reads "exited" (nor
@@ -22,7 +28,6 @@ CRI log file. containerd orders exits the same way (IO drained first).
 from __future__ import annotations
 
 import asyncio
-import itertools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -78,8 +83,13 @@ class Store:
         self._docker = docker
         self._records: dict[str, Record] = {}
         self._applied: dict[str, int] = {}  # id -> seq of the newest applied (or deletion)
-        self._seq = itertools.count(1)
+        self._seq = 0  # of the last inspect started
+        self._started: dict[str, int] = {}  # id -> seq of its newest inspect started
+        # id -> the seq the next inspect would take when its newest event came.
+        self._dirty: dict[str, int] = {}
+        self._wake = asyncio.Event()
         self._events: asyncio.Task[None] | None = None
+        self._refresher: asyncio.Task[None] | None = None
         self._listeners: list[Callable[[str, Record | None], None]] = []
         self._oom: set[str] = set()
         self.on_exit: Callable[[ContainerInfo], Awaitable[None]] | None = None
@@ -120,9 +130,14 @@ class Store:
 
     # -- writing --------------------------------------------------------------
 
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
     async def refresh(self, container_id: str) -> Record | None:
         """Inspect `container_id` now and apply the result (None: it is gone)."""
-        seq = next(self._seq)
+        seq = self._next_seq()
+        self._started[container_id] = seq
         try:
             info = await self._docker.inspect_container(container_id)
         except errors.NotFound:
@@ -163,12 +178,13 @@ class Store:
         # inspect that started earlier cannot bring it back.
         self._applied[container_id] = seq
         self._oom.discard(container_id)
+        self._started.pop(container_id, None)
         if self._records.pop(container_id, None) is not None:
             self._notify(container_id, None)
 
     async def resync(self) -> None:
         """Rebuild from a full list: what the event stream may have missed."""
-        seq = next(self._seq)
+        seq = self._next_seq()
         ids = await self._docker.list_container_ids(labels.TYPE_LABEL)
         for stale in set(self._records) - set(ids):
             self._apply_gone(stale, seq)
@@ -181,10 +197,33 @@ class Store:
     async def start(self) -> None:
         """Follow Docker's events (resyncing on every connect) until close()."""
         self._events = asyncio.create_task(self._follow(), name="store-events")
+        self._refresher = asyncio.create_task(self._refresh_dirty(), name="store-refresher")
 
     async def close(self) -> None:
         await tasks.stop(self._events)
-        self._events = None
+        await tasks.stop(self._refresher)
+        self._events = self._refresher = None
+
+    def _event(self, container_id: str) -> None:
+        """Docker says `container_id` changed: inspect it soon, once."""
+        self._dirty[container_id] = self._seq + 1
+        self._wake.set()
+
+    async def _refresh_dirty(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._dirty:
+                container_id = next(iter(self._dirty))
+                since = self._dirty.pop(container_id)
+                if self._started.get(container_id, 0) >= since:
+                    continue  # an inspect begun after the event already tells what it says
+                try:
+                    await self.refresh(container_id)
+                except errors.CrishimError as exc:  # Docker away: the resync will catch up
+                    log.debug("store_refresh_failed", container_id=container_id, error=str(exc))
+                except Exception:
+                    log.exception("store_refresh_failed", container_id=container_id)
 
     async def _follow(self) -> None:
         attempt = 0  # failures since the last good subscription: the next delay
@@ -205,7 +244,7 @@ class Store:
                         self._oom.add(actor)
                     # "exec_create: sh -c ..." carries the command after a colon.
                     if actor and action.split(":", 1)[0] not in QUIET_ACTIONS:
-                        await self.refresh(actor)
+                        self._event(actor)
                 raise errors.Unavailable("docker closed the event stream")
             except asyncio.CancelledError:
                 raise

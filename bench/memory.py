@@ -9,7 +9,6 @@ remove; four at a time). Flat means the last readings do not climb.
 from __future__ import annotations
 
 import concurrent.futures
-import uuid
 from pathlib import Path
 
 from bench.stats import Fleet, rss_mb
@@ -17,29 +16,12 @@ from tests.harness.clients import Official
 from tests.harness.crishim import CrishimProcess
 
 
-def _cycle(client: Official) -> None:
-    pb, rt = client.pb, client.runtime
-    name = f"cycle-{uuid.uuid4().hex[:8]}"
-    config = pb.PodSandboxConfig(
-        metadata=pb.PodSandboxMetadata(name=name, namespace="bench", uid=str(uuid.uuid4())),
-        hostname=name,
-    )
-    sid = rt.RunPodSandbox(pb.RunPodSandboxRequest(config=config), timeout=120).pod_sandbox_id
-    cid = rt.CreateContainer(
-        pb.CreateContainerRequest(
-            pod_sandbox_id=sid,
-            config=pb.ContainerConfig(
-                metadata=pb.ContainerMetadata(name="c"),
-                image=pb.ImageSpec(image="crishim-test/busybox:latest"),
-                command=["sleep", "100000"],
-            ),
-            sandbox_config=config,
-        ),
-        timeout=120,
-    ).container_id
-    rt.StartContainer(pb.StartContainerRequest(container_id=cid), timeout=120)
-    rt.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=sid), timeout=120)
-    rt.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=sid), timeout=120)
+def _cycle(fleet: Fleet) -> None:
+    pb, rt = fleet.client.pb, fleet.client.runtime
+    pod = fleet.new_pod()
+    fleet.start_container(pod, 0)
+    rt.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=pod[0]), timeout=120)
+    rt.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=pod[0]), timeout=120)
 
 
 def _poll(client: Official, rounds: int = 5) -> None:
@@ -66,10 +48,11 @@ def run(docker_endpoint: str, root: Path, stubs, pods: int, cycles: int, every: 
         out["rss_mb_after_removing_them"] = rss_mb(pid)
         readings = []
         done = 0
+        cycler = Fleet(client)
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
             while done < cycles:
                 batch = min(every, cycles - done)
-                list(pool.map(lambda _i: _cycle(client), range(batch)))
+                list(pool.map(lambda _i: _cycle(cycler), range(batch)))
                 done += batch
                 _poll(client, 1)
                 readings.append({"cycles": done, "rss_mb": rss_mb(pid)})

@@ -32,7 +32,7 @@ class Fleet:
         self.pods: list[tuple[str, object]] = []
         self.containers = 0
 
-    def _pod(self):
+    def new_pod(self):
         pb = self.client.pb
         name = f"stats-{uuid.uuid4().hex[:8]}"
         config = pb.PodSandboxConfig(
@@ -44,7 +44,7 @@ class Fleet:
         ).pod_sandbox_id
         return sid, config
 
-    def _container(self, pod, i: int) -> None:
+    def start_container(self, pod, i: int) -> None:
         pb, rt = self.client.pb, self.client.runtime
         sid, config = pod
         cid = rt.CreateContainer(
@@ -65,9 +65,9 @@ class Fleet:
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
             while self.containers < count:
                 batch = min(self.per_pod, count - self.containers)
-                pod = self._pod()
+                pod = self.new_pod()
                 self.pods.append(pod)
-                list(pool.map(lambda i, p=pod: self._container(p, i), range(batch)))
+                list(pool.map(lambda i, p=pod: self.start_container(p, i), range(batch)))
                 self.containers += batch
 
     def remove(self) -> None:

@@ -227,6 +227,14 @@ def test_two_crishims_on_one_daemon_write_each_line_once(
         other.close()
 
 
+def every_line_once(path: Path, total: int) -> None:
+    """n-0 .. n-<total-1>, each once and in order (waited for; then a second for doubles)."""
+    wait_for(lambda: len(read_lines(path)) >= total, 120, f"all {total} lines")
+    time.sleep(1)  # anything written twice would show up by now
+    texts = [t for _, _, t in read_lines(path)]
+    assert texts == [f"n-{i}".encode() for i in range(total)], "every line once, in order"
+
+
 def test_every_line_exactly_once_across_random_sigkills(private_node, official_stubs) -> None:
     _, proc, client = private_node
     pb = client.pb
@@ -257,10 +265,7 @@ def test_every_line_exactly_once_across_random_sigkills(private_node, official_s
             proc.signal(signal.SIGKILL)
             proc.wait(30)
             proc.start()
-        wait_for(lambda: len(read_lines(path)) >= total, 120, f"all {total} lines")
-        time.sleep(1)
-        texts = [t for _, _, t in read_lines(path)]
-        assert texts == [f"n-{i}".encode() for i in range(total)], "every line once, in order"
+        every_line_once(path, total)
     finally:
         client = Official(proc.socket, *official_stubs)
         client.runtime.RemovePodSandbox(
@@ -347,10 +352,7 @@ def test_a_full_state_dir_neither_stops_copying_nor_duplicates_after_a_kill(
         proc.signal(signal.SIGKILL)  # its checkpoint, if any, is far behind the file
         proc.wait(30)
         proc.start()
-        wait_for(lambda: len(read_lines(path)) >= total, 120, f"all {total} lines")
-        time.sleep(1)
-        texts = [t for _, _, t in read_lines(path)]
-        assert texts == [f"n-{i}".encode() for i in range(total)], "every line once, in order"
+        every_line_once(path, total)
     finally:
         if sandbox_id:
             fresh = Official(proc.socket, *official_stubs)

@@ -42,7 +42,6 @@ from crishim.store import Store
 log = structlog.get_logger(__name__)
 
 UNDO_TIMEOUT = 30.0
-REMOVAL_WAIT = 10.0
 
 
 def never_ran(info: ContainerInfo) -> bool:
@@ -155,7 +154,7 @@ class Creator:
         if info.state.status == "removing":
             # Already going: the undo of a cancelled call whose retry this is, or
             # another client. Wait for it rather than call the name taken.
-            return await self._gone_soon(info.id)
+            return await self.store.wait_gone(info.id)
         if not never_ran(info) or not labels.read(info.labels).kind:
             return False
         log.warning("create_leftover_removed", name=name, container_id=info.id)
@@ -164,18 +163,9 @@ class Creator:
         except errors.NotFound:
             pass
         except errors.FailedPrecondition:  # 409: a removal started meanwhile
-            return await self._gone_soon(info.id)
+            return await self.store.wait_gone(info.id)
         await self.store.refresh(info.id)
         return True
-
-    async def _gone_soon(self, container_id: str) -> bool:
-        """True once a container being removed is gone (within REMOVAL_WAIT seconds)."""
-        deadline = time.monotonic() + REMOVAL_WAIT
-        while time.monotonic() < deadline:
-            if await self.store.refresh(container_id) is None:
-                return True
-            await asyncio.sleep(0.1)
-        return False
 
     # -- the sweep ---------------------------------------------------------------------
 

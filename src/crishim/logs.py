@@ -196,6 +196,11 @@ class Follower:
             self._checkpoint_failing = False
             log.info("log_checkpoint_resumed", container_id=self.container_id)
 
+    def _mark_done(self) -> None:
+        """Checkpoint that everything the ended container printed is copied (blocking)."""
+        last = self._load()  # `done` is what counts here; the position is the file's
+        self._checkpoint(Checkpoint(last.last_ns, last.at_last, True))
+
     async def reopen(self) -> None:
         async with self._lock:
             await asyncio.to_thread(self._close)
@@ -214,10 +219,7 @@ class Follower:
             await writer
             info = await self.docker.inspect_container(self.container_id)
             if not info.state.running:
-                last = self._load()  # `done` is what counts here; the position is the file's
-                await asyncio.to_thread(
-                    self._checkpoint, Checkpoint(last.last_ns, last.at_last, True)
-                )
+                await asyncio.to_thread(self._mark_done)
         finally:
             await tasks.stop(writer)
             async with self._lock:

@@ -38,7 +38,6 @@ log = structlog.get_logger(__name__)
 
 RUNTIME_HANDLER_LABEL = "io.crishim.runtime-handler"
 DEFAULT_HANDLERS = ("", "docker")
-REMOVAL_WAIT_STEPS = 100  # x 0.1 s: how long another client's removal may take
 SANDBOX_STOP_GRACE = 10  # seconds, for the pause and any container still running
 # dockershim's value: the pause container is the last process the OOM killer picks.
 SANDBOX_OOM_SCORE_ADJ = -998
@@ -352,13 +351,11 @@ class Sandboxes:
             except errors.NotFound:
                 pass
             except errors.FailedPrecondition as exc:
-                if "already in progress" not in str(exc):
+                if "already in progress" not in str(exc) or not await self.store.wait_gone(
+                    container_id
+                ):
                     raise
-                for _ in range(REMOVAL_WAIT_STEPS):
-                    if await self.store.refresh(container_id) is None:
-                        return
-                    await asyncio.sleep(0.1)
-                raise
+                return
             await self.store.refresh(container_id)
 
         await self.ops.run(("remove", container_id), remove)

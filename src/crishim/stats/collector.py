@@ -214,11 +214,11 @@ class StatsCollector:
 
         A running container's reading may be up to max_age_ns old (0: read now).
         """
-        now = time.time_ns()
+        since = _oldest_usable(max_age_ns)
         stale = []
         for view in views:
             self._track_layer(view)
-            if self._current(view, full, now - max_age_ns if max_age_ns else now + 1) is None:
+            if self._current(view, full, since) is None:
                 stale.append(view)
         if stale:
             readings = await asyncio.to_thread(
@@ -293,7 +293,7 @@ class StatsCollector:
             [c for m in members.values() for c in m], full, max_age_ns
         )
         by_id = {s.view.id: s for s in containers}
-        since = time.time_ns() - max_age_ns if max_age_ns else time.time_ns() + 1
+        since = _oldest_usable(max_age_ns)
         stale = [v for v in views if self._pod_reading(v, full, since) is None]
         if stale:
             fresh = await asyncio.to_thread(self._read_pods, stale, full)
@@ -479,6 +479,12 @@ class StatsCollector:
                 _, handle = self._handles.pop(key)
                 if handle is not None:
                     handle.close()
+
+
+def _oldest_usable(max_age_ns: int) -> int:
+    """The earliest reading time a call may use: with max_age_ns 0, none already taken."""
+    now = time.time_ns()
+    return now - max_age_ns if max_age_ns else now + 1
 
 
 def _running(view: ContainerView) -> bool:

@@ -60,6 +60,7 @@ QUIET_ACTIONS = frozenset(
     }
 )
 EXIT_SETTLE_TIMEOUT = 10.0
+REMOVAL_WAIT = 10.0  # seconds a removal under way (Docker's "removing") may take
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +151,16 @@ class Store:
             except TimeoutError:
                 log.warning("exit_settle_timeout", container_id=info.id)
         return self._apply(info, seq)
+
+    async def wait_gone(self, container_id: str, seconds: float = REMOVAL_WAIT) -> bool:
+        """True once a container being removed (by us or another client) is gone."""
+        deadline = asyncio.get_running_loop().time() + seconds
+        while True:
+            if await self.refresh(container_id) is None:
+                return True
+            if asyncio.get_running_loop().time() >= deadline:
+                return False
+            await asyncio.sleep(0.1)
 
     def _newly_ended(self, info: ContainerInfo) -> bool:
         """Seen alive by this store before, ended now (not: first seen already ended)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -322,12 +323,13 @@ class Containers:
                 f"already exists in sandbox {sandbox.id[:12]}"
             )
 
+        prepare = None
+        if request.log_directory and request.log_path:
+            log_dir = Path(request.log_directory, request.log_path).parent
+            prepare = functools.partial(log_dir.mkdir, parents=True, exist_ok=True)
         # Whatever fails or is cancelled inside removes the container again.
-        async with self.sandboxes.creator.creating(spec, taken) as made:
+        async with self.sandboxes.creator.creating(spec, taken, prepare=prepare) as made:
             container_id = made.id
-            if request.log_directory and request.log_path:
-                log_file = Path(request.log_directory, request.log_path)
-                await asyncio.to_thread(log_file.parent.mkdir, parents=True, exist_ok=True)
             await self.store.refresh(container_id)
         log.info("container_created", container_id=container_id, name=name)
         return container_id

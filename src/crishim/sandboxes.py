@@ -356,7 +356,8 @@ class Sandboxes:
                 ):
                     raise
                 return
-            await self.store.refresh(container_id)
+            # Docker answers a forced removal once the container is gone: no inspect.
+            self.store.removed(container_id)
 
         await self.ops.run(("remove", container_id), remove)
 

@@ -121,3 +121,29 @@ async def test_an_event_already_covered_by_a_later_refresh_costs_nothing() -> No
     await _settle(store, docker)
     await store.close()
     assert docker.inspected == ["c6"]
+
+
+async def test_a_removal_of_ours_is_applied_without_an_inspect_and_its_events_cost_nothing() -> None:
+    docker = CountingDocker([])
+    store = Store(docker)  # type: ignore[arg-type]
+    await store.start()
+    await store.synced.wait()
+    await store.refresh("c7")
+    seen = []
+    store.subscribe(lambda cid, rec: seen.append((cid, rec)))
+    store.removed("c7")  # Docker answered the forced DELETE
+    assert store.get("c7") is None and seen == [("c7", None)]
+    store._event("c7")  # its destroy event, late
+    await _settle(store, docker)
+    await store.close()
+    assert docker.inspected == ["c7"]  # the writer's first refresh only
+
+
+async def test_an_answer_begun_before_a_removal_does_not_bring_it_back() -> None:
+    docker = SlowFirstDocker([(0.1, info("c8", "running"))])
+    store = Store(docker)  # type: ignore[arg-type]
+    late = asyncio.ensure_future(store.refresh("c8"))
+    await asyncio.sleep(0.01)
+    store.removed("c8")
+    assert await late is None
+    assert store.get("c8") is None

@@ -60,6 +60,9 @@ QUIET_ACTIONS = frozenset(
     }
 )
 EXIT_SETTLE_TIMEOUT = 10.0
+# Removed ids remembered so their late events and answers are ignored (Docker never
+# reuses an id); far more than can be removed while one event is in flight.
+GONE_REMEMBERED = 4096
 REMOVAL_WAIT = 10.0  # seconds a removal under way (Docker's "removing") may take
 
 
@@ -83,7 +86,8 @@ class Store:
     def __init__(self, docker: DockerClient) -> None:
         self._docker = docker
         self._records: dict[str, Record] = {}
-        self._applied: dict[str, int] = {}  # id -> seq of the newest applied (or deletion)
+        self._applied: dict[str, int] = {}  # id -> seq of the newest applied inspect
+        self._gone: dict[str, None] = {}  # removed ids, oldest first (GONE_REMEMBERED)
         self._seq = 0  # of the last inspect started
         self._started: dict[str, int] = {}  # id -> seq of its newest inspect started
         # id -> the seq the next inspect would take when its newest event came.
@@ -170,6 +174,8 @@ class Store:
         return before is not None and before.info.state.status not in ("exited", "dead")
 
     def _apply(self, info: ContainerInfo, seq: int) -> Record | None:
+        if info.id in self._gone:
+            return None  # an answer that started before the removal landed
         if self._applied.get(info.id, 0) > seq:
             return self._records.get(info.id)  # a newer inspect already landed
         self._applied[info.id] = seq
@@ -182,12 +188,21 @@ class Store:
         self._notify(info.id, record)
         return record
 
+    def removed(self, container_id: str) -> None:
+        """A removal of ours succeeded: the container is gone, no inspect needed."""
+        self._apply_gone(container_id, self._next_seq())
+
     def _apply_gone(self, container_id: str, seq: int) -> None:
         if self._applied.get(container_id, 0) > seq:
             return  # a newer inspect already landed
         # Remembered even for an object not recorded yet, so that a slower
-        # inspect that started earlier cannot bring it back.
-        self._applied[container_id] = seq
+        # inspect that started earlier cannot bring it back, nor a late event
+        # cost an inspect.
+        self._gone[container_id] = None
+        if len(self._gone) > GONE_REMEMBERED:
+            del self._gone[next(iter(self._gone))]
+        self._applied.pop(container_id, None)
+        self._dirty.pop(container_id, None)
         self._oom.discard(container_id)
         self._started.pop(container_id, None)
         if self._records.pop(container_id, None) is not None:
@@ -217,6 +232,8 @@ class Store:
 
     def _event(self, container_id: str) -> None:
         """Docker says `container_id` changed: inspect it soon, once."""
+        if container_id in self._gone:
+            return  # the destroy event of a removal already applied
         self._dirty[container_id] = self._seq + 1
         self._wake.set()
 

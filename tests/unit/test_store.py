@@ -123,7 +123,7 @@ async def test_an_event_already_covered_by_a_later_refresh_costs_nothing() -> No
     assert docker.inspected == ["c6"]
 
 
-async def test_a_removal_of_ours_is_applied_without_an_inspect_and_its_events_cost_nothing() -> None:
+async def test_a_removal_of_ours_needs_no_inspect_and_its_late_events_cost_nothing() -> None:
     docker = CountingDocker([])
     store = Store(docker)  # type: ignore[arg-type]
     await store.start()
@@ -132,7 +132,8 @@ async def test_a_removal_of_ours_is_applied_without_an_inspect_and_its_events_co
     seen = []
     store.subscribe(lambda cid, rec: seen.append((cid, rec)))
     store.removed("c7")  # Docker answered the forced DELETE
-    assert store.get("c7") is None and seen == [("c7", None)]
+    assert store.get("c7") is None
+    assert seen == [("c7", None)]
     store._event("c7")  # its destroy event, late
     await _settle(store, docker)
     await store.close()

@@ -15,14 +15,14 @@ import json
 import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import aiodocker
 import aiohttp
 import structlog
 
 from crishim import errors, metrics
-from crishim.docker import versions
+from crishim.docker import http, versions
 from crishim.docker.errors import (
     CONNECT_FAILED,
     DockerServerError,
@@ -285,6 +285,7 @@ class DockerClient:
         # A default for short calls; callers narrow it with the RPC's deadline.
         self._call_timeout = aiohttp.ClientTimeout(total=call_timeout, connect=5)
         self._docker: aiodocker.Docker | None = None
+        self._http: http.Pool | None = None  # the short JSON calls of the lifecycle
         self.version: EngineVersion | None = None
         # Calls arriving together while disconnected must not race into several sessions.
         self._connecting = asyncio.Lock()
@@ -339,6 +340,7 @@ class DockerClient:
             api_version=f"v{negotiated}",
             timeout=self._call_timeout,
         )
+        self._http = http.Pool(self.endpoint, self._call_timeout.total or 60.0)
         log.info(
             "docker_connected",
             endpoint=self.endpoint,
@@ -348,6 +350,9 @@ class DockerClient:
         return self.version
 
     async def close(self) -> None:
+        if self._http is not None:
+            pool, self._http = self._http, None
+            await pool.close()
         if self._docker is not None:
             docker, self._docker = self._docker, None
             await docker.close()
@@ -408,6 +413,47 @@ class DockerClient:
             metrics.DOCKER_SECONDS.labels(op or path.split("/")[0]).observe(
                 time.perf_counter() - started
             )
+
+    async def _json(
+        self,
+        path: str,
+        method: str = "GET",
+        *,
+        params: Mapping[str, str] | None = None,
+        body: Any = None,
+        op: str,
+    ) -> Any:
+        """One JSON call through the small client (crishim.docker.http), mapped as _call."""
+        await self._client()  # connected: the negotiated version and the pool exist
+        pool = self._http
+        assert pool is not None
+        # Quoted as aiohttp would: an id is a caller's string, never raw request-line bytes.
+        target = f"{self.api_prefix}/{quote(path, safe=REF_SAFE)}"
+        if params:
+            target += f"?{urlencode(params)}"
+        data = None if body is None else json.dumps(body).encode()
+        started = time.perf_counter()
+        try:
+            response = await pool.request(method, target, data)
+        except http.ConnectionFailed as exc:
+            raise self._unreachable(exc) from exc
+        except http.ProtocolError as exc:
+            raise DockerServerError(f"docker: unreadable reply to {method} {path}") from exc
+        except TimeoutError as exc:
+            raise DockerUnavailable(f"docker: {method} {path} timed out") from exc
+        finally:
+            metrics.DOCKER_SECONDS.labels(op).observe(time.perf_counter() - started)
+        is_json = response.content_type.startswith("application/json")
+        try:
+            parsed = json.loads(response.body) if is_json and response.body else None
+        except ValueError as exc:
+            raise DockerServerError(f"docker: unreadable reply to {method} {path}") from exc
+        if response.status >= 400:
+            message = parsed.get("message") if isinstance(parsed, dict) else None
+            raise from_status(
+                response.status, str(message or response.body.decode(errors="replace"))
+            )
+        return parsed if is_json else response.body.decode(errors="replace")
 
     def _unreachable(self, exc: BaseException) -> errors.CrishimError:
         """A readable 'cannot connect' error: the OS reason, not aiohttp's repr."""
@@ -676,11 +722,11 @@ class DockerClient:
         return [str(c["Id"]) for c in raw if c.get("Id")]
 
     async def inspect_container(self, container_id: str) -> ContainerInfo:
-        raw: JSON = await self.request(f"containers/{container_id}/json", op="container_inspect")
+        raw: JSON = await self._json(f"containers/{container_id}/json", op="container_inspect")
         return _container_info(raw)
 
     async def create_container(self, spec: ContainerSpec) -> str:
-        raw: JSON = await self.request(
+        raw: JSON = await self._json(
             "containers/create",
             "POST",
             params={"name": spec.name},
@@ -690,11 +736,11 @@ class DockerClient:
         return str(raw["Id"])
 
     async def start_container(self, container_id: str) -> None:
-        await self.request(f"containers/{container_id}/start", "POST", op="container_start")
+        await self._json(f"containers/{container_id}/start", "POST", op="container_start")
 
     async def stop_container(self, container_id: str, timeout_s: int) -> None:
         """SIGTERM (or the image's stop signal), then SIGKILL after `timeout_s`."""
-        await self.request(
+        await self._json(
             f"containers/{container_id}/stop",
             "POST",
             params={"t": str(timeout_s)},
@@ -702,7 +748,7 @@ class DockerClient:
         )
 
     async def remove_container(self, container_id: str) -> None:
-        await self.request(
+        await self._json(
             f"containers/{container_id}",
             "DELETE",
             params={"force": "true", "v": "true"},

@@ -330,7 +330,7 @@ class Containers:
         # Whatever fails or is cancelled inside removes the container again.
         async with self.sandboxes.creator.creating(spec, taken, prepare=prepare) as made:
             container_id = made.id
-            await self.store.refresh(container_id)
+            await self.store.refresh(container_id, covers=("create",))
         log.info("container_created", container_id=container_id, name=name)
         return container_id
 
@@ -348,7 +348,7 @@ class Containers:
     async def start(self, container_id: str) -> None:
         view = self.get(container_id)
         await self.docker.start_container(view.id)
-        record = await self.store.refresh(view.id)
+        record = await self.store.refresh(view.id, covers=("start",))
         wanted = cgroupres.CgroupResources.from_labels(view.record.info.labels)
         if record is not None and record.info.state.pid > 0:
             try:

@@ -37,12 +37,14 @@ class PodResources:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self._by_id: dict[str, dict[str, dict[str, object]]] = {}
+        self._files: set[str] = set()  # sandboxes with a file, readable or not
 
     def load(self) -> None:
         """Read what earlier runs recorded (blocking)."""
         if not self.directory.is_dir():
             return
         for path in self.directory.glob("*.json"):
+            self._files.add(path.stem)
             with contextlib.suppress(OSError, ValueError):
                 doc = json.loads(path.read_text())
                 if isinstance(doc, dict):
@@ -57,9 +59,15 @@ class PodResources:
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         write_atomic(self.directory / f"{sandbox_id}.json", json.dumps(doc).encode())
         self._by_id[sandbox_id] = doc
+        self._files.add(sandbox_id)
+
+    def recorded(self, sandbox_id: str) -> bool:
+        """Whether forget() has anything to do (most pods never record resources)."""
+        return sandbox_id in self._files
 
     def forget(self, sandbox_id: str) -> None:
         """Drop them (blocking)."""
         self._by_id.pop(sandbox_id, None)
+        self._files.discard(sandbox_id)
         with contextlib.suppress(FileNotFoundError):
             (self.directory / f"{sandbox_id}.json").unlink()

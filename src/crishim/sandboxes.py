@@ -181,7 +181,7 @@ class Sandboxes:
         async with self.creator.creating(spec, taken, replace_never_ran=True) as made:
             sandbox_id = made.id
             await self.docker.start_container(sandbox_id)
-            record = await self.store.refresh(sandbox_id)
+            record = await self.store.refresh(sandbox_id, covers=("create", "start"))
             if request.host_network and (request.dns_servers or request.dns_searches):
                 await self._write_resolv_conf(sandbox_id, record, request)
             if self.networks.docker_network_mode(request.host_network) == "none":
@@ -333,7 +333,7 @@ class Sandboxes:
         async def stop() -> None:
             with contextlib.suppress(errors.NotFound):
                 await self.docker.stop_container(container_id, timeout_s)
-            await self.store.refresh(container_id)
+            await self.store.refresh(container_id, covers=("stop",))
 
         # Keyed with the timeout: a kill (0) must not wait out a concurrent graceful stop.
         await self.ops.run(("stop", container_id, timeout_s), stop)
@@ -378,7 +378,8 @@ class Sandboxes:
         # The network goes before the pause: a failed DEL keeps the pod listed for a retry.
         await self.networks.remove(info.id, info.state.pid, info.network_mode)
         await self.remove_container(record.id)
-        await asyncio.to_thread(self.pod_resources.forget, record.id)
+        if self.pod_resources.recorded(record.id):  # a thread trip only when there is a file
+            await asyncio.to_thread(self.pod_resources.forget, record.id)
         log.info("sandbox_removed", pod_sandbox_id=record.id)
 
     async def update_resources(

@@ -148,3 +148,50 @@ async def test_an_answer_begun_before_a_removal_does_not_bring_it_back() -> None
     store.removed("c8")
     assert await late is None
     assert store.get("c8") is None
+
+
+class SteppedDocker(CountingDocker):
+    """Events sent one at a time, when the test says."""
+
+    def __init__(self) -> None:
+        super().__init__([])
+        self.queue: asyncio.Queue[tuple[str, str, str]] = asyncio.Queue()
+
+    async def events(self, types):
+        yield "", "subscribed", ""
+        while True:
+            yield await self.queue.get()
+
+
+async def _send(store: Store, docker: SteppedDocker, *events: tuple[str, str]) -> None:
+    for action, cid in events:
+        docker.queue.put_nowait(("container", action, cid))
+    for _ in range(30):  # the reader's and the refresher's turns
+        await asyncio.sleep(0.01)
+
+
+async def test_events_a_writers_refresh_covers_cost_no_inspect() -> None:
+    docker = SteppedDocker()
+    store = Store(docker)  # type: ignore[arg-type]
+    await store.start()
+    await store.synced.wait()
+    await store.refresh("c9", covers=("create", "start"))  # RunPodSandbox's refresh
+    await _send(store, docker, ("create", "c9"), ("start", "c9"))
+    assert docker.inspected == ["c9"]  # was three: the refresh, then one per event
+    await _send(store, docker, ("die", "c9"))
+    await store.close()
+    assert docker.inspected == ["c9", "c9"]  # a change nobody covered is inspected
+
+
+async def test_a_cover_ends_at_the_next_other_event() -> None:
+    docker = SteppedDocker()
+    store = Store(docker)  # type: ignore[arg-type]
+    await store.start()
+    await store.synced.wait()
+    # The start event came before the writer's refresh began (handled then): the
+    # cover must not swallow a later start after the container died meanwhile.
+    await store.refresh("c10", covers=("start",))
+    await _send(store, docker, ("die", "c10"))
+    await _send(store, docker, ("start", "c10"))
+    await store.close()
+    assert docker.inspected == ["c10", "c10", "c10"]

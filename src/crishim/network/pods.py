@@ -437,8 +437,11 @@ class PodNetworks:
         self._cache[cp.sandbox_id] = cp
 
     async def _forget(self, sandbox_id: str) -> None:
-        await asyncio.to_thread(netns.release, self._netns_dir / sandbox_id)
-        await asyncio.to_thread(self._checkpoints.remove, sandbox_id)
+        def forget() -> None:  # one worker-thread trip for both
+            netns.release(self._netns_dir / sandbox_id)
+            self._checkpoints.remove(sandbox_id)
+
+        await asyncio.to_thread(forget)
         self._cache.pop(sandbox_id, None)
 
     async def _adopt(self, sandbox_id: str, pid: int) -> Checkpoint | None:

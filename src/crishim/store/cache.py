@@ -16,7 +16,12 @@ Events are coalesced per container. The stream is read on its own and each
 event marks its container dirty; one refresher inspects dirty containers in
 the order they became dirty, once however many events came meanwhile (a stop
 sends kill, die and stop), and not at all when an inspect that started after
-the event (the writer's own refresh) already covers it.
+the event (the writer's own refresh) already covers it; it waits a few
+milliseconds (COALESCE_SECONDS) before it starts, to let both happen. A writer also names
+the events Docker logged before answering its call (`covers`: create, start,
+stop): its refresh is sent after that answer, so those events, when they are
+the next ones of that container, cost no inspect (they used to cost one per
+create, start and stop, as they arrive after the writer's refresh began).
 
 Exits settle first. When an inspect shows a container newly ended, the
 `on_exit` hook (the log copier's: crishim.logs) is awaited, bounded by
@@ -63,7 +68,11 @@ EXIT_SETTLE_TIMEOUT = 10.0
 # Removed ids remembered so their late events and answers are ignored (Docker never
 # reuses an id); far more than can be removed while one event is in flight.
 GONE_REMEMBERED = 4096
-REMOVAL_WAIT = 10.0  # seconds a removal under way (Docker's "removing") may take
+REMOVAL_WAIT = 10.0
+# The refresher waits this long after an event before inspecting: the events of one
+# change (kill, die, stop) come together, and the refresh of the writer whose call
+# caused them (it starts as Docker answers, about when the event comes) covers them.
+COALESCE_SECONDS = 0.005  # seconds a removal under way (Docker's "removing") may take
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +101,8 @@ class Store:
         self._started: dict[str, int] = {}  # id -> seq of its newest inspect started
         # id -> the seq the next inspect would take when its newest event came.
         self._dirty: dict[str, int] = {}
+        # id -> actions a writer's refresh covers, until another event of the id comes.
+        self._covered: dict[str, frozenset[str]] = {}
         self._wake = asyncio.Event()
         self._events: asyncio.Task[None] | None = None
         self._refresher: asyncio.Task[None] | None = None
@@ -139,8 +150,14 @@ class Store:
         self._seq += 1
         return self._seq
 
-    async def refresh(self, container_id: str) -> Record | None:
-        """Inspect `container_id` now and apply the result (None: it is gone)."""
+    async def refresh(self, container_id: str, covers: tuple[str, ...] = ()) -> Record | None:
+        """Inspect `container_id` now and apply the result (None: it is gone).
+
+        `covers`: the events Docker logs before answering the call this refresh
+        follows (the caller's call has returned): no inspect for them.
+        """
+        if covers:
+            self._covered[container_id] = frozenset(covers)
         seq = self._next_seq()
         self._started[container_id] = seq
         try:
@@ -203,6 +220,7 @@ class Store:
             del self._gone[next(iter(self._gone))]
         self._applied.pop(container_id, None)
         self._dirty.pop(container_id, None)
+        self._covered.pop(container_id, None)
         self._oom.discard(container_id)
         self._started.pop(container_id, None)
         if self._records.pop(container_id, None) is not None:
@@ -230,6 +248,26 @@ class Store:
         await tasks.stop(self._refresher)
         self._events = self._refresher = None
 
+    def _is_covered(self, container_id: str, action: str) -> bool:
+        """A writer's refresh already tells what this event says (see `covers`).
+
+        Only the container's next events count: any other event ends the cover, so
+        a cover that outlived its event (which came before the writer's refresh and
+        was handled then) cannot hide a later change.
+        """
+        covered = self._covered.get(container_id)
+        if covered is None:
+            return False
+        if action not in covered:
+            del self._covered[container_id]
+            return False
+        rest = covered - {action}
+        if rest:
+            self._covered[container_id] = rest
+        else:
+            del self._covered[container_id]
+        return True
+
     def _event(self, container_id: str) -> None:
         """Docker says `container_id` changed: inspect it soon, once."""
         if container_id in self._gone:
@@ -240,6 +278,7 @@ class Store:
     async def _refresh_dirty(self) -> None:
         while True:
             await self._wake.wait()
+            await asyncio.sleep(COALESCE_SECONDS)
             self._wake.clear()
             while self._dirty:
                 container_id = next(iter(self._dirty))
@@ -271,7 +310,8 @@ class Store:
                     if action == "oom" and actor:
                         self._oom.add(actor)
                     # "exec_create: sh -c ..." carries the command after a colon.
-                    if actor and action.split(":", 1)[0] not in QUIET_ACTIONS:
+                    quiet = action.split(":", 1)[0] in QUIET_ACTIONS
+                    if actor and not quiet and not self._is_covered(actor, action):
                         self._event(actor)
                 raise errors.Unavailable("docker closed the event stream")
             except asyncio.CancelledError:

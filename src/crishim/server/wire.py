@@ -94,6 +94,30 @@ def _skip(data: bytes, pos: int, number: int, wire: int, where: str, depth: int)
     raise WireError(f"{where}: unexpected wire type {wire} (field {number})")
 
 
+_STRING, _MESSAGE = 1, 2
+# cls -> {field number: (name, allowed wire types, kind, message class)}: the schema
+# walk made once per message class, not once per field of every request.
+_TABLES: dict[Any, dict[int, tuple[str, frozenset[int], int, Any]]] = {}
+
+
+def _table(cls: Any) -> dict[int, tuple[str, frozenset[int], int, Any]]:
+    table = _TABLES.get(cls)
+    if table is None:
+        meta = cls._betterproto
+        table = {}
+        for number, name in meta.field_name_by_number.items():
+            field = meta.meta_by_field_name[name]
+            kind = 0
+            if field.proto_type == "string":
+                kind = _STRING
+            elif field.proto_type in ("message", "map"):
+                kind = _MESSAGE
+            sub = meta.cls_by_field[name] if kind == _MESSAGE else None
+            table[number] = (name, frozenset(_allowed(field.proto_type, field.repeated)), kind, sub)
+        _TABLES[cls] = table
+    return table
+
+
 def check(data: bytes, cls: Any, where: str | None = None, depth: int = 0) -> bytes:
     """Raise WireError unless `data` is a well-formed encoding of message `cls`.
 
@@ -105,51 +129,65 @@ def check(data: bytes, cls: Any, where: str | None = None, depth: int = 0) -> by
     where = where or cls.__name__
     if depth > MAX_DEPTH:
         raise WireError(f"{where}: nested deeper than {MAX_DEPTH}")
-    meta = cls._betterproto
-    parts: list[bytes] = []
-    changed = False
+    table = _table(cls)
+    edits: list[tuple[int, int, bytes]] = []  # (start, end, replacement): rare
     pos, end = 0, len(data)
     while pos < end:
         start = pos
-        key, pos = _varint(data, pos, where)
+        key = data[pos]  # one-byte keys and lengths are the rule: read them inline
+        if key < 0x80:
+            pos += 1
+        else:
+            key, pos = _varint(data, pos, where)
         number, wire = key >> 3, key & 7
         if number == 0:
             raise WireError(f"{where}: field number 0")
         if wire == EGROUP:
             raise WireError(f"{where}: end of group {number} without its start")
-        name = meta.field_name_by_number.get(number)
-        field = meta.meta_by_field_name[name] if name else None
-        value_at = pos
+        field = table.get(number)
+        if wire == LEN:
+            if pos >= end:
+                raise WireError(f"{where}: truncated or overlong varint at byte {pos}")
+            value_at = pos
+            length = data[pos]
+            if length < 0x80:
+                pos += 1
+            else:
+                length, pos = _varint(data, pos, where)
+            payload_at, pos = pos, pos + length
+            if pos > end:
+                raise WireError(f"{where}: field {number} runs past the end of the message")
+            if field is None:
+                continue
+            if LEN not in field[1]:
+                edits.append((start, pos, b""))  # treated as unknown, like the official runtime
+                continue
+            kind = field[2]
+            if kind == _STRING:
+                try:
+                    data[payload_at:pos].decode("utf-8")
+                except UnicodeDecodeError:
+                    raise WireError(f"{where}.{field[0]}: not valid UTF-8") from None
+            elif kind == _MESSAGE:
+                payload = data[payload_at:pos]
+                cleaned = check(payload, field[3], f"{where}.{field[0]}", depth + 1)
+                if cleaned is not payload:
+                    head = data[start:value_at]
+                    edits.append((start, pos, head + _encode_varint(len(cleaned)) + cleaned))
+            continue
         pos = _skip(data, pos, number, wire, where, depth)
         if wire == SGROUP:
             # Legal, and an unknown field whatever its number (proto3 has no groups), but
             # betterproto2 would read the group's inner fields as this message's own:
             # dropped, which is what protobuf's parser leaves of it.
-            changed = True
-            continue
-        if field is not None and wire not in _allowed(field.proto_type, field.repeated):
-            changed = True  # treated as an unknown field, like the official runtime does
-            continue
-        if field is not None and wire == LEN:
-            _, payload_at = _varint(data, value_at, where)
-            payload = data[payload_at:pos]
-            cleaned = _check_payload(payload, cls, name, field, f"{where}.{name}", depth)
-            if cleaned is not payload:
-                changed = True
-                parts.append(data[start:value_at] + _encode_varint(len(cleaned)) + cleaned)
-                continue
-        parts.append(data[start:pos])
-    return b"".join(parts) if changed else data
-
-
-def _check_payload(
-    payload: bytes, cls: Any, name: str, field: Any, where: str, depth: int
-) -> bytes:
-    if field.proto_type == "string":
-        try:
-            payload.decode("utf-8")
-        except UnicodeDecodeError:
-            raise WireError(f"{where}: not valid UTF-8") from None
-    elif field.proto_type in ("message", "map"):
-        return check(payload, cls._betterproto.cls_by_field[name], where, depth + 1)
-    return payload
+            edits.append((start, pos, b""))
+        elif field is not None and wire not in field[1]:
+            edits.append((start, pos, b""))  # treated as unknown, like the official runtime
+    if not edits:
+        return data
+    parts, at = [], 0
+    for edit_start, edit_end, replacement in edits:
+        parts += (data[at:edit_start], replacement)
+        at = edit_end
+    parts.append(data[at:])
+    return b"".join(parts)

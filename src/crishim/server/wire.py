@@ -37,7 +37,7 @@ def _varint(data: bytes, pos: int, where: str) -> tuple[int, int]:
     raise WireError(f"{where}: truncated or overlong varint at byte {pos}")
 
 
-def _allowed(proto_type: str, repeated: bool) -> set[int]:
+def _allowed(proto_type: str, repeated: bool) -> frozenset[int]:
     if proto_type in _VARINT_TYPES:
         base = VARINT
     elif proto_type in _I64_TYPES:
@@ -45,8 +45,8 @@ def _allowed(proto_type: str, repeated: bool) -> set[int]:
     elif proto_type in _I32_TYPES:
         base = I32
     else:  # string, bytes, message, map
-        return {LEN}
-    return {base, LEN} if repeated else {base}  # repeated scalars may be packed
+        return frozenset({LEN})
+    return frozenset({base, LEN} if repeated else {base})  # repeated scalars may be packed
 
 
 def _encode_varint(value: int) -> bytes:
@@ -113,7 +113,7 @@ def _table(cls: Any) -> dict[int, tuple[str, frozenset[int], int, Any]]:
             elif field.proto_type in ("message", "map"):
                 kind = _MESSAGE
             sub = meta.cls_by_field[name] if kind == _MESSAGE else None
-            table[number] = (name, frozenset(_allowed(field.proto_type, field.repeated)), kind, sub)
+            table[number] = (name, _allowed(field.proto_type, field.repeated), kind, sub)
         _TABLES[cls] = table
     return table
 

@@ -17,11 +17,12 @@ event marks its container dirty; one refresher inspects dirty containers in
 the order they became dirty, once however many events came meanwhile (a stop
 sends kill, die and stop), and not at all when an inspect that started after
 the event (the writer's own refresh) already covers it; it waits a few
-milliseconds (COALESCE_SECONDS) before it starts, to let both happen. A writer also names
-the events Docker logged before answering its call (`covers`: create, start,
-stop): its refresh is sent after that answer, so those events, when they are
-the next ones of that container, cost no inspect (they used to cost one per
-create, start and stop, as they arrive after the writer's refresh began).
+milliseconds (COALESCE_SECONDS) before it starts, to let both happen. A writer
+also names the events Docker logged before answering its call (`covers`:
+create, start, stop): its refresh is sent after that answer, so those events,
+when they are the next ones of that container, cost no inspect (they used to
+cost one per create, start and stop, as they arrive after the writer's
+refresh began).
 
 Exits settle first. When an inspect shows a container newly ended, the
 `on_exit` hook (the log copier's: crishim.logs) is awaited, bounded by
@@ -68,11 +69,11 @@ EXIT_SETTLE_TIMEOUT = 10.0
 # Removed ids remembered so their late events and answers are ignored (Docker never
 # reuses an id); far more than can be removed while one event is in flight.
 GONE_REMEMBERED = 4096
-REMOVAL_WAIT = 10.0
+REMOVAL_WAIT = 10.0  # seconds a removal under way (Docker's "removing") may take
 # The refresher waits this long after an event before inspecting: the events of one
 # change (kill, die, stop) come together, and the refresh of the writer whose call
 # caused them (it starts as Docker answers, about when the event comes) covers them.
-COALESCE_SECONDS = 0.005  # seconds a removal under way (Docker's "removing") may take
+COALESCE_SECONDS = 0.005
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,9 @@
 
 For each count, containers are added (10 per pod by default, each `sleep`) until that many
 run, then the calls are timed: client round trip, crishim's own server time
-(its `rpc` log events) and crishim's CPU time per call (/proc/<pid>/stat).
+(its `rpc` log events) and crishim's CPU time per call (/proc/<pid>/stat);
+first back to back, then `spaced` calls a sampler round apart, as the kubelet
+polls (each of those follows new readings).
 Containers are made through the CRI, four at a time.
 """
 
@@ -14,6 +16,7 @@ import time
 import uuid
 from pathlib import Path
 
+from crishim.stats import collector
 from tests.harness.clients import Official
 from tests.harness.crishim import CrishimProcess
 
@@ -99,7 +102,14 @@ def rss_mb(pid: int) -> float:
 
 
 def run(
-    docker_endpoint: str, root: Path, stubs, counts, calls: int, summary, per_pod: int = PER_POD
+    docker_endpoint: str,
+    root: Path,
+    stubs,
+    counts,
+    calls: int,
+    summary,
+    per_pod: int = PER_POD,
+    spaced: int = 10,
 ) -> dict:
     proc = CrishimProcess(root / "stats-crishim", docker_endpoint).start()
     client = Official(proc.socket, *stubs)
@@ -131,6 +141,14 @@ def run(
                     reply = call(request, timeout=120)
                     rtt.append(time.perf_counter() - start)
                 cpu = (_cpu_seconds(proc.proc.pid) - cpu0) / calls
+                # As the kubelet polls: one call per sampler round or more apart, so
+                # every call follows new readings (back to back, most find none).
+                offset_spaced = len(proc.events())
+                cpu1 = _cpu_seconds(proc.proc.pid)
+                for _ in range(spaced):
+                    time.sleep(collector.DEMAND_INTERVAL + 0.2)
+                    call(request, timeout=120)
+                cpu_spaced = (_cpu_seconds(proc.proc.pid) - cpu1) / spaced
                 out[f"{rpc}_{count}"] = {
                     "items": len(reply.stats),
                     "pods": len(fleet.pods),
@@ -138,6 +156,11 @@ def run(
                     "client": summary(rtt),
                     "server": summary(_server_ms(proc, offset, rpc)),
                     "crishim_cpu_ms_per_call": round(cpu * 1000, 2),
+                    # sampler rounds and the lists' encoding between the calls included
+                    "spaced": {
+                        "server": summary(_server_ms(proc, offset_spaced, rpc)),
+                        "crishim_cpu_ms_per_call": round(cpu_spaced * 1000, 2),
+                    },
                 }
     finally:
         fleet.remove()

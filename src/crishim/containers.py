@@ -218,6 +218,7 @@ class Containers:
         # (pid the identity was read from, identity): kept after the process ends.
         self._users: dict[str, tuple[int, ProcessUser]] = {}
         self._views: dict[str, tuple[Record, ContainerView | None]] = {}  # id -> (record, view)
+        self._listed: tuple[object, tuple[ContainerView, ...]] = (None, ())  # (records, views)
 
     @staticmethod
     async def _cgroup_mounts() -> cgroups.Mounts:
@@ -457,14 +458,19 @@ class Containers:
             record=record,
         )
 
-    def list(self) -> list[ContainerView]:
-        """Every container; a view is made once per version of its record (List* is polled)."""
+    def list(self) -> tuple[ContainerView, ...]:
+        """Every container: the same tuple while no record changed, and a view made once
+        per version of its record (List* and the stats calls are polled)."""
+        records = self.store.records(labels.TYPE_CONTAINER)
+        if self._listed[0] is records:
+            return self._listed[1]
         memo, self._views = self._views, {}
         out = []
-        for record in self.store.records(labels.TYPE_CONTAINER):
+        for record in records:
             hit = memo.get(record.id)
             view = hit[1] if hit is not None and hit[0] is record else self.view(record)
             self._views[record.id] = (record, view)
             if view is not None:
                 out.append(view)
-        return out
+        self._listed = (records, tuple(out))
+        return self._listed[1]

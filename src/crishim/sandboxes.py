@@ -138,6 +138,8 @@ class Sandboxes:
         self.engine = engine  # the daemon's settings, from memory
         # id -> (record, network checkpoint, view): views are remade only when one changed.
         self._views: dict[str, tuple[Record, object, SandboxView | None]] = {}
+        # The last list: (the store's records it was made of, networks.version, views).
+        self._listed: tuple[object, int, tuple[SandboxView, ...]] = (None, -1, ())
         self.store = store
         self.images = images
         self.networks = networks
@@ -456,12 +458,17 @@ class Sandboxes:
             raise errors.NotFound(f"pod sandbox {sandbox_id!r} not found")
         return view
 
-    def list(self) -> list[SandboxView]:
-        """Every pod; a view is made once per version of its record and network checkpoint
-        (both immutable, replaced on change; List* and the stats calls are polled)."""
+    def list(self) -> tuple[SandboxView, ...]:
+        """Every pod: the same tuple while no record or network checkpoint changed, and a
+        view made once per version of its record and checkpoint (both immutable, replaced
+        on change; List* and the stats calls are polled)."""
+        records = self.store.records(labels.TYPE_SANDBOX)
+        listed = self._listed
+        if listed[0] is records and listed[1] == self.networks.version:
+            return listed[2]
         memo, self._views = self._views, {}
         out = []
-        for record in self.store.records(labels.TYPE_SANDBOX):
+        for record in records:
             cp = self.networks.checkpoint(record.id)
             hit = memo.get(record.id)
             if hit is not None and hit[0] is record and hit[1] is cp:
@@ -471,4 +478,5 @@ class Sandboxes:
             self._views[record.id] = (record, cp, view)
             if view is not None:
                 out.append(view)
-        return out
+        self._listed = (records, self.networks.version, tuple(out))
+        return self._listed[2]

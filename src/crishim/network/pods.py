@@ -186,6 +186,7 @@ class PodNetworks:
         self._cri_dockerd_root = Path(cri_dockerd_root)
         self._cni_cache_dir = Path(cni_cache_dir)
         self._cache: dict[str, Checkpoint] = {}
+        self.version = 0  # bumped on every change of _cache (the pod list memo keys on it)
         self._loaded = conf.Loaded(None, "network config not loaded yet")
         self._status_problem = ""
         self._locks: dict[str, asyncio.Lock] = {}
@@ -197,6 +198,7 @@ class PodNetworks:
     async def start(self) -> None:
         """Load checkpoints, prepare the netns directory, and (cni mode) watch the config."""
         self._cache = await asyncio.to_thread(self._checkpoints.load_all)
+        self.version += 1
         if self.mode == "cni" or self._cache:
             await asyncio.to_thread(netns.prepare_dir, self._netns_dir)
         if self.mode == "cni":
@@ -435,6 +437,7 @@ class PodNetworks:
     async def _save(self, cp: Checkpoint) -> None:
         await asyncio.to_thread(self._checkpoints.write, cp)
         self._cache[cp.sandbox_id] = cp
+        self.version += 1
 
     async def _forget(self, sandbox_id: str) -> None:
         def forget() -> None:  # one worker-thread trip for both
@@ -442,7 +445,8 @@ class PodNetworks:
             self._checkpoints.remove(sandbox_id)
 
         await asyncio.to_thread(forget)
-        self._cache.pop(sandbox_id, None)
+        if self._cache.pop(sandbox_id, None) is not None:
+            self.version += 1
 
     async def _adopt(self, sandbox_id: str, pid: int) -> Checkpoint | None:
         """A checkpoint for a CNI pod that cri-dockerd set up, from what it left on disk."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 from crishim import errors, labels
 from crishim.api.runtime import v1 as api
@@ -338,11 +338,17 @@ class ContainerRPCs:
     async def list_containers(self, message: api.ListContainersRequest) -> Encoded:
         views = self._containers.list()
         entries = self._container_entries
-        data = b"".join(
-            entries.entry(v.id, v, lambda v=v: to_container(v))
-            for v in views
-            if _matches(v, message.filter)
-        )
+        f = message.filter
+
+        def selected_entries() -> Iterator[bytes]:
+            for v in views:
+                if _matches(v, f):
+                    yield entries.entry(v.id, v, lambda v=v: to_container(v))
+
+        if f is None or not (f.id or f.state is not None or f.pod_sandbox_id or f.label_selector):
+            data = entries.join(views, selected_entries)  # the kubelet's poll: no filter
+        else:
+            data = b"".join(selected_entries())
         entries.prune(lambda: [v.id for v in views], len(views))
         return Encoded(data)  # ListContainersResponse: field 1 repeated
 

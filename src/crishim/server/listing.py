@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import Any, TypeVar
 
 from crishim.server import protowire
@@ -31,6 +31,14 @@ class WireEntries:
     def __init__(self, number: int) -> None:
         self._number = number
         self._entries: dict[str, tuple[object, bytes]] = {}
+        self._joined: tuple[object, bytes] = (None, b"")
+
+    def join(self, listed: object, entries: Callable[[], Iterable[bytes]]) -> bytes:
+        """The join of a whole list's entries, made again only when `listed` (a store
+        list, the very same object while nothing in it changed) is another one."""
+        if self._joined[0] is not listed:
+            self._joined = (listed, b"".join(entries()))
+        return self._joined[1]
 
     def entry(self, key: str, version: object, build: Callable[[], Any]) -> bytes:
         hit = self._entries.get(key)

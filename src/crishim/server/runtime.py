@@ -20,7 +20,7 @@ from crishim.sandboxes import Sandboxes
 from crishim.server.container import ContainerRPCs
 from crishim.server.listing import WireEntries
 from crishim.server.sandbox import SandboxRPCs
-from crishim.server.stats import StatsRPCs
+from crishim.server.stats import StatsEntries, StatsRPCs
 from crishim.server.streams import StreamRPCs
 from crishim.stats.collector import StatsCollector
 from crishim.streaming.server import StreamingServer
@@ -48,9 +48,8 @@ class RuntimeService(SandboxRPCs, ContainerRPCs, StreamRPCs, StatsRPCs, api.Runt
         self._checkpointer = checkpointer
         self._container_entries = WireEntries(1)  # ListContainersResponse.containers
         self._sandbox_entries = WireEntries(1)  # ListPodSandboxResponse.items
-        self._container_stats_entries = WireEntries(1)  # ListContainerStatsResponse.stats
-        self._pod_stats_entries = WireEntries(1)  # ListPodSandboxStatsResponse.stats
-        self._pod_member_entries = WireEntries(5)  # LinuxPodSandboxStats.containers
+        self._stats_entries = StatsEntries()
+        stats.on_sample = self.warm_stats_lists
 
     async def version(self, message: api.VersionRequest) -> api.VersionResponse:
         v = await self._status.version()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 from crishim import errors, labels
 from crishim.api.runtime import v1 as api
@@ -244,11 +244,17 @@ class SandboxRPCs:
     async def list_pod_sandbox(self, message: api.ListPodSandboxRequest) -> Encoded:
         views = self._sandboxes.list()
         entries = self._sandbox_entries
-        data = b"".join(
-            entries.entry(v.id, v.record, lambda v=v: _pod_sandbox(v))
-            for v in views
-            if _matches(v, message.filter)
-        )
+        f = message.filter
+
+        def selected_entries() -> Iterator[bytes]:
+            for v in views:
+                if _matches(v, f):
+                    yield entries.entry(v.id, v.record, lambda v=v: _pod_sandbox(v))
+
+        if f is None or not (f.id or f.state is not None or f.label_selector):
+            data = entries.join(views, selected_entries)  # the kubelet's poll: no filter
+        else:
+            data = b"".join(selected_entries())
         entries.prune(lambda: [v.id for v in views], len(views))
         return Encoded(data)  # ListPodSandboxResponse: field 1 repeated
 

@@ -5,11 +5,12 @@ GetContainerEvents. Translation only: the numbers come from crishim.stats."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Sequence
 
 from crishim import errors
 from crishim.api.runtime import v1 as api
-from crishim.containers import Containers
+from crishim.containers import Containers, ContainerView
 from crishim.events import CREATED, DELETED, STARTED, STOPPED, EventHub
 from crishim.sandboxes import Sandboxes, SandboxView
 from crishim.server import protowire as w
@@ -54,15 +55,23 @@ def _memory(m: collector.Memory | None) -> bytes | None:
     )
 
 
-def container_stats(s: collector.ContainerStats) -> bytes:
-    """A ContainerStats message: attributes 1, cpu 2, memory 3, writable_layer 4, swap 5."""
-    v = s.view
-    attributes = (
+def container_attributes(v: ContainerView) -> bytes:
+    """ContainerAttributes: id 1, metadata 2, labels 3, annotations 4."""
+    return (
         w.string(1, v.id)
         + w.message(2, w.string(1, v.meta.name) + w.uint(2, v.meta.attempt))
         + w.string_map(3, v.labels)
         + w.string_map(4, v.annotations)
     )
+
+
+def container_stats(s: collector.ContainerStats, attributes: bytes | None = None) -> bytes:
+    """A ContainerStats message: attributes 1, cpu 2, memory 3, writable_layer 4, swap 5.
+
+    `attributes` is field 1 already written (the same for every reading of a view).
+    """
+    if attributes is None:
+        attributes = w.message(1, container_attributes(s.view))
     layer = None
     if s.layer is not None:  # FilesystemUsage: timestamp 1, fs_id 2, used_bytes 3, inodes 4
         layer = (
@@ -79,7 +88,7 @@ def container_stats(s: collector.ContainerStats) -> bytes:
             + w.uint64_value(3, s.swap.usage)
         )
     return (
-        w.message(1, attributes)
+        attributes
         + w.optional_message(2, _cpu(s.cpu))
         + w.optional_message(3, _memory(s.memory))
         + w.optional_message(4, layer)
@@ -98,15 +107,10 @@ def _interface(i: netdev.Interface) -> bytes:
     )
 
 
-def pod_stats(p: collector.PodStats, member=None) -> bytes:
-    """A PodSandboxStats message: attributes 1, linux 2.
-
-    `member(c)` gives a container's whole LinuxPodSandboxStats.containers entry
-    (field 5 included), e.g. from a cache; by default it is encoded here.
-    """
-    v = p.view
+def pod_attributes(v: SandboxView) -> bytes:
+    """PodSandboxAttributes: id 1, metadata 2, labels 3, annotations 4."""
     m = v.meta
-    attributes = (
+    return (
         w.string(1, v.id)
         + w.message(
             2,
@@ -118,6 +122,17 @@ def pod_stats(p: collector.PodStats, member=None) -> bytes:
         + w.string_map(3, v.labels)
         + w.string_map(4, v.annotations)
     )
+
+
+def pod_stats(p: collector.PodStats, member=None, attributes: bytes | None = None) -> bytes:
+    """A PodSandboxStats message: attributes 1, linux 2.
+
+    `member(c)` gives a container's whole LinuxPodSandboxStats.containers entry
+    (field 5 included), e.g. from a cache; by default it is encoded here.
+    `attributes` is field 1 already written.
+    """
+    if attributes is None:
+        attributes = w.message(1, pod_attributes(p.view))
     network = None
     if p.network is not None:  # NetworkUsage: timestamp 1, default_interface 2, interfaces 3
         default = [i for i in p.network.interfaces if i.name == p.network.default]
@@ -141,7 +156,7 @@ def pod_stats(p: collector.PodStats, member=None) -> bytes:
             else w.repeated(5, (container_stats(c) for c in p.containers))
         )
     )
-    return w.message(1, attributes) + w.message(2, linux)
+    return attributes + w.message(2, linux)
 
 
 def _metric(s: metrics.Sample) -> bytes:
@@ -153,6 +168,70 @@ def _metric(s: metrics.Sample) -> bytes:
         + w.strings(4, s.labels)
         + w.uint64_value(5, s.value)
     )
+
+
+# A list entry (field 1) and a pod's member entry (field 5) differ in their key
+# byte only: a member is made from the container's list entry.
+_ENTRY_KEY, _MEMBER_KEY = w.key(1, w.LEN), w.key(5, w.LEN)
+assert len(_ENTRY_KEY) == len(_MEMBER_KEY) == 1
+
+
+class StatsEntries:
+    """The stats lists in wire form: each entry encoded once per stats object (the
+    collector keeps one while nothing it shows changed), attributes once per view,
+    and the last answer of each list kept while the collector returns that very list."""
+
+    def __init__(self) -> None:
+        self.containers = WireEntries(1)  # ListContainerStatsResponse.stats
+        self.pods = WireEntries(1)  # ListPodSandboxStatsResponse.stats
+        self._container_attributes = WireEntries(1)  # ContainerStats.attributes
+        self._pod_attributes = WireEntries(1)  # PodSandboxStats.attributes
+        # kind -> (the collector's list, its entries, their join)
+        self._answers: dict[str, tuple[object, list[bytes], bytes]] = {}
+        self._asked_at: dict[str, float] = {}  # kind -> monotonic time of its last call
+
+    def asked(self, kind: str) -> None:
+        self._asked_at[kind] = time.monotonic()
+
+    def wanted(self, kind: str) -> bool:
+        """Asked for within the collector's demand window (worth encoding ahead)."""
+        return time.monotonic() - self._asked_at.get(kind, -1e9) < collector.DEMAND_WINDOW
+
+    def container(self, s: collector.ContainerStats) -> bytes:
+        v = s.view
+        attributes = self._container_attributes.entry(v.id, v, lambda: container_attributes(v))
+        return self.containers.entry(v.id, s, lambda: container_stats(s, attributes))
+
+    def member(self, s: collector.ContainerStats) -> bytes:
+        return _MEMBER_KEY + self.container(s)[1:]
+
+    def pod(self, p: collector.PodStats) -> bytes:
+        v = p.view
+        attributes = self._pod_attributes.entry(v.id, v, lambda: pod_attributes(v))
+        return self.pods.entry(v.id, p, lambda: pod_stats(p, self.member, attributes))
+
+    def answer(self, kind: str, found: list, encode) -> tuple[list[bytes], bytes]:
+        """The entries of `found` and their join, reused while `found` is the same list."""
+        kept = self._answers.get(kind)
+        if kept is None or kept[0] is not found:
+            entries = [encode(x) for x in found]
+            kept = self._answers[kind] = (found, entries, b"".join(entries))
+        return kept[1], kept[2]
+
+    def prune(self, containers: Sequence[ContainerView], pods: Sequence[SandboxView]) -> None:
+        """Drop the entries of objects gone (once they outnumber the live ones)."""
+        for cache in (self.containers, self._container_attributes):
+            cache.prune(lambda: [c.id for c in containers], len(containers))
+        for cache in (self.pods, self._pod_attributes):
+            cache.prune(lambda: [p.id for p in pods], len(pods))
+
+
+def _every_container(f: api.ContainerStatsFilter | None) -> bool:
+    return f is None or not (f.id or f.pod_sandbox_id or f.label_selector)
+
+
+def _every_pod(f: api.PodSandboxStatsFilter | None) -> bool:
+    return f is None or not (f.id or f.label_selector)
 
 
 def _pod_matches(v: SandboxView, f: api.PodSandboxStatsFilter | None) -> bool:
@@ -170,12 +249,15 @@ class StatsRPCs:
     _sandboxes: Sandboxes
     _stats: collector.StatsCollector
     _events: EventHub
-    # Each entry encoded once per stats object (the collector keeps an object while
-    # nothing it shows changed): ListContainerStatsResponse.stats,
-    # ListPodSandboxStatsResponse.stats, and LinuxPodSandboxStats.containers.
-    _container_stats_entries: WireEntries
-    _pod_stats_entries: WireEntries
-    _pod_member_entries: WireEntries
+    _stats_entries: StatsEntries
+
+    async def warm_stats_lists(self) -> None:
+        """After a sampler round (collector.on_sample): encode the unfiltered lists asked
+        for lately, so that the next calls find their answer made."""
+        if self._stats_entries.wanted("containers"):
+            await self._container_stats(None)
+        if self._stats_entries.wanted("pods"):
+            await self._pod_stats(None)
 
     # -- containers ------------------------------------------------------------------
 
@@ -188,27 +270,36 @@ class StatsRPCs:
         (stats,) = await self._stats.containers_stats([view])
         return w.Encoded(w.message(1, container_stats(stats)))  # type: ignore[return-value]
 
-    async def _container_stats(self, f: api.ContainerStatsFilter | None) -> list[bytes]:
-        """Wire entries (field 1) of the selected containers' stats, from recent readings."""
-        everything = self._containers.list()
-        views = [v for v in everything if selected(v, f)]
-        self._stats.asked()
+    async def _container_stats(
+        self, f: api.ContainerStatsFilter | None
+    ) -> tuple[list[bytes], bytes]:
+        """Wire entries (field 1) of the selected containers' stats, from recent readings,
+        and their join."""
+        everyone = self._containers.list()
+        views = everyone if _every_container(f) else [v for v in everyone if selected(v, f)]
         found = await self._stats.containers_stats(views, max_age_ns=collector.LIST_MAX_AGE_NS)
-        entries = self._container_stats_entries
-        out = [entries.entry(s.view.id, s, lambda s=s: container_stats(s)) for s in found]
-        entries.prune(lambda: [v.id for v in everything], len(everything))
-        return out
+        entries = self._stats_entries
+        answer = entries.answer("containers", found, entries.container)
+        entries.prune(everyone, self._sandboxes.list())
+        return answer
+
+    def _asked(self, kind: str) -> None:
+        self._stats.asked()
+        self._stats_entries.asked(kind)
 
     async def list_container_stats(
         self, message: api.ListContainerStatsRequest
     ) -> api.ListContainerStatsResponse:
-        items = await self._container_stats(message.filter)
-        return w.Encoded(b"".join(items))  # type: ignore[return-value]
+        self._asked("containers")
+        _, joined = await self._container_stats(message.filter)
+        return w.Encoded(joined)  # type: ignore[return-value]
 
     async def stream_container_stats(
         self, message: api.StreamContainerStatsRequest
     ) -> AsyncIterator[api.StreamContainerStatsResponse]:
-        for chunk in chunks(await self._container_stats(message.filter)):
+        self._asked("containers")
+        items, _ = await self._container_stats(message.filter)
+        for chunk in chunks(items):
             yield w.Encoded(b"".join(chunk))  # type: ignore[misc]
 
     # -- pods --------------------------------------------------------------------------
@@ -222,33 +313,30 @@ class StatsRPCs:
         (stats,) = await self._stats.pods_stats([view])
         return w.Encoded(w.message(1, pod_stats(stats)))  # type: ignore[return-value]
 
-    async def _pod_stats(self, f: api.PodSandboxStatsFilter | None) -> list[bytes]:
-        """Wire entries (field 1) of the selected pods' stats, from recent readings."""
-        everything = self._sandboxes.list()
-        views = [v for v in everything if _pod_matches(v, f)]
-        self._stats.asked()
+    async def _pod_stats(self, f: api.PodSandboxStatsFilter | None) -> tuple[list[bytes], bytes]:
+        """Wire entries (field 1) of the selected pods' stats, from recent readings, and
+        their join."""
+        everyone = self._sandboxes.list()
+        views = everyone if _every_pod(f) else [v for v in everyone if _pod_matches(v, f)]
         found = await self._stats.pods_stats(views, max_age_ns=collector.LIST_MAX_AGE_NS)
-        members = self._pod_member_entries
-
-        def member(c: collector.ContainerStats) -> bytes:
-            return members.entry(c.view.id, c, lambda: container_stats(c))
-
-        entries = self._pod_stats_entries
-        out = [entries.entry(p.view.id, p, lambda p=p: pod_stats(p, member)) for p in found]
-        entries.prune(lambda: [v.id for v in everything], len(everything))
-        members.prune(lambda: [c.id for c in self._containers.list()], len(everything))
-        return out
+        entries = self._stats_entries
+        answer = entries.answer("pods", found, entries.pod)
+        entries.prune(self._containers.list(), everyone)
+        return answer
 
     async def list_pod_sandbox_stats(
         self, message: api.ListPodSandboxStatsRequest
     ) -> api.ListPodSandboxStatsResponse:
-        items = await self._pod_stats(message.filter)
-        return w.Encoded(b"".join(items))  # type: ignore[return-value]
+        self._asked("pods")
+        _, joined = await self._pod_stats(message.filter)
+        return w.Encoded(joined)  # type: ignore[return-value]
 
     async def stream_pod_sandbox_stats(
         self, message: api.StreamPodSandboxStatsRequest
     ) -> AsyncIterator[api.StreamPodSandboxStatsResponse]:
-        for chunk in chunks(await self._pod_stats(message.filter)):
+        self._asked("pods")
+        items, _ = await self._pod_stats(message.filter)
+        for chunk in chunks(items):
             yield w.Encoded(b"".join(chunk))  # type: ignore[misc]
 
     # -- metrics -------------------------------------------------------------------------

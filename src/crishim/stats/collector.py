@@ -20,7 +20,11 @@ LIST_MAX_AGE old, as the kubelet's own cAdvisor answers from its housekeeping;
 each entry's timestamps say when it was read. The single-object calls
 (ContainerStats, PodSandboxStats) and the metrics read the kernel at once.
 Stats objects are kept while nothing they show changed, so the server can
-keep their encoding too.
+keep their encoding too; a list call over every container (or pod) gets the
+very list it got last time while no reading, record or layer changed, and the
+sampler's round makes that list, so a poll after it costs no reading at all.
+While the list calls are in demand, `on_sample` (the server's) runs after each
+round: it encodes the fresh entries then, off the calls' path.
 
 Exited containers get attributes and their writable layer only: no CPU or
 memory, as the kubelet expects. A pod's totals come from its pod cgroup (the
@@ -35,7 +39,7 @@ import contextlib
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
 
 import structlog
@@ -128,6 +132,18 @@ class PodStats:
 
 
 @dataclass(frozen=True, slots=True)
+class _Listed:
+    """The last result of a call over every container (or pod), and what it depended on."""
+
+    views: object  # the store's list it was made for (a tuple, the same while unchanged)
+    containers: object  # for pods: the container list their members came from
+    full: bool
+    generation: tuple[int, ...]  # StatsCollector._generation() then
+    oldest_ns: int  # the oldest reading of a running entry in it
+    result: list
+
+
+@dataclass(frozen=True, slots=True)
 class _PodReading:
     pause: cgroups.Usage | None  # the pause container's cgroup
     pod: cgroups.Usage | None  # the pod cgroup the kubelet made, if any
@@ -168,6 +184,13 @@ class StatsCollector:
         self._pods: dict[str, PodStats] = {}
         self._asked_at = 0.0  # monotonic time of the last list call
         self._demand = asyncio.Event()
+        # Bumped whenever kept container (pod) readings change: the lists' memos key on them.
+        self._container_changes = 0
+        self._pod_changes = 0
+        self._listed_containers: _Listed | None = None
+        self._listed_pods: _Listed | None = None
+        # Run after each sampler round while the list calls are in demand.
+        self.on_sample: Callable[[], Awaitable[None]] | None = None
 
     # -- life -------------------------------------------------------------------------
 
@@ -200,6 +223,8 @@ class StatsCollector:
             try:
                 await self.pods_stats(self.sandboxes.list())
                 await asyncio.to_thread(self._forget_gone, self._live_keys())
+                if self.on_sample is not None and self._in_demand():
+                    await self.on_sample()
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -207,14 +232,37 @@ class StatsCollector:
 
     # -- containers -------------------------------------------------------------------
 
+    def _generation(self, pods: bool) -> tuple[int, ...]:
+        if pods:
+            return self._container_changes, self.meter.changes, self._pod_changes
+        return self._container_changes, self.meter.changes
+
+    def _reuse(self, listed: _Listed | None, views, containers, full: bool, since_ns: int):
+        """The last result over every object, if it still says what a new one would."""
+        if (
+            listed is not None
+            and listed.views is views
+            and listed.containers is containers
+            and listed.full >= full
+            and listed.generation == self._generation(containers is not None)
+            and listed.oldest_ns >= since_ns
+        ):
+            return listed.result
+        return None
+
     async def containers_stats(
-        self, views: list[ContainerView], full: bool = False, max_age_ns: int = 0
+        self, views: Sequence[ContainerView], full: bool = False, max_age_ns: int = 0
     ) -> list[ContainerStats]:
         """Stats of these containers; full=True adds what only the metrics use.
 
         A running container's reading may be up to max_age_ns old (0: read now).
         """
         since = _oldest_usable(max_age_ns)
+        every = views is self.containers.list()
+        if every:
+            kept = self._reuse(self._listed_containers, views, None, full, since)
+            if kept is not None:
+                return kept
         stale = []
         for view in views:
             self._track_layer(view)
@@ -233,7 +281,14 @@ class StatsCollector:
                     self.meter.get(view.id),
                     full,
                 )
-        return [self._latest[v.id][0] for v in views]
+            self._container_changes += 1
+        result = [self._latest[v.id][0] for v in views]
+        if every:
+            oldest = min((s.timestamp_ns for s in result if _running(s.view)), default=1 << 63)
+            self._listed_containers = _Listed(
+                views, None, full, self._generation(False), oldest, result
+            )
+        return result
 
     def _current(self, view: ContainerView, full: bool, since_ns: int) -> ContainerStats | None:
         """The kept stats of this container, if they still say what a reading would."""
@@ -282,24 +337,32 @@ class StatsCollector:
     # -- pods ---------------------------------------------------------------------------
 
     async def pods_stats(
-        self, views: list[SandboxView], full: bool = False, max_age_ns: int = 0
+        self, views: Sequence[SandboxView], full: bool = False, max_age_ns: int = 0
     ) -> list[PodStats]:
         """Stats of these pods; readings may be up to max_age_ns old (0: read now)."""
+        since = _oldest_usable(max_age_ns)
+        every = views is self.sandboxes.list()
+        everyone = self.containers.list()
+        if every:
+            kept = self._reuse(self._listed_pods, views, everyone, full, since)
+            if kept is not None:
+                return kept
         members: dict[str, list[ContainerView]] = {v.id: [] for v in views}
-        for c in self.containers.list():
+        for c in everyone:
             if c.sandbox_id in members:
                 members[c.sandbox_id].append(c)
+        # Over every pod, every container: the same list a ListContainerStats reuses.
         containers = await self.containers_stats(
-            [c for m in members.values() for c in m], full, max_age_ns
+            everyone if every else [c for m in members.values() for c in m], full, max_age_ns
         )
         by_id = {s.view.id: s for s in containers}
-        since = _oldest_usable(max_age_ns)
         stale = [v for v in views if self._pod_reading(v, full, since) is None]
         if stale:
             fresh = await asyncio.to_thread(self._read_pods, stale, full)
             for view in stale:
                 reading = fresh.get(view.id) or _PodReading(None, None, None, time.time_ns(), full)
                 self._pod_readings[view.id] = (view, reading)
+            self._pod_changes += 1
         out = []
         for view in views:
             stats = tuple(by_id[c.id] for c in members[view.id])
@@ -317,6 +380,13 @@ class StatsCollector:
             pod = self._pod(view, reading, stats)
             self._pods[view.id] = pod
             out.append(pod)
+        if every:
+            oldest = min(
+                [p.timestamp_ns for p in out if p.view.ready]
+                + [s.timestamp_ns for s in containers if _running(s.view)],
+                default=1 << 63,
+            )
+            self._listed_pods = _Listed(views, everyone, full, self._generation(True), oldest, out)
         return out
 
     def _pod_reading(self, view: SandboxView, full: bool, since_ns: int) -> _PodReading | None:

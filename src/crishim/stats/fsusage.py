@@ -70,6 +70,7 @@ class LayerMeter:
     def __init__(self, interval: float = 30.0) -> None:
         self.interval = interval
         self._usage: dict[str, LayerUsage] = {}
+        self.changes = 0  # bumped on every new or dropped measurement
         self._dirs: dict[str, str] = {}
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -88,7 +89,8 @@ class LayerMeter:
 
     def forget(self, container_id: str) -> None:
         self._dirs.pop(container_id, None)
-        self._usage.pop(container_id, None)
+        if self._usage.pop(container_id, None) is not None:
+            self.changes += 1
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="layer-meter")
@@ -111,6 +113,7 @@ class LayerMeter:
                     usage = await asyncio.to_thread(measure, directory)
                     if usage is not None and self._dirs.get(container_id) == directory:
                         self._usage[container_id] = usage
+                        self.changes += 1
             except asyncio.CancelledError:
                 raise
             except Exception:  # the meter must outlive any one bad walk

@@ -96,6 +96,9 @@ class Store:
     def __init__(self, docker: DockerClient) -> None:
         self._docker = docker
         self._records: dict[str, Record] = {}
+        # Bumped on every change of _records: the polled lists are memoized on it.
+        self.version = 0
+        self._by_kind: dict[str, tuple[int, tuple[Record, ...]]] = {}
         self._applied: dict[str, int] = {}  # id -> seq of the newest applied inspect
         self._gone: dict[str, None] = {}  # removed ids, oldest first (GONE_REMEMBERED)
         self._seq = 0  # of the last inspect started
@@ -142,8 +145,14 @@ class Store:
         matches = [r for i, r in self._records.items() if i.startswith(id_or_prefix)]
         return matches[0] if len(matches) == 1 else None
 
-    def records(self, kind: str) -> list[Record]:
-        return [r for r in self._records.values() if r.cri.kind == kind]
+    def records(self, kind: str) -> tuple[Record, ...]:
+        """Every record of a kind; the same tuple while nothing changed."""
+        hit = self._by_kind.get(kind)
+        if hit is not None and hit[0] == self.version:
+            return hit[1]
+        found = tuple(r for r in self._records.values() if r.cri.kind == kind)
+        self._by_kind[kind] = (self.version, found)
+        return found
 
     # -- writing --------------------------------------------------------------
 
@@ -199,10 +208,12 @@ class Store:
         self._applied[info.id] = seq
         cri = labels.read(info.labels)
         if not cri.kind:
-            self._records.pop(info.id, None)
+            if self._records.pop(info.id, None) is not None:
+                self.version += 1
             return None
         record = Record(info=info, cri=cri, seq=seq, oom_seen=info.id in self._oom)
         self._records[info.id] = record
+        self.version += 1
         self._notify(info.id, record)
         return record
 
@@ -225,6 +236,7 @@ class Store:
         self._oom.discard(container_id)
         self._started.pop(container_id, None)
         if self._records.pop(container_id, None) is not None:
+            self.version += 1
             self._notify(container_id, None)
 
     async def resync(self) -> None:

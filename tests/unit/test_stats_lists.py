@@ -1,0 +1,144 @@
+"""The stats list calls' reuse: the same answer while nothing it shows changed, a new
+one as soon as something did. Readings come from this test process's own cgroups."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+
+from crishim import labels
+from crishim.docker.types import ContainerInfo, ContainerState
+from crishim.sandboxes import SandboxView
+from crishim.server.stats import StatsEntries, container_stats, pod_stats
+from crishim.stats import collector
+from crishim.stats.fsusage import LayerMeter, LayerUsage
+from crishim.store import Record
+
+from .test_protowire import _container_view
+
+LIST = collector.LIST_MAX_AGE_NS
+
+
+class Listing:
+    """Stands in for Containers/Sandboxes: list() is the same tuple until set anew."""
+
+    def __init__(self, items) -> None:
+        self.items = tuple(items)
+
+    def list(self):
+        return self.items
+
+
+def _running(cid: str, sandbox_id: str = "s" * 64):
+    info = ContainerInfo(
+        cid, "k8s_web_pod_ns_uid_0", 1, "img", "sha256:x", {},
+        ContainerState("running", True, 0, False, os.getpid(), "", 5, 0), "", "", "", "", "", "",
+        "",
+    )  # fmt: skip
+    return replace(
+        _container_view(), id=cid, sandbox_id=sandbox_id, record=Record(info, labels.read({}), 1)
+    )
+
+
+def _pod(sid: str = "s" * 64) -> SandboxView:
+    return SandboxView(
+        id=sid, meta=labels.SandboxMeta("pod", "ns", "uid-1", 1), ready=True, created_at_ns=1,
+        labels={}, annotations={}, runtime_handler="", ip="", additional_ips=(),
+        host_network=True, host_pid=False, host_ipc=False, pid=os.getpid(), docker_runtime="",
+        netns_path="", cgroup_parent="", info={}, record=None,
+    )  # fmt: skip
+
+
+def _collector(containers, pods=()):
+    meter = LayerMeter()
+    return collector.StatsCollector(Listing(containers), Listing(pods), meter), meter
+
+
+async def test_a_list_over_every_container_is_reused_until_a_reading_changes() -> None:
+    stats, _ = _collector([_running("a" * 64), _running("b" * 64)])
+    everyone = stats.containers.list()
+    first = await stats.containers_stats(everyone, max_age_ns=LIST)
+    assert [s.view.id for s in first] == ["a" * 64, "b" * 64]
+    assert first[0].cpu is not None
+    assert await stats.containers_stats(everyone, max_age_ns=LIST) is first
+    # A read-now call (ContainerStats, the sampler) makes newer readings: a new list.
+    await stats.containers_stats(everyone)
+    second = await stats.containers_stats(everyone, max_age_ns=LIST)
+    assert second is not first
+    assert second[0].timestamp_ns > first[0].timestamp_ns
+    # A filtered list is read from the kept stats, never reused as the whole list.
+    part = await stats.containers_stats([everyone[1]], max_age_ns=LIST)
+    assert part == [second[1]]
+    assert await stats.containers_stats(everyone, max_age_ns=LIST) is second
+
+
+async def test_a_list_is_made_anew_for_a_changed_store_or_an_old_reading() -> None:
+    stats, _ = _collector([_running("a" * 64)])
+    first = await stats.containers_stats(stats.containers.list(), max_age_ns=LIST)
+    stats.containers.items = (*stats.containers.items, _running("c" * 64))
+    grown = await stats.containers_stats(stats.containers.list(), max_age_ns=LIST)
+    assert [s.view.id for s in grown] == ["a" * 64, "c" * 64]
+    assert grown[0] is first[0]  # a's reading is still recent: kept
+    # Readings older than the allowed age: read again.
+    fresh = await stats.containers_stats(stats.containers.list(), max_age_ns=1)
+    assert fresh is not grown
+    assert fresh[0].timestamp_ns > grown[0].timestamp_ns
+
+
+async def test_a_new_layer_measurement_makes_a_new_list() -> None:
+    stats, meter = _collector([_running("a" * 64)])
+    everyone = stats.containers.list()
+    first = await stats.containers_stats(everyone, max_age_ns=LIST)
+    assert first[0].layer is None
+    meter._usage["a" * 64] = LayerUsage(4096, 3, 7)
+    meter.changes += 1  # as the meter's task does with each measurement
+    second = await stats.containers_stats(everyone, max_age_ns=LIST)
+    assert second is not first
+    assert second[0].layer is not None
+    assert second[0].layer.bytes == 4096
+
+
+async def test_pod_lists_are_reused_and_new_pod_readings_do_not_drop_the_container_list() -> None:
+    stats, _ = _collector([_running("a" * 64)], [_pod(), _pod("t" * 64)])
+    pods = stats.sandboxes.list()
+    first = await stats.pods_stats(pods, max_age_ns=LIST)
+    assert [c.view.id for c in first[0].containers] == ["a" * 64]
+    assert await stats.pods_stats(pods, max_age_ns=LIST) is first
+    containers = await stats.containers_stats(stats.containers.list(), max_age_ns=LIST)
+    assert containers[0] is first[0].containers[0]
+    # The sampler's round: everything read now. The next list calls reuse its lists.
+    sampled = await stats.pods_stats(pods)
+    assert sampled is not first
+    assert await stats.pods_stats(pods, max_age_ns=LIST) is sampled
+    again = await stats.containers_stats(stats.containers.list(), max_age_ns=LIST)
+    assert again[0] is sampled[0].containers[0]
+    # One pod read now (PodSandboxStats; this one has no containers): the next list
+    # shows that newer reading.
+    (one,) = await stats.pods_stats([pods[1]])
+    listed = await stats.pods_stats(pods, max_age_ns=LIST)
+    assert listed is not sampled
+    assert listed[1] is one
+    # A metrics read (full) also serves the lists; a list never serves the metrics.
+    assert await stats.pods_stats(pods, full=True, max_age_ns=LIST) is not listed
+    full = await stats.pods_stats(pods, full=True)
+    assert await stats.pods_stats(pods, max_age_ns=LIST) is full
+    assert await stats.pods_stats(pods, full=True, max_age_ns=LIST) is full
+
+
+async def test_the_wire_answer_is_reused_for_the_same_list_and_members_match_entries(pb) -> None:
+    stats, _ = _collector([_running("a" * 64)], [_pod()])
+    entries = StatsEntries()
+    found = await stats.pods_stats(stats.sandboxes.list(), max_age_ns=LIST)
+    items, joined = entries.answer("pods", found, entries.pod)
+    assert entries.answer("pods", found, entries.pod)[1] is joined
+    # The member entry made from the container's list entry is what encoding it whole gives.
+    decoded = pb.ListPodSandboxStatsResponse.FromString(joined)
+    assert decoded.stats[0] == pb.PodSandboxStats.FromString(pod_stats(found[0]))
+    member = decoded.stats[0].linux.containers[0]
+    assert member == pb.ContainerStats.FromString(container_stats(found[0].containers[0]))
+    assert member.attributes.id == "a" * 64
+    # Another list of the same stats: joined again from the entries already made.
+    again, joined_again = entries.answer("pods", list(found), entries.pod)
+    assert joined_again == joined
+    assert again is not items
+    assert again[0] is items[0]

@@ -15,10 +15,11 @@ from crishim.checkpoints import Checkpointer
 from crishim.containers import Containers
 from crishim.events import EventHub
 from crishim.logs import LogManager
-from crishim.runtime_status import KUBELET_API_VERSION, RuntimeStatus
+from crishim.runtime_status import KUBELET_API_VERSION, Readiness, RuntimeStatus
 from crishim.sandboxes import Sandboxes
 from crishim.server.container import ContainerRPCs
 from crishim.server.listing import WireEntries
+from crishim.server.protowire import Encoded
 from crishim.server.sandbox import SandboxRPCs
 from crishim.server.stats import StatsEntries, StatsRPCs
 from crishim.server.streams import StreamRPCs
@@ -49,6 +50,7 @@ class RuntimeService(SandboxRPCs, ContainerRPCs, StreamRPCs, StatsRPCs, api.Runt
         self._container_entries = WireEntries(1)  # ListContainersResponse.containers
         self._sandbox_entries = WireEntries(1)  # ListPodSandboxResponse.items
         self._stats_entries = StatsEntries()
+        self._status_answer: tuple[Readiness, Encoded] | None = None
         stats.on_sample = self.warm_stats_lists
 
     async def version(self, message: api.VersionRequest) -> api.VersionResponse:
@@ -61,7 +63,15 @@ class RuntimeService(SandboxRPCs, ContainerRPCs, StreamRPCs, StatsRPCs, api.Runt
         )
 
     async def status(self, message: api.StatusRequest) -> api.StatusResponse:
+        """Polled every few seconds: the answer is encoded once per distinct readiness."""
         ready = await self._status.readiness(verbose=message.verbose)
+        kept = self._status_answer
+        if kept is None or kept[0] != ready:
+            kept = self._status_answer = (ready, Encoded(bytes(self._status_response(ready))))
+        return kept[1]  # type: ignore[return-value]
+
+    @staticmethod
+    def _status_response(ready: Readiness) -> api.StatusResponse:
         return api.StatusResponse(
             status=api.RuntimeStatus(
                 conditions=[

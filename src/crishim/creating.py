@@ -8,8 +8,12 @@ retry with the same metadata got ALREADY_EXISTS forever:
     create is now shielded, and if it completes for nobody the object is removed;
   - crishim was killed between the create and the end of the call: every create
     is marked in the state dir (`creating/<docker name>`) before it starts and
-    unmarked when the call has finished either way; a mark found at start names
-    a leftover, which is removed if it never ran;
+    unmarked when the call has finished either way (the unmark runs on after
+    the call has answered: one worker-thread trip less in it); a mark found at
+    start names a leftover, which is removed if it never ran. A crash in the
+    moment between an answer and its unmark removes at start a container that
+    a finished CreateContainer made and nobody started yet: the kubelet, finding
+    it gone, creates it again (a pause has run, and is never removed so);
   - a RunPodSandbox retry meets such a leftover first: a pause that never ran,
     and that no call of this process is creating, is removed and the create
     retried once (RunPodSandbox always starts its pause, so one that never ran
@@ -58,6 +62,7 @@ class Creator:
         self.marks = state_dir / "creating"
         self._names: set[str] = set()  # creates in flight in this process
         self._undoing: set[asyncio.Task[None]] = set()
+        self._unmarking: dict[str, asyncio.Task[None]] = {}  # name -> its unmark, running
         self._sweeper: asyncio.Task[None] | None = None
 
     # -- start and stop -----------------------------------------------------------
@@ -76,6 +81,8 @@ class Creator:
         await tasks.stop(self._sweeper)
         if self._undoing:
             await asyncio.wait(self._undoing, timeout=UNDO_TIMEOUT)
+        if self._unmarking:
+            await asyncio.wait(list(self._unmarking.values()), timeout=UNDO_TIMEOUT)
 
     # -- creating -------------------------------------------------------------------
 
@@ -102,6 +109,9 @@ class Creator:
             raise taken()  # the same object is being created by a call running now
         self._names.add(name)
         try:
+            unmarking = self._unmarking.get(name)
+            if unmarking is not None:  # an earlier create's: it must not take the new mark
+                await asyncio.shield(unmarking)
             await asyncio.to_thread(self._mark, name, prepare)
         except BaseException:
             self._names.discard(name)
@@ -116,7 +126,20 @@ class Creator:
             raise
         finally:
             self._names.discard(name)
-            await asyncio.shield(asyncio.to_thread(self._unmark, name))
+            self._unmark_soon(name)
+
+    def _unmark_soon(self, name: str) -> None:
+        """Unmark in a task of its own: the call answers without waiting for it."""
+        task = asyncio.ensure_future(asyncio.to_thread(self._unmark, name))
+        self._unmarking[name] = task
+
+        def done(t: asyncio.Task[None]) -> None:
+            if self._unmarking.get(name) is t:
+                del self._unmarking[name]
+            if not t.cancelled() and t.exception() is not None:
+                log.error("create_unmark_failed", name=name, error=repr(t.exception()))
+
+        task.add_done_callback(done)
 
     async def _create(
         self, spec: ContainerSpec, taken: Callable[[], errors.CrishimError], replace: bool

@@ -1,0 +1,78 @@
+"""Create marks: gone after the call without the call waiting for it, and never taken
+from a newer create of the same name."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from types import SimpleNamespace
+
+from crishim import errors
+from crishim.creating import Creator
+
+
+class Docker:
+    def __init__(self) -> None:
+        self.created: list[str] = []
+
+    async def create_container(self, spec) -> str:
+        self.created.append(spec.name)
+        return f"id{len(self.created)}"
+
+
+class Store:
+    def removed(self, container_id: str) -> None:
+        pass
+
+
+def _taken() -> errors.CrishimError:
+    return errors.AlreadyExists("taken")
+
+
+async def test_the_mark_goes_after_the_block_without_the_block_waiting(tmp_path) -> None:
+    creator = Creator(Docker(), Store(), tmp_path)  # type: ignore[arg-type]
+    await creator.start()
+    gate = threading.Event()
+    real = creator._unmark
+    creator._unmark = lambda name: (gate.wait(10), real(name))  # type: ignore[method-assign]
+    spec = SimpleNamespace(name="k8s_web_pod_ns_uid_0")
+    async with creator.creating(spec, _taken) as made:  # type: ignore[arg-type]
+        assert (creator.marks / spec.name).exists()
+    assert made.id == "id1"
+    assert (creator.marks / spec.name).exists()  # the unmark is still held: not awaited
+    gate.set()
+    await creator.close()
+    assert list(creator.marks.iterdir()) == []
+
+
+async def test_a_new_create_of_the_same_name_waits_for_the_earlier_unmark(tmp_path) -> None:
+    docker = Docker()
+    creator = Creator(docker, Store(), tmp_path)  # type: ignore[arg-type]
+    await creator.start()
+    gate = threading.Event()
+    real = creator._unmark
+    creator._unmark = lambda name: (gate.wait(10), real(name))  # type: ignore[method-assign]
+    spec = SimpleNamespace(name="k8s_POD_pod_ns_uid_0")
+    async with creator.creating(spec, _taken):  # type: ignore[arg-type]
+        pass
+    inside = asyncio.Event()
+    leave = asyncio.Event()
+    marked_inside: list[bool] = []
+
+    async def again() -> None:
+        async with creator.creating(spec, _taken):  # type: ignore[arg-type]
+            marked_inside.append((creator.marks / spec.name).exists())
+            inside.set()
+            await leave.wait()
+
+    second = asyncio.create_task(again())
+    await asyncio.sleep(0.2)
+    assert docker.created == [spec.name]  # still waiting for the first unmark
+    gate.set()
+    await inside.wait()
+    assert marked_inside == [True]
+    assert (creator.marks / spec.name).exists()  # its own mark, not taken by the old unmark
+    leave.set()
+    await second
+    await creator.close()
+    assert list(creator.marks.iterdir()) == []

@@ -345,10 +345,10 @@ class ContainerRPCs:
                 if _matches(v, f):
                     yield entries.entry(v.id, v, lambda v=v: to_container(v))
 
-        if f is None or not (f.id or f.state is not None or f.pod_sandbox_id or f.label_selector):
-            data = entries.join(views, selected_entries)  # the kubelet's poll: no filter
-        else:
-            data = b"".join(selected_entries())
+        unfiltered = f is None or not (
+            f.id or f.state is not None or f.pod_sandbox_id or f.label_selector
+        )  # the kubelet's poll: its answer is kept
+        data = entries.join(views if unfiltered else None, selected_entries)
         entries.prune(lambda: [v.id for v in views], len(views))
         return Encoded(data)  # ListContainersResponse: field 1 repeated
 

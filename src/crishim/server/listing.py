@@ -33,9 +33,12 @@ class WireEntries:
         self._entries: dict[str, tuple[object, bytes]] = {}
         self._joined: tuple[object, bytes] = (None, b"")
 
-    def join(self, listed: object, entries: Callable[[], Iterable[bytes]]) -> bytes:
-        """The join of a whole list's entries, made again only when `listed` (a store
-        list, the very same object while nothing in it changed) is another one."""
+    def join(self, listed: object | None, entries: Callable[[], Iterable[bytes]]) -> bytes:
+        """The join of `entries()`. With `listed` (a whole store list, the very same
+        object while nothing in it changed) it is kept, and made again only for another
+        list; None (a filtered list) is joined each time."""
+        if listed is None:
+            return b"".join(entries())
         if self._joined[0] is not listed:
             self._joined = (listed, b"".join(entries()))
         return self._joined[1]

@@ -251,10 +251,8 @@ class SandboxRPCs:
                 if _matches(v, f):
                     yield entries.entry(v.id, v.record, lambda v=v: _pod_sandbox(v))
 
-        if f is None or not (f.id or f.state is not None or f.label_selector):
-            data = entries.join(views, selected_entries)  # the kubelet's poll: no filter
-        else:
-            data = b"".join(selected_entries())
+        unfiltered = f is None or not (f.id or f.state is not None or f.label_selector)
+        data = entries.join(views if unfiltered else None, selected_entries)  # kept: no filter
         entries.prune(lambda: [v.id for v in views], len(views))
         return Encoded(data)  # ListPodSandboxResponse: field 1 repeated
 

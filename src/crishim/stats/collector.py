@@ -237,14 +237,15 @@ class StatsCollector:
             return self._container_changes, self.meter.changes, self._pod_changes
         return self._container_changes, self.meter.changes
 
-    def _reuse(self, listed: _Listed | None, views, containers, full: bool, since_ns: int):
+    @staticmethod
+    def _reuse(listed: _Listed | None, views, containers, full: bool, since_ns: int, generation):
         """The last result over every object, if it still says what a new one would."""
         if (
             listed is not None
             and listed.views is views
             and listed.containers is containers
             and listed.full >= full
-            and listed.generation == self._generation(containers is not None)
+            and listed.generation == generation
             and listed.oldest_ns >= since_ns
         ):
             return listed.result
@@ -260,7 +261,9 @@ class StatsCollector:
         since = _oldest_usable(max_age_ns)
         every = views is self.containers.list()
         if every:
-            kept = self._reuse(self._listed_containers, views, None, full, since)
+            kept = self._reuse(
+                self._listed_containers, views, None, full, since, self._generation(False)
+            )
             if kept is not None:
                 return kept
         stale = []
@@ -344,7 +347,9 @@ class StatsCollector:
         every = views is self.sandboxes.list()
         everyone = self.containers.list()
         if every:
-            kept = self._reuse(self._listed_pods, views, everyone, full, since)
+            kept = self._reuse(
+                self._listed_pods, views, everyone, full, since, self._generation(True)
+            )
             if kept is not None:
                 return kept
         members: dict[str, list[ContainerView]] = {v.id: [] for v in views}
@@ -370,7 +375,8 @@ class StatsCollector:
             kept = self._pods.get(view.id)
             if (
                 kept is not None
-                and kept.view.record is view.record  # pod views are made per call
+                # By record: get() makes a view per call, a new checkpoint a new view.
+                and kept.view.record is view.record
                 and kept.timestamp_ns == reading.timestamp_ns
                 and len(kept.containers) == len(stats)
                 and all(a is b for a, b in zip(kept.containers, stats, strict=True))

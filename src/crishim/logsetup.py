@@ -1,7 +1,8 @@
 """structlog configuration: JSON lines for machines, console for people.
 
-Everything logs through structlog; the stdlib loggers of libraries (grpclib,
-aiohttp, aiodocker) are routed into the same output and format.
+crishim logs through structlog, which writes its lines to stderr itself; the
+stdlib loggers of libraries (grpclib, aiohttp) go through a handler that
+renders them with the same processors, into the same output and format.
 """
 
 from __future__ import annotations
@@ -27,9 +28,12 @@ def configure(fmt: str = "json", level: str = "info") -> None:
         shared.append(structlog.processors.format_exc_info)
         renderer = structlog.processors.JSONRenderer()
 
+    # crishim's own lines are rendered and written by structlog itself: the detour
+    # through a stdlib LogRecord and its formatter cost ~3x the CPU per line
+    # (~50 -> ~16 us measured, a tight loop writing to a file).
     structlog.configure(
-        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
-        logger_factory=structlog.stdlib.LoggerFactory(),
+        processors=[*shared, renderer],
+        logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
         cache_logger_on_first_use=True,
     )

@@ -19,6 +19,7 @@ from crishim.server.protowire import Encoded
 from crishim.server.resources import (
     cgroup_resources,
     declared,
+    or_empty,
     resources,
     to_linux_resources,
 )
@@ -81,7 +82,7 @@ def _unsupported(config: api.ContainerConfig) -> None:
     """Fields Docker cannot honour are refused, never silently dropped."""
     if config.CDI_devices:
         raise errors.FailedPrecondition("CDI devices are not supported by this Docker runtime")
-    linux = config.linux or api.LinuxContainerConfig()
+    linux = or_empty(config.linux, api.LinuxContainerConfig)
     sc = linux.security_context
     if sc is None:
         return
@@ -123,14 +124,14 @@ def container_request(message: api.CreateContainerRequest) -> ContainerRequest:
         raise errors.InvalidArgument("config.image.image is required")
     _unsupported(config)
     _check_log_path(
-        (message.sandbox_config or api.PodSandboxConfig()).log_directory, config.log_path
+        or_empty(message.sandbox_config, api.PodSandboxConfig).log_directory, config.log_path
     )
-    linux = config.linux or api.LinuxContainerConfig()
-    sc = linux.security_context or api.LinuxContainerSecurityContext()
-    ns = sc.namespace_options or api.NamespaceOption()
-    caps = sc.capabilities or api.Capability()
-    sandbox_config = message.sandbox_config or api.PodSandboxConfig()
-    sandbox_linux = sandbox_config.linux or api.LinuxPodSandboxConfig()
+    linux = or_empty(config.linux, api.LinuxContainerConfig)
+    sc = or_empty(linux.security_context, api.LinuxContainerSecurityContext)
+    ns = or_empty(sc.namespace_options, api.NamespaceOption)
+    caps = or_empty(sc.capabilities, api.Capability)
+    sandbox_config = or_empty(message.sandbox_config, api.PodSandboxConfig)
+    sandbox_linux = or_empty(sandbox_config.linux, api.LinuxPodSandboxConfig)
     for m in config.mounts:
         is_image = m.image is not None and bool(m.image.image)
         if not m.container_path or not (m.host_path or is_image):

@@ -11,6 +11,7 @@ from crishim.api.runtime import v1 as api
 from crishim.docker.types import RegistryAuth
 from crishim.images import FsUsage, Image, Images
 from crishim.server.listing import chunks
+from crishim.server.resources import or_empty
 
 
 def _reference(spec: api.ImageSpec | None, field: str) -> str:
@@ -87,7 +88,7 @@ class ImageService(api.ImageServiceBase):
         # sandbox_config and image.runtime_handler are accepted: every Docker
         # runtime shares one image store, so neither changes what is pulled.
         reference = _reference(message.image, "image")
-        a = message.auth or api.AuthConfig()
+        a = or_empty(message.auth, api.AuthConfig)
         auth = RegistryAuth(
             username=a.username,
             password=a.password,

@@ -4,6 +4,7 @@ UpdatePodSandboxResources)."""
 from __future__ import annotations
 
 import enum
+from typing import Any, TypeVar
 
 from crishim import errors
 from crishim.api.runtime import v1 as api
@@ -11,6 +12,22 @@ from crishim.cgroupres import CgroupResources
 from crishim.docker.types import Resources
 
 E = enum.Enum
+M = TypeVar("M")
+_EMPTY: dict[type, Any] = {}
+
+
+def or_empty(message: M | None, cls: type[M]) -> M:
+    """`message`, or one shared empty `cls` when it is unset: to read, never to change.
+
+    `message or cls()` cost a Message.__bool__ walk over every field and a new
+    message per call (~30 us of a small CreateContainer's conversion, measured).
+    """
+    if message is not None:
+        return message
+    empty = _EMPTY.get(cls)
+    if empty is None:
+        empty = _EMPTY[cls] = cls()
+    return empty
 
 
 def declared(value: E, field: str) -> E:

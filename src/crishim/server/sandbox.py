@@ -12,7 +12,7 @@ from crishim.network.pods import PortMapping
 from crishim.sandboxes import Profile, Sandboxes, SandboxRequest, SandboxView
 from crishim.server.listing import chunks
 from crishim.server.protowire import Encoded
-from crishim.server.resources import declared, resources
+from crishim.server.resources import declared, or_empty, resources
 
 _PROTOCOLS = {api.Protocol.TCP: "tcp", api.Protocol.UDP: "udp", api.Protocol.SCTP: "sctp"}
 _PROFILE_KINDS = {
@@ -51,10 +51,10 @@ def sandbox_request(message: api.RunPodSandboxRequest) -> SandboxRequest:
     if config is None or config.metadata is None:
         raise errors.InvalidArgument("config.metadata is required")
     m = config.metadata
-    linux = config.linux or api.LinuxPodSandboxConfig()
-    sc = linux.security_context or api.LinuxSandboxSecurityContext()
-    ns = sc.namespace_options or api.NamespaceOption()
-    dns = config.dns_config or api.DnsConfig()
+    linux = or_empty(config.linux, api.LinuxPodSandboxConfig)
+    sc = or_empty(linux.security_context, api.LinuxSandboxSecurityContext)
+    ns = or_empty(sc.namespace_options, api.NamespaceOption)
+    dns = or_empty(config.dns_config, api.DnsConfig)
     if sc.supplemental_groups_policy == api.SupplementalGroupsPolicy.Strict:
         raise errors.FailedPrecondition(
             "supplemental_groups_policy Strict is not supported: Docker always adds the "

@@ -56,6 +56,7 @@ def run(docker_endpoint: str, root: Path, stubs, pods: int, cycles: int, every: 
                 done += batch
                 _poll(client, 1)
                 readings.append({"cycles": done, "rss_mb": rss_mb(pid)})
+        cycler.remove()  # no pods left: the pod cgroups their pods left behind
         out["rss_mb_across_pod_cycles"] = readings
     finally:
         client.close()

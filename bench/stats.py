@@ -17,6 +17,7 @@ import uuid
 from pathlib import Path
 
 from crishim.stats import collector
+from tests.harness import cgroupdirs
 from tests.harness.clients import Official
 from tests.harness.crishim import CrishimProcess
 
@@ -29,18 +30,23 @@ def _cpu_seconds(pid: int) -> float:
 
 
 class Fleet:
+    """Pods as the kubelet makes them: each in a pod cgroup of its own (cgroupfs), under
+    one parent of the fleet's, removed with it."""
+
     def __init__(self, client: Official, per_pod: int = PER_POD) -> None:
         self.client = client
         self.per_pod = per_pod
         self.pods: list[tuple[str, object]] = []
         self.containers = 0
+        self.cgroup_root = cgroupdirs.unique_parent("crishim-bench")
 
     def new_pod(self):
         pb = self.client.pb
-        name = f"stats-{uuid.uuid4().hex[:8]}"
+        name, uid = f"stats-{uuid.uuid4().hex[:8]}", str(uuid.uuid4())
         config = pb.PodSandboxConfig(
-            metadata=pb.PodSandboxMetadata(name=name, namespace="bench", uid=str(uuid.uuid4())),
+            metadata=pb.PodSandboxMetadata(name=name, namespace="bench", uid=uid),
             hostname=name,
+            linux=pb.LinuxPodSandboxConfig(cgroup_parent=f"{self.cgroup_root}/pod{uid}"),
         )
         sid = self.client.runtime.RunPodSandbox(
             pb.RunPodSandboxRequest(config=config), timeout=120
@@ -84,6 +90,8 @@ class Fleet:
                     self.pods,
                 )
             )
+        self.pods, self.containers = [], 0
+        cgroupdirs.remove(self.cgroup_root)
 
 
 def _server_ms(proc: CrishimProcess, offset: int, rpc: str) -> list[float]:

@@ -18,6 +18,7 @@ from types import ModuleType
 
 import pytest
 
+from tests.harness import cgroupdirs
 from tests.harness import images as images_mod
 from tests.harness.clients import Official, Own, generate_official_stubs
 from tests.harness.cni import CniNode, Network
@@ -214,3 +215,12 @@ def cni_node_factory(workdir: Path, dockerd: PrivateDockerd, test_images) -> Ite
     yield make
     for node in started:
         node.stop()
+
+
+@pytest.fixture
+def pod_cgroup() -> Iterator[str]:
+    """A pod cgroup parent of the test's own (cgroupfs), removed from every hierarchy after
+    the test (request it before the fixtures that remove the test's pods)."""
+    parent = cgroupdirs.unique_parent("crishim-test")
+    yield parent
+    cgroupdirs.remove(parent)

@@ -162,12 +162,12 @@ def test_port_mappings_become_docker_port_bindings(official: Official, pods, doc
 
 
 def test_what_crishim_asks_docker_for_security_and_oom(
-    official: Official, pods, dockerd, crishim
+    pod_cgroup: str, official: Official, pods, dockerd, crishim
 ) -> None:
     pb = official.pb
     config = sandbox_config(
         pb,
-        cgroup_parent="/crishim-test/pod1",
+        cgroup_parent=f"{pod_cgroup}/pod1",
         sysctls={"net.ipv4.ip_unprivileged_port_start": "0"},
         security_context=pb.LinuxSandboxSecurityContext(
             run_as_user=pb.Int64Value(value=0),
@@ -178,7 +178,7 @@ def test_what_crishim_asks_docker_for_security_and_oom(
     )
     sandbox_id = pods(config)
     host = json.loads(dockerd.docker("inspect", "--format", "{{json .HostConfig}}", sandbox_id))
-    assert host["CgroupParent"] == "/crishim-test/pod1"  # cgroupfs driver: as given
+    assert host["CgroupParent"] == f"{pod_cgroup}/pod1"  # cgroupfs driver: as given
     assert host["Sysctls"] == {"net.ipv4.ip_unprivileged_port_start": "0"}
     assert host["ReadonlyRootfs"] is True
     assert host["GroupAdd"] == ["2000"]

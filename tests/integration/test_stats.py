@@ -110,20 +110,6 @@ def test_a_file_read_into_the_page_cache_is_not_in_the_working_set(
     assert memory.working_set_bytes.value < 16 * MiB
 
 
-@pytest.fixture
-def pod_cgroup():
-    """A pod cgroup parent of the test's own (cgroupfs), removed afterwards."""
-    parent = f"/crishim-test-{uuid.uuid4().hex[:8]}"
-    yield parent
-    mounts = cgroups.read_mounts()
-    for point in {*mounts.v1.values(), mounts.unified}:
-        if point and os.path.isdir(point + parent):
-            for child in Path(point + parent).iterdir():
-                if child.is_dir():
-                    child.rmdir()
-            os.rmdir(point + parent)
-
-
 def test_pod_stats_are_the_pod_cgroups_totals(official, pod_cgroup, dockerd) -> None:
     pb = official.pb
     config = sandbox_config(pb, cgroup_parent=pod_cgroup)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+
 import pytest
 
 from crishim.stats import cgroups, netdev
+from tests.harness.procs import wait_for
 
 MOUNTINFO_HYBRID = """\
 25 30 0:22 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro,mode=755
@@ -165,3 +169,43 @@ def test_a_handle_rereads_the_same_open_file(tmp_path) -> None:
         f.write("250\n")
     assert cgroups.read(handle).memory_usage == 250
     handle.close()
+
+
+def test_a_kept_net_dev_reader_sees_interfaces_added_after_it_opened() -> None:
+    # A process in a network namespace of its own: only its loopback, at first.
+    holder = subprocess.Popen(["unshare", "--net", "sleep", "60"])
+    reader = netdev.Reader(holder.pid)
+    try:
+        wait_for(lambda: _netns(holder.pid) != _netns(os.getpid()), 10, "the new netns")
+        assert reader.read() == []  # the loopback is left out
+        subprocess.run(
+            [
+                "nsenter",
+                "-t",
+                str(holder.pid),
+                "-n",
+                "ip",
+                "link",
+                "add",
+                "d0",
+                "type",
+                "veth",
+                "peer",
+                "d1",
+            ],
+            check=True,
+        )
+        assert sorted(i.name for i in reader.read() or []) == [
+            "d0",
+            "d1",
+        ]  # re-read in place: fresh
+    finally:
+        reader.close()
+        holder.kill()
+        holder.wait()
+    reader.close()  # closing twice is harmless
+    assert netdev.Reader(holder.pid).read() is None  # the process is gone: nothing to read
+
+
+def _netns(pid: int) -> str:
+    return os.readlink(f"/proc/{pid}/ns/net")

@@ -170,6 +170,7 @@ class StatsCollector:
         self.sandboxes = sandboxes
         self.meter = meter
         self._handles: dict[str, tuple[int, cgroups.Handle | None]] = {}
+        self._netdevs: dict[str, netdev.Reader] = {}  # "net:<pod id>" -> its open net/dev
         # One batch of reading (or closing) at a time: a handle is never closed, and its
         # descriptor number reused, under a reader in another worker thread.
         self._lock = threading.Lock()
@@ -491,17 +492,29 @@ class StatsCollector:
         for view in views:
             if not view.ready or view.pid <= 0:
                 continue
-            reading = self._read_one(view.id, view.pid, full)
-            pause = reading[1] if reading else None
             pod = self._pod_handle(view) if view.cgroup_parent else None
+            pause = None
+            # With a pod cgroup, the pause's own reading serves only the metrics (full).
+            if pod is None or full:
+                reading = self._read_one(view.id, view.pid, full)
+                pause = reading[1] if reading else None
             pod_usage = cgroups.read(pod, full) if pod is not None else None
             network = None
             if not view.host_network:
-                interfaces = netdev.read(view.pid)
+                interfaces = self._netdev(view).read()
                 if interfaces is not None:
                     network = Network(time.time_ns(), tuple(interfaces))
             out[view.id] = _PodReading(pause, pod_usage, network, time.time_ns(), full)
         return out
+
+    def _netdev(self, view: SandboxView) -> netdev.Reader:
+        key = f"net:{view.id}"
+        reader = self._netdevs.get(key)
+        if reader is None or reader.pid != view.pid:
+            if reader is not None:
+                reader.close()
+            reader = self._netdevs[key] = netdev.Reader(view.pid)
+        return reader
 
     def _learn_mountpoints(self, upper_dirs: list[str]) -> None:
         """The filesystem each writable layer lives on (FilesystemIdentifier.mountpoint)."""
@@ -546,7 +559,9 @@ class StatsCollector:
         for kept in (self._latest, self._pod_readings, self._pods):
             for key in [k for k in kept if k not in ids]:
                 del kept[key]
-        return ids | {f"podcg:{i}" for i in ids}
+        # A pod's net/dev file holds its network namespace: kept only while the pod runs.
+        running = {f"net:{v.id}" for v in self.sandboxes.list() if v.ready}
+        return ids | {f"podcg:{i}" for i in ids} | running
 
     def _forget_gone(self, live: set[str]) -> None:
         """Close the handles of containers and pods that no longer exist (worker thread)."""
@@ -555,6 +570,8 @@ class StatsCollector:
                 _, handle = self._handles.pop(key)
                 if handle is not None:
                     handle.close()
+            for key in [k for k in self._netdevs if k not in live]:
+                self._netdevs.pop(key).close()
 
 
 def _oldest_usable(max_age_ns: int) -> int:

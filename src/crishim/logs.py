@@ -108,6 +108,9 @@ def file_tail(path: Path) -> Checkpoint:
 
 
 WRITE_RETRY_DELAYS = (0.5, 10.0)  # first and longest wait between write attempts, seconds
+# After a log stream's end, how long the store's word on the exit is waited for
+# before the follower inspects the container itself.
+ENDED_WAIT = 0.5
 
 
 class _Stopped(Exception):
@@ -124,6 +127,13 @@ class Follower:
         self.docker = docker
         self.container_id = record.id
         self.tty = record.info.tty
+        # As the store last saw it: a later start or exit announces the record again.
+        self.running = record.info.state.running
+        # The store saw the container end: in this record, or later (LogManager.settle).
+        self.ended = asyncio.Event()
+        if not self.running:
+            self.ended.set()
+        self.done = False  # everything it printed is copied
         self.path = Path(record.cri.log_path)
         self.checkpoint_path = state_dir / f"{record.id}.json"
         self._lock = asyncio.Lock()
@@ -208,8 +218,8 @@ class Follower:
 
     async def run(self) -> None:
         cp = await asyncio.to_thread(self._resume_point)
-        info = await self.docker.inspect_container(self.container_id)
-        if cp.done and not info.state.running:
+        if cp.done and not self.running:
+            self.done = True
             return  # copied completely before
         queue: asyncio.Queue[tuple[bytes, Checkpoint] | None] = asyncio.Queue(maxsize=4096)
         writer = asyncio.create_task(self._writer(queue))
@@ -217,13 +227,27 @@ class Follower:
             await self._read(cp, queue)
             await queue.put(None)
             await writer
-            info = await self.docker.inspect_container(self.container_id)
-            if not info.state.running:
+            if await self._has_ended():
                 await asyncio.to_thread(self._mark_done)
+                self.done = True
         finally:
             await tasks.stop(writer)
             async with self._lock:
                 await asyncio.to_thread(self._close)
+
+    async def _has_ended(self) -> bool:
+        """After the stream's end: did the container end, or did Docker go away?
+
+        The store's inspect of the exit (which the die event brings) usually follows
+        the stream's end by milliseconds: it is waited for briefly rather than
+        inspected a second time.
+        """
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(ENDED_WAIT):
+                await self.ended.wait()
+            return True
+        info = await self.docker.inspect_container(self.container_id)
+        return not info.state.running
 
     async def _read(self, cp: Checkpoint, queue: asyncio.Queue) -> None:
         skip = cp.at_last  # messages at cp.last_ns already written
@@ -325,6 +349,8 @@ class LogManager:
         self.lock_dir = lock_dir
         self.ownership = logowner.Ownership()
         self._followers: dict[str, Follower] = {}
+        # Ended containers whose output is all copied: their exit is not followed again.
+        self._copied: set[str] = set()
         self._claim: asyncio.Task[None] | None = None
         self.owner_pid: int | None = None  # the other process that copies, while passive
 
@@ -370,6 +396,7 @@ class LogManager:
 
     def _changed(self, container_id: str, record: Record | None) -> None:
         if record is None:
+            self._copied.discard(container_id)
             follower = self._followers.pop(container_id, None)
             if follower is not None and follower.task is not None:
                 follower.task.cancel()
@@ -385,6 +412,10 @@ class LogManager:
             return
         if record.info.state.status == "created":
             return  # nothing printed yet; the start event brings us back
+        if container_id in self._copied:
+            if not record.info.state.running:
+                return  # its exit, announced after the copy ended: nothing more to copy
+            self._copied.discard(container_id)  # started again by another client
         self._follow(record)
 
     def _follow(self, record: Record) -> Follower:
@@ -401,6 +432,7 @@ class LogManager:
         follower = self._followers.get(info.id)
         if follower is None:
             follower = self._follow(Record(info=info, cri=cri, seq=0))
+        follower.ended.set()
         assert follower.task is not None
         await asyncio.wait({follower.task})
 
@@ -423,6 +455,8 @@ class LogManager:
         finally:
             if self._followers.get(follower.container_id) is follower:
                 del self._followers[follower.container_id]
+                if follower.done:
+                    self._copied.add(follower.container_id)
 
     async def reopen(self, container_id: str, running: bool, log_path: str) -> None:
         if not running:

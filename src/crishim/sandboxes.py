@@ -335,7 +335,8 @@ class Sandboxes:
         async def stop() -> None:
             with contextlib.suppress(errors.NotFound):
                 await self.docker.stop_container(container_id, timeout_s)
-            await self.store.refresh(container_id, covers=("stop",))
+            # Docker logs die (if it was running) and stop before it answers.
+            await self.store.refresh(container_id, covers=("die", "stop"))
 
         # Keyed with the timeout: a kill (0) must not wait out a concurrent graceful stop.
         await self.ops.run(("stop", container_id, timeout_s), stop)

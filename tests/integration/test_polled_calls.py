@@ -18,7 +18,7 @@ import pytest
 from tests.harness.clients import Official
 from tests.harness.dockerproxy import RecordingProxy
 from tests.harness.procs import wait_for
-from tests.integration.test_containers import create, wait_exited
+from tests.integration.test_containers import create, status, wait_exited
 from tests.integration.test_sandboxes import running_pod
 
 ROUNDS = 15
@@ -153,6 +153,32 @@ def test_an_exec_costs_no_container_inspect(recorded) -> None:
     # The exec's own calls only: its events (exec_create/start/die) change no CRI state.
     assert f"GET /containers/{cid}/json" not in asked, asked
     assert sum(r.startswith("POST /containers/") and r.endswith("/exec") for r in asked) == 3
+
+
+def test_a_start_and_stop_cost_one_inspect_each_whatever_the_signals(recorded, dockerd) -> None:
+    """Each call's own refresh is the only inspect it needs: its events (start; kill,
+    die, stop) and the log copier's start and end tell nothing new. A graceful stop
+    that times out sends two kills, and a signal from elsewhere one more."""
+    proxy, client = recorded
+    pb = client.pb
+    with running_pod(client) as the_pod:
+        cid = create(client, the_pod, "stopped", ["sleep", "300"], start=False)
+        wait_for(lambda: not proxy.requests(time.monotonic() - 1.0), 30, "a quiet second")
+        since = proxy.mark()
+        client.runtime.StartContainer(pb.StartContainerRequest(container_id=cid), timeout=30)
+        time.sleep(0.5)
+        dockerd.docker("kill", "--signal", "WINCH", cid)  # ignored by sleep: still running
+        time.sleep(0.5)
+        client.runtime.StopContainer(
+            pb.StopContainerRequest(container_id=cid, timeout=1), timeout=30
+        )
+        assert status(client, cid).state == pb.CONTAINER_EXITED
+        time.sleep(1)  # the stop's events have come and gone
+        asked = [str(r) for r in proxy.requests(since)]
+    inspects = asked.count(f"GET /containers/{cid}/json")
+    # One per call, and at most one more for an event that came well before Docker's
+    # answer (it was 5-6: the copier's start and end, each kill, the die).
+    assert 2 <= inspects <= 3, asked
 
 
 def test_an_invalid_image_reference_never_leaves_crishim(recorded) -> None:

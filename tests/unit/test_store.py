@@ -195,3 +195,36 @@ async def test_a_cover_ends_at_the_next_other_event() -> None:
     await _send(store, docker, ("start", "c10"))
     await store.close()
     assert docker.inspected == ["c10", "c10", "c10"]
+
+
+async def test_a_kill_costs_no_inspect_the_die_after_it_does() -> None:
+    docker = SteppedDocker()
+    store = Store(docker)  # type: ignore[arg-type]
+    await store.start()
+    await store.synced.wait()
+    # A signal the process ignores or handles changes nothing the CRI reports.
+    await _send(store, docker, ("kill", "c11"))
+    assert docker.inspected == []
+    await _send(store, docker, ("kill", "c11"), ("die", "c11"))
+    await store.close()
+    assert docker.inspected == ["c11"]  # the exit itself is always inspected
+
+
+async def test_a_stops_refresh_covers_its_die_and_stop_in_either_order() -> None:
+    docker = SteppedDocker()
+    store = Store(docker)  # type: ignore[arg-type]
+    await store.start()
+    await store.synced.wait()
+    # A graceful stop that timed out: two kills, then die and stop (Docker may log
+    # stop first: it answers once the container is stopped, die comes with cleanup).
+    await store.refresh("c12", covers=("die", "stop"))
+    await _send(store, docker, ("kill", "c12"), ("kill", "c12"), ("die", "c12"), ("stop", "c12"))
+    await store.refresh("c13", covers=("die", "stop"))
+    await _send(store, docker, ("stop", "c13"), ("die", "c13"))
+    assert docker.inspected == ["c12", "c13"]  # was four for c12: each kill, the die
+    # A later life of the container is not hidden: start ends what is left of a cover.
+    await store.refresh("c14", covers=("die", "stop"))  # stopped while already exited
+    await _send(store, docker, ("start", "c14"))
+    await _send(store, docker, ("die", "c14"))
+    await store.close()
+    assert docker.inspected == ["c12", "c13", "c14", "c14", "c14"]

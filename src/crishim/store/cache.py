@@ -22,7 +22,8 @@ also names the events Docker logged before answering its call (`covers`:
 create, start, stop): its refresh is sent after that answer, so those events,
 when they are the next ones of that container, cost no inspect (they used to
 cost one per create, start and stop, as they arrive after the writer's
-refresh began).
+refresh began). A stop covers `die` too: Docker answers a stop only once the
+container has stopped, so an inspect sent after the answer shows the exit.
 
 Exits settle first. When an inspect shows a container newly ended, the
 `on_exit` hook (the log copier's: crishim.logs) is awaited, bounded by
@@ -48,8 +49,11 @@ log = structlog.get_logger(__name__)
 RECONNECT_DELAYS = (0.5, 1, 2, 5)  # seconds, then every 5 s
 # Container events that change nothing the CRI reports: no inspect for them. An
 # exec (ExecSync, every exec probe) alone sent three (exec_create, exec_start, exec_die).
+# A kill is the signal being sent, before any effect: if the process ends, `die` says
+# so (a graceful stop that times out sent two kills, each inspected while running).
 QUIET_ACTIONS = frozenset(
     {
+        "kill",
         "exec_create",
         "exec_start",
         "exec_detach",

@@ -162,7 +162,9 @@ def test_a_start_and_stop_cost_one_inspect_each_whatever_the_signals(recorded, d
     proxy, client = recorded
     pb = client.pb
     with running_pod(client) as the_pod:
-        cid = create(client, the_pod, "stopped", ["sleep", "300"], start=False)
+        # Ignores SIGTERM: the stop times out and Docker kills it.
+        command = ["sh", "-c", "trap '' TERM; sleep 300"]
+        cid = create(client, the_pod, "stopped", command, start=False)
         wait_for(lambda: not proxy.requests(time.monotonic() - 1.0), 30, "a quiet second")
         since = proxy.mark()
         client.runtime.StartContainer(pb.StartContainerRequest(container_id=cid), timeout=30)

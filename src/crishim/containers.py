@@ -348,8 +348,9 @@ class Containers:
 
     async def start(self, container_id: str) -> None:
         view = self.get(container_id)
-        await self.docker.start_container(view.id)
-        record = await self.store.refresh(view.id, covers=("start",))
+        async with self.store.writing(view.id, ("start",)):
+            await self.docker.start_container(view.id)
+            record = await self.store.refresh(view.id, covers=("start",))
         wanted = cgroupres.CgroupResources.from_labels(view.record.info.labels)
         if record is not None and record.info.state.pid > 0:
             try:

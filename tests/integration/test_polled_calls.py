@@ -178,9 +178,8 @@ def test_a_start_and_stop_cost_one_inspect_each_whatever_the_signals(recorded, d
         time.sleep(1)  # the stop's events have come and gone
         asked = [str(r) for r in proxy.requests(since)]
     inspects = asked.count(f"GET /containers/{cid}/json")
-    # One per call, and at most one more for an event that came well before Docker's
-    # answer (it was 5-6: the copier's start and end, each kill, the die).
-    assert 2 <= inspects <= 3, asked
+    # One per call (it was 5-6: the copier's start and end, each kill, the die).
+    assert inspects == 2, asked
 
 
 def test_an_invalid_image_reference_never_leaves_crishim(recorded) -> None:

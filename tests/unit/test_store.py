@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from crishim import errors
 from crishim.docker.types import ContainerInfo, ContainerState
@@ -228,3 +229,29 @@ async def test_a_stops_refresh_covers_its_die_and_stop_in_either_order() -> None
     await _send(store, docker, ("die", "c14"))
     await store.close()
     assert docker.inspected == ["c12", "c13", "c14", "c14", "c14"]
+
+
+async def test_a_writer_covers_its_events_from_before_its_call_and_a_failure_ends_that() -> None:
+    docker = SteppedDocker()
+    store = Store(docker)  # type: ignore[arg-type]
+    await store.start()
+    await store.synced.wait()
+    # A graceful stop: die and stop come while Docker has not answered yet.
+    async with store.writing("c15", ("die", "stop")):
+        await _send(store, docker, ("kill", "c15"), ("die", "c15"), ("stop", "c15"))
+        assert docker.inspected == []
+        await store.refresh("c15", covers=("die", "stop"))
+    assert docker.inspected == ["c15"]
+    # The stop failed after the container died: what the die said is inspected.
+    with contextlib.suppress(RuntimeError):
+        async with store.writing("c16", ("die", "stop")):
+            await _send(store, docker, ("die", "c16"))
+            raise RuntimeError("docker: 500")
+    await _send(store, docker)
+    assert docker.inspected == ["c15", "c16"]
+    # Another event ends the cover: a die after it is news.
+    async with store.writing("c17", ("die", "stop")):
+        await _send(store, docker, ("update", "c17"))
+        await _send(store, docker, ("die", "c17"))
+    await store.close()
+    assert docker.inspected == ["c15", "c16", "c17", "c17"]

@@ -23,7 +23,9 @@ create, start, stop): its refresh is sent after that answer, so those events,
 when they are the next ones of that container, cost no inspect (they used to
 cost one per create, start and stop, as they arrive after the writer's
 refresh began). A stop covers `die` too: Docker answers a stop only once the
-container has stopped, so an inspect sent after the answer shows the exit.
+container has stopped, so an inspect sent after the answer shows the exit; and
+as a stop's die and stop often come before that answer, the stop covers them
+from before its Docker call (`writing`).
 
 Exits settle first. When an inspect shows a container newly ended, the
 `on_exit` hook (the log copier's: crishim.logs) is awaited, bounded by
@@ -35,7 +37,8 @@ CRI log file. containerd orders exits the same way (IO drained first).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import structlog
@@ -159,6 +162,23 @@ class Store:
         return found
 
     # -- writing --------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def writing(self, container_id: str, covers: tuple[str, ...]) -> AsyncIterator[None]:
+        """Around a writer's Docker call and its refresh: the call's events (`covers`)
+        cost no inspect even when they come before its answer (a stop's die comes
+        while Docker still waits to answer). If the block fails, the cover is
+        dropped and the container inspected soon instead.
+        """
+        self._covered[container_id] = frozenset(covers)
+        done = False
+        try:
+            yield
+            done = True
+        finally:
+            if not done:
+                self._covered.pop(container_id, None)
+                self._event(container_id)
 
     def _next_seq(self) -> int:
         self._seq += 1

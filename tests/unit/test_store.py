@@ -249,9 +249,21 @@ async def test_a_writer_covers_its_events_from_before_its_call_and_a_failure_end
             raise RuntimeError("docker: 500")
     await _send(store, docker)
     assert docker.inspected == ["c15", "c16"]
-    # Another event ends the cover: a die after it is news.
+    # Another event ends the cover: it and a die after it are news, inspected once the
+    # writer is done (here without a refresh of its own).
     async with store.writing("c17", ("die", "stop")):
         await _send(store, docker, ("update", "c17"))
         await _send(store, docker, ("die", "c17"))
+        assert docker.inspected == ["c15", "c16"]
+    await _send(store, docker)
+    assert docker.inspected == ["c15", "c16", "c17"]
+    # An event just before the block (a pause's create, as RunPodSandbox starts it)
+    # waits for the writer's refresh, which tells what it says.
+    docker.queue.put_nowait(("container", "create", "c18"))
+    await asyncio.sleep(0)  # read, the refresher not yet past its coalescing wait
+    async with store.writing("c18", ("create", "start")):
+        await _send(store, docker, ("start", "c18"))
+        await store.refresh("c18", covers=("create", "start"))
+    await _send(store, docker)
     await store.close()
-    assert docker.inspected == ["c15", "c16", "c17", "c17"]
+    assert docker.inspected == ["c15", "c16", "c17", "c18"]

@@ -440,6 +440,9 @@ class PodNetworks:
         self.version += 1
 
     async def _forget(self, sandbox_id: str) -> None:
+        if sandbox_id not in self._cache and self.mode != "cni":
+            return  # Docker's network: no checkpoint, no pinned namespace, no thread trip
+
         def forget() -> None:  # one worker-thread trip for both
             netns.release(self._netns_dir / sandbox_id)
             self._checkpoints.remove(sandbox_id)

@@ -114,6 +114,8 @@ class Store:
         self._dirty: dict[str, int] = {}
         # id -> actions a writer's refresh covers, until another event of the id comes.
         self._covered: dict[str, frozenset[str]] = {}
+        # id -> writers in their `writing` block: its events wait for their refresh.
+        self._writers: dict[str, int] = {}
         self._wake = asyncio.Event()
         self._events: asyncio.Task[None] | None = None
         self._refresher: asyncio.Task[None] | None = None
@@ -167,18 +169,25 @@ class Store:
     async def writing(self, container_id: str, covers: tuple[str, ...]) -> AsyncIterator[None]:
         """Around a writer's Docker call and its refresh: the call's events (`covers`)
         cost no inspect even when they come before its answer (a stop's die comes
-        while Docker still waits to answer). If the block fails, the cover is
-        dropped and the container inspected soon instead.
+        while Docker still waits to answer), and an event that came just before the
+        block (a create's, as the pause starts) waits for the writer's refresh. If
+        the block fails, the cover is dropped and the container inspected soon.
         """
         self._covered[container_id] = frozenset(covers)
+        self._writers[container_id] = self._writers.get(container_id, 0) + 1
         done = False
         try:
             yield
             done = True
         finally:
+            left = self._writers.pop(container_id) - 1
+            if left:
+                self._writers[container_id] = left
             if not done:
                 self._covered.pop(container_id, None)
                 self._event(container_id)
+            elif container_id in self._dirty:
+                self._wake.set()  # whatever the refresh did not tell
 
     def _next_seq(self) -> int:
         self._seq += 1
@@ -317,8 +326,11 @@ class Store:
             await self._wake.wait()
             await asyncio.sleep(COALESCE_SECONDS)
             self._wake.clear()
-            while self._dirty:
-                container_id = next(iter(self._dirty))
+            while True:
+                # A container being written waits: its writer's refresh comes (`writing`).
+                container_id = next((c for c in self._dirty if c not in self._writers), None)
+                if container_id is None:
+                    break
                 since = self._dirty.pop(container_id)
                 if self._started.get(container_id, 0) >= since:
                     continue  # an inspect begun after the event already tells what it says

@@ -35,6 +35,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -93,32 +94,44 @@ class Creator:
         taken: Callable[[], errors.CrishimError],
         *,
         replace_never_ran: bool = False,
-        prepare: Callable[[], None] | None = None,
     ):
         """`async with creator.creating(spec, taken) as made:` -> made.id is the new object.
 
         Everything inside the block belongs to the create: if the block fails or is
         cancelled, the object is removed (under a shield). `taken()` is the error for
         a name already in use; with replace_never_ran (pause containers), a holder
-        that never ran is removed and the create tried again. `prepare` is blocking
-        work of the caller's that runs before the create, in the same worker-thread
-        trip as the mark (each trip costs 0.5-1 ms of the call on a busy loop).
+        that never ran is removed and the create tried again.
         """
-        name = spec.name
+        async with self.marked(spec.name, taken) as made:
+            await self.create(made, spec, taken, replace_never_ran=replace_never_ran)
+            yield made
+
+    @contextlib.asynccontextmanager
+    async def marked(
+        self,
+        name: str,
+        taken: Callable[[], errors.CrishimError],
+        prepare: Callable[[], Any] | None = None,
+    ):
+        """`creating` in two steps, for a caller with blocking work before its create:
+        `async with creator.marked(name, taken, prepare) as made:` marks the create
+        and runs `prepare` in the same worker-thread trip (each trip costs 0.5-1 ms
+        of the call on a busy loop; made.prepared is what it returned); then
+        `await creator.create(made, spec, taken)` inside the block.
+        """
         if name in self._names:
             raise taken()  # the same object is being created by a call running now
         self._names.add(name)
+        made = _Made()
         try:
             unmarking = self._unmarking.get(name)
             if unmarking is not None:  # an earlier create's: it must not take the new mark
                 await asyncio.shield(unmarking)
-            await asyncio.to_thread(self._mark, name, prepare)
+            made.prepared = await asyncio.to_thread(self._mark, name, prepare)
         except BaseException:
             self._names.discard(name)
             raise
-        made = _Made()
         try:
-            made.id = await self._create(spec, taken, replace_never_ran)
             yield made
         except BaseException:
             if made.id:
@@ -127,6 +140,18 @@ class Creator:
         finally:
             self._names.discard(name)
             self._unmark_soon(name)
+
+    async def create(
+        self,
+        made: _Made,
+        spec: ContainerSpec,
+        taken: Callable[[], errors.CrishimError],
+        *,
+        replace_never_ran: bool = False,
+    ) -> str:
+        """The Docker create of a `marked` block (its name, its `taken`)."""
+        made.id = await self._create(spec, taken, replace_never_ran)
+        return made.id
 
     def _unmark_soon(self, name: str) -> None:
         """Unmark in a task of its own: the call answers without waiting for it."""
@@ -230,15 +255,16 @@ class Creator:
 
     # -- marks (blocking) -------------------------------------------------------------
 
-    def _mark(self, name: str, prepare: Callable[[], None] | None = None) -> None:
+    def _mark(self, name: str, prepare: Callable[[], Any] | None = None) -> Any:
         fd = os.open(self.marks / name, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
         os.close(fd)
-        if prepare is not None:
-            try:
-                prepare()
-            except BaseException:
-                self._unmark(name)
-                raise
+        if prepare is None:
+            return None
+        try:
+            return prepare()
+        except BaseException:
+            self._unmark(name)
+            raise
 
     def _unmark(self, name: str) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -246,7 +272,8 @@ class Creator:
 
 
 class _Made:
-    __slots__ = ("id",)
+    __slots__ = ("id", "prepared")
 
     def __init__(self) -> None:
         self.id = ""
+        self.prepared: Any = None

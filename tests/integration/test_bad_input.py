@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import random
+import uuid
+from pathlib import Path
 
 import grpc
 import pytest
@@ -321,6 +323,48 @@ def test_a_container_docker_would_refuse_is_invalid_argument(
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, refused.value.details()
     assert field in refused.value.details()
     assert _containers(dockerd) == before, "nothing was created"
+
+
+def test_a_missing_mount_source_is_invalid_argument_and_holds_nothing(
+    official,
+    dockerd,
+    crishim,
+    pod,  # noqa: F811
+    workdir,
+) -> None:
+    """Checked in the create mark's worker-thread trip: refused before Docker, with no
+    mark, log directory or name left behind; the same name works once the path exists."""
+    pb = official.pb
+    sandbox_id, sandbox = pod
+    source = workdir / f"mount-source-{uuid.uuid4().hex[:8]}"
+    config = pb.ContainerConfig(
+        metadata=pb.ContainerMetadata(name="mounts-missing"),
+        image=pb.ImageSpec(image="crishim-test/busybox:latest"),
+        command=["sleep", "300"],
+        log_path="mounts-missing/0.log",
+    )
+    config.mounts.add(container_path="/data", host_path=str(source))
+    request = pb.CreateContainerRequest(
+        pod_sandbox_id=sandbox_id, config=config, sandbox_config=sandbox
+    )
+    before = _containers(dockerd)
+    with pytest.raises(grpc.RpcError) as refused:
+        official.runtime.CreateContainer(request, timeout=30)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, refused.value.details()
+    assert str(source) in refused.value.details()
+    assert _containers(dockerd) == before, "nothing was created"
+    assert not (Path(sandbox.log_directory) / "mounts-missing").exists()
+    marks = crishim.state_dir / "creating"
+    assert not [m for m in marks.iterdir() if "mounts-missing" in m.name]
+    source.mkdir()
+    (source / "hello").write_text("hi")
+    cid = official.runtime.CreateContainer(request, timeout=30).container_id
+    official.runtime.StartContainer(pb.StartContainerRequest(container_id=cid), timeout=30)
+    out = official.runtime.ExecSync(
+        pb.ExecSyncRequest(container_id=cid, cmd=["cat", "/data/hello"], timeout=10), timeout=30
+    )
+    assert out.stdout == b"hi"
+    assert (Path(sandbox.log_directory) / "mounts-missing").is_dir()
 
 
 def test_a_negative_stop_timeout_is_invalid_argument(official, pod) -> None:  # noqa: F811

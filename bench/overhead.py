@@ -9,6 +9,10 @@ made alone, so the Docker requests that start while it runs are the ones it
 made (the heartbeat's `/_ping` is left out; event-driven inspects that a call
 triggers are counted with it when they land inside it).
 
+CreateContainer is measured twice: the bench's small request, and a request
+shaped as the kubelet sends one (mounts, environment, labels, annotations,
+resources, security context), made in the same pod after RemoveContainer.
+
 Per RPC: server p50, Docker p50 (the union of its requests' intervals, so
 concurrent requests count once), the requests per call, the overhead
 (server - Docker) and the ratio (server / Docker). The proxy's own hop adds
@@ -168,6 +172,71 @@ def _create_request(pb, sandbox_id: str, sandbox_config, name: str, command: lis
     )
 
 
+def _kubelet_shaped_request(pb, sandbox_id: str, sandbox_config, name: str):
+    """A CreateContainer as the kubelet sends one for a plain Deployment's container: its
+    mounts (/etc/hosts, the termination log, the service account token), environment,
+    labels, annotations, resources and security context."""
+    mounts = LOGS / "kubelet-mounts"
+    for f in ("hosts", "termination-log"):
+        (mounts / f).parent.mkdir(parents=True, exist_ok=True)
+        (mounts / f).touch()
+    (mounts / "token").mkdir(exist_ok=True)
+    meta = sandbox_config.metadata
+    return pb.CreateContainerRequest(
+        pod_sandbox_id=sandbox_id,
+        sandbox_config=sandbox_config,
+        config=pb.ContainerConfig(
+            metadata=pb.ContainerMetadata(name=name),
+            image=pb.ImageSpec(image=BUSYBOX),
+            command=["sleep", "300"],
+            envs=[
+                pb.KeyValue(key=f"SERVICE_{i}_PORT", value=f"tcp://10.96.0.{i}:80")
+                for i in range(12)
+            ],
+            mounts=[
+                pb.Mount(container_path="/etc/hosts", host_path=str(mounts / "hosts")),
+                pb.Mount(
+                    container_path="/dev/termination-log",
+                    host_path=str(mounts / "termination-log"),
+                ),
+                pb.Mount(
+                    container_path="/var/run/secrets/kubernetes.io/serviceaccount",
+                    host_path=str(mounts / "token"),
+                    readonly=True,
+                ),
+            ],
+            labels={
+                "io.kubernetes.container.name": name,
+                "io.kubernetes.pod.name": meta.name,
+                "io.kubernetes.pod.namespace": meta.namespace,
+                "io.kubernetes.pod.uid": meta.uid,
+            },
+            annotations={
+                "io.kubernetes.container.hash": "ad01c60e",
+                "io.kubernetes.container.restartCount": "0",
+                "io.kubernetes.container.terminationMessagePath": "/dev/termination-log",
+                "io.kubernetes.container.terminationMessagePolicy": "File",
+                "io.kubernetes.pod.terminationGracePeriod": "30",
+            },
+            log_path=f"{name}/0.log",
+            linux=pb.LinuxContainerConfig(
+                resources=pb.LinuxContainerResources(
+                    cpu_period=100000,
+                    cpu_quota=50000,
+                    cpu_shares=512,
+                    memory_limit_in_bytes=128 << 20,
+                ),
+                security_context=pb.LinuxContainerSecurityContext(
+                    namespace_options=pb.NamespaceOption(pid=pb.CONTAINER),
+                    seccomp=pb.SecurityProfile(profile_type=pb.SecurityProfile.RuntimeDefault),
+                    masked_paths=["/proc/kcore", "/proc/keys"],
+                    readonly_paths=["/proc/bus", "/proc/sys"],
+                ),
+            ),
+        ),
+    )
+
+
 def lifecycle(rec: Recorder, client: Official, cycles: int) -> None:
     pb, rt = client.pb, client.runtime
     for _ in range(cycles):
@@ -197,6 +266,23 @@ def lifecycle(rec: Recorder, client: Official, cycles: int) -> None:
             ("RemovePodSandbox", pb.RemovePodSandboxRequest(pod_sandbox_id=sid)),
         ):
             rec.call(name, name, lambda name=name, request=request: getattr(rt, name)(request))
+            if name == "RemoveContainer":  # the pod lives on: a kubelet-shaped create in it
+                kube = rec.call(
+                    "CreateContainer (kubelet-shaped)",
+                    "CreateContainer",
+                    lambda config=config, sid=sid: (
+                        rt.CreateContainer(
+                            _kubelet_shaped_request(pb, sid, config, "kube"), timeout=60
+                        ).container_id
+                    ),
+                )
+                rec.call(
+                    "RemoveContainer (kubelet-shaped)",
+                    "RemoveContainer",
+                    lambda kube=kube: rt.RemoveContainer(
+                        pb.RemoveContainerRequest(container_id=kube)
+                    ),
+                )
     rec.collect()
 
 

@@ -159,10 +159,11 @@ def codec_bench(pb, repeat: int = 5) -> dict:
     theirs = pb.ListContainersResponse.FromString(data)
     create = bytes(kubelet_create_request())
     return {
-        # The server's decode of one kubelet-sized request: wire check, then betterproto2.
+        # The server's decode of one kubelet-sized request (checked and decoded in one
+        # walk), beside betterproto2's own parser and the official runtime's.
         "create_container_request_bytes": len(create),
-        "create_container_wire_check": summary(
-            timed(lambda: wire.check(create, api.CreateContainerRequest), 500)
+        "create_container_decode": summary(
+            timed(lambda: wire.decode(create, api.CreateContainerRequest), 500)
         ),
         "create_container_parse": summary(
             timed(lambda: api.CreateContainerRequest.parse(create), 500)

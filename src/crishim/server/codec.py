@@ -1,8 +1,9 @@
-"""The gRPC codec of the CRI server: size limit, strict wire check, decode.
+"""The gRPC codec of the CRI server: size limit, then a strict decode.
 
 grpclib applies no message size limit and betterproto2 decodes leniently; a
 request over the limit gets RESOURCE_EXHAUSTED and a malformed one
-INVALID_ARGUMENT, before any handler sees it. The codec is the one seam
+INVALID_ARGUMENT (crishim.server.wire decodes and checks in one walk), before
+any handler sees it. The codec is the one seam
 between wire bytes and message objects: a response a handler built in wire
 form already (protowire.Encoded: the stats and metrics lists) goes out as it is.
 """
@@ -36,7 +37,7 @@ class CriCodec(ProtoCodec):
                 f"{name} of {len(data)} bytes is over the limit of {self.max_request_bytes}",
             )
         try:
-            message = message_type.parse(wire.check(data, message_type))
+            message = wire.decode(data, message_type)
         except (wire.WireError, ValueError, EOFError, KeyError, TypeError) as exc:
             raise GRPCError(Status.INVALID_ARGUMENT, f"malformed {name}: {exc}") from None
         instrument.bind_request_ids(message)

@@ -52,18 +52,6 @@ def _allowed(proto_type: str, repeated: bool) -> frozenset[int]:
     return frozenset({base, LEN} if repeated else {base})  # repeated scalars may be packed
 
 
-def _encode_varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
 def _skip(data: bytes, pos: int, number: int, wire: int, where: str, depth: int) -> int:
     """Position after one field's value (groups included), checking its structure."""
     end = len(data)

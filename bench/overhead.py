@@ -13,6 +13,11 @@ CreateContainer is measured twice: the bench's small request, and a request
 shaped as the kubelet sends one (mounts, environment, labels, annotations,
 resources, security context), made in the same pod after RemoveContainer.
 
+Per RPC also crishim's CPU time while the call ran (all its threads, from
+/proc/<pid>/task/*/schedstat): its own work, which the daemon's varying times
+do not blur as they blur the overhead (work an event triggers after the call
+is not counted).
+
 Per RPC: server p50, Docker p50 (the union of its requests' intervals, so
 concurrent requests count once), the requests per call, the overhead
 (server - Docker) and the ratio (server / Docker). The proxy's own hop adds
@@ -27,6 +32,7 @@ not fit this machine), server p50 and Docker requests per call.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import re
 import socket
@@ -88,19 +94,35 @@ def _kinds(samples: list[tuple[float, list[Request]]]) -> dict[str, float]:
     return {k: round(v / len(samples), 2) for k, v in sorted(counts.items())}
 
 
+def _cpu_ns(pid: int) -> int:
+    """CPU time of every thread of `pid` so far, in ns (schedstat: finer than /proc/pid/stat's
+    clock ticks, fine enough for one call)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError, IndexError, ValueError):  # a thread that just ended
+            total += int((task / "schedstat").read_text().split()[0])
+    return total
+
+
 class Recorder:
-    """Makes calls one at a time and pairs each with its Docker requests and server time."""
+    """Makes calls one at a time and pairs each with its Docker requests, server time and
+    crishim's CPU time while it ran (whatever the daemon took, this is crishim's own work)."""
 
     def __init__(self, proxy: RecordingProxy, proc: CrishimProcess) -> None:
         self.proxy = proxy
         self.proc = proc
         self.calls: dict[str, list[tuple[float, list[Request]]]] = defaultdict(list)
+        self.cpu: dict[str, list[float]] = defaultdict(list)
         self._offset = len(proc.events())
         self._order: list[tuple[str, str]] = []
 
     def call(self, name: str, method: str, fn):
+        assert self.proc.proc is not None
+        pid = self.proc.proc.pid
         start = self.proxy.mark()
+        cpu = _cpu_ns(pid)
         result = fn()
+        self.cpu[name].append((_cpu_ns(pid) - cpu) / 1e6)
         asked = [r for r in self.proxy.requests(start) if str(r) != "GET /_ping"]
         self.calls[name].append((0.0, asked))
         self._order.append((name, method))
@@ -142,8 +164,10 @@ class Recorder:
                 "overhead_ms": round(overhead, 3),
                 "overhead_corrected_ms": round(overhead - hop_ms * per_call, 3),
                 "ratio": round(server / docker, 3) if docker > 0 else None,
+                "crishim_cpu_p50_ms": round(statistics.median(self.cpu[name]), 3),
             }
         self.calls.clear()
+        self.cpu.clear()
         return out
 
 

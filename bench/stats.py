@@ -1,4 +1,5 @@
-"""ListContainerStats (and ListPodSandboxStats) over many running containers.
+"""ListContainerStats, ListPodSandboxStats and ListPodSandboxMetrics over many running
+containers.
 
 For each count, containers are added (10 per pod by default, each `sleep`) until that many
 run, then the calls are timed: client round trip, crishim's own server time
@@ -127,16 +128,24 @@ def run(
     try:
         for count in counts:
             fleet.grow(count)
-            for rpc, request, call in (
+            for rpc, request, call, items in (
                 (
                     "ListContainerStats",
                     pb.ListContainerStatsRequest(),
                     client.runtime.ListContainerStats,
+                    "stats",
                 ),
                 (
                     "ListPodSandboxStats",
                     pb.ListPodSandboxStatsRequest(),
                     client.runtime.ListPodSandboxStats,
+                    "stats",
+                ),
+                (  # the kubelet's /metrics/cadvisor, with PodAndContainerStatsFromCRI
+                    "ListPodSandboxMetrics",
+                    pb.ListPodSandboxMetricsRequest(),
+                    client.runtime.ListPodSandboxMetrics,
+                    "pod_metrics",
                 ),
             ):
                 call(request, timeout=120)  # warm: cgroup paths found, layers queued
@@ -158,7 +167,8 @@ def run(
                     call(request, timeout=120)
                 cpu_spaced = (_cpu_seconds(proc.proc.pid) - cpu1) / spaced
                 out[f"{rpc}_{count}"] = {
-                    "items": len(reply.stats),
+                    "items": len(getattr(reply, items)),
+                    "bytes": reply.ByteSize(),
                     "pods": len(fleet.pods),
                     "crishim_rss_mb": rss_mb(proc.proc.pid),
                     "client": summary(rtt),

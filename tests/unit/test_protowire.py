@@ -9,7 +9,7 @@ from crishim.containers import ContainerView
 from crishim.docker.types import ContainerInfo, ContainerState
 from crishim.sandboxes import SandboxView
 from crishim.server import protowire as w
-from crishim.server.stats import _metric, container_stats, pod_stats
+from crishim.server.stats import _metrics, container_stats, pod_stats
 from crishim.stats import collector, metrics, netdev
 from crishim.store import Record
 
@@ -115,14 +115,25 @@ def test_pod_stats_decode_with_network_and_containers(pb) -> None:
     assert [c.attributes.id for c in p.linux.containers] == ["c" * 64]
 
 
-def test_a_metric_decodes_with_its_type_and_labels(pb) -> None:
-    gauge = metrics.Sample("m", metrics.GAUGE, ("a", "", "c"), 42, 7)
-    m = pb.Metric.FromString(_metric(gauge))
-    assert (m.name, m.timestamp, m.metric_type, m.value.value) == ("m", 7, pb.GAUGE, 42)
-    assert list(m.label_values) == ["a", "", "c"]  # an empty label value keeps its place
-    counter = pb.Metric.FromString(_metric(metrics.Sample("c", metrics.COUNTER, (), 0, 1)))
-    assert counter.metric_type == pb.COUNTER
-    assert counter.HasField("value")
+def test_metrics_decode_with_their_type_and_labels(pb) -> None:
+    who = metrics.ContainerIdentity("app", "/kubepods/x", "", "k8s_app", "ns", "pod")
+    gauge = metrics.Sample("container_memory_rss", metrics.GAUGE, (*who.values(), "extra"), 42, 7)
+    counter = metrics.Sample("container_oom_events_total", metrics.COUNTER, who.values(), 0, 1)
+    m, c = pb.ContainerMetrics.FromString(_metrics([gauge, counter], who)).metrics
+    assert (m.name, m.timestamp, m.metric_type, m.value.value) == (
+        "container_memory_rss",
+        7,
+        pb.GAUGE,
+        42,
+    )
+    # Every label value in its place, an empty one too, and a metric's own after them.
+    assert list(m.label_values) == ["app", "/kubepods/x", "", "k8s_app", "ns", "pod", "extra"]
+    assert (c.name, c.metric_type, list(c.label_values)) == (
+        "container_oom_events_total",
+        pb.COUNTER,
+        list(who.values()),
+    )
+    assert c.HasField("value")
 
 
 def test_a_list_joined_from_cached_entries_is_the_whole_response(pb) -> None:

@@ -159,14 +159,29 @@ def pod_stats(p: collector.PodStats, member=None, attributes: bytes | None = Non
     return attributes + w.message(2, linux)
 
 
-def _metric(s: metrics.Sample) -> bytes:
-    """Metric: name 1, timestamp 2, metric_type 3, label_values 4, value 5."""
-    return (
-        w.string(1, s.name)
-        + w.uint(2, s.timestamp_ns)
-        + w.uint(3, _GAUGE if s.kind == metrics.GAUGE else 0)
-        + w.strings(4, s.labels)
-        + w.uint64_value(5, s.value)
+# Metric: name 1, timestamp 2, metric_type 3, label_values 4, value 5. The name and
+# the type are encoded once per descriptor, the base label values once per container
+# and call: at 200 pods a call encodes ~10 000 metrics, and encoding each whole took
+# ~70 % of its time.
+_NAMES = {d.name: w.string(1, d.name) for d in metrics.DESCRIPTORS}
+_TYPES = {d.name: w.uint(3, _GAUGE if d.kind == metrics.GAUGE else 0) for d in metrics.DESCRIPTORS}
+_BASE = len(metrics.BASE_LABELS)
+
+
+def _metrics(samples: Sequence[metrics.Sample], who: metrics.ContainerIdentity) -> bytes:
+    """The Metric entries (field 2) of one container's samples, all labelled as `who`."""
+    base = w.strings(4, who.values())
+    return b"".join(
+        w.message(
+            2,
+            _NAMES[s.name]
+            + w.uint(2, s.timestamp_ns)
+            + _TYPES[s.name]
+            + base
+            + w.strings(4, s.labels[_BASE:])
+            + w.uint64_value(5, s.value),
+        )
+        for s in samples
     )
 
 
@@ -377,13 +392,11 @@ class StatsRPCs:
                 device = self._stats.filesystem(c.view.record.info.upper_dir).device
                 samples = metrics.container_samples(who, c, device)
                 # ContainerMetrics: container_id 1, metrics 2
-                per_container.append(
-                    w.string(1, c.view.id) + w.repeated(2, (_metric(s) for s in samples))
-                )
+                per_container.append(w.string(1, c.view.id) + _metrics(samples, who))
             # PodSandboxMetrics: pod_sandbox_id 1, metrics 2, container_metrics 3
             out.append(
                 w.string(1, v.id)
-                + w.repeated(2, (_metric(s) for s in metrics.pause_samples(pause, pod)))
+                + _metrics(metrics.pause_samples(pause, pod), pause)
                 + w.repeated(3, per_container)
             )
         return out

@@ -183,7 +183,7 @@ def _sandbox_config(pb):
     )
 
 
-def _create_request(pb, sandbox_id: str, sandbox_config, name: str, command: list[str]):
+def _create_request(pb, sandbox_id: str, sandbox_config, name: str, command: list[str], **config):
     return pb.CreateContainerRequest(
         pod_sandbox_id=sandbox_id,
         sandbox_config=sandbox_config,
@@ -192,6 +192,7 @@ def _create_request(pb, sandbox_id: str, sandbox_config, name: str, command: lis
             image=pb.ImageSpec(image=BUSYBOX),
             command=command,
             log_path=f"{name}/0.log",
+            **config,
         ),
     )
 
@@ -206,56 +207,52 @@ def _kubelet_shaped_request(pb, sandbox_id: str, sandbox_config, name: str):
         (mounts / f).touch()
     (mounts / "token").mkdir(exist_ok=True)
     meta = sandbox_config.metadata
-    return pb.CreateContainerRequest(
-        pod_sandbox_id=sandbox_id,
-        sandbox_config=sandbox_config,
-        config=pb.ContainerConfig(
-            metadata=pb.ContainerMetadata(name=name),
-            image=pb.ImageSpec(image=BUSYBOX),
-            command=["sleep", "300"],
-            envs=[
-                pb.KeyValue(key=f"SERVICE_{i}_PORT", value=f"tcp://10.96.0.{i}:80")
-                for i in range(12)
-            ],
-            mounts=[
-                pb.Mount(container_path="/etc/hosts", host_path=str(mounts / "hosts")),
-                pb.Mount(
-                    container_path="/dev/termination-log",
-                    host_path=str(mounts / "termination-log"),
-                ),
-                pb.Mount(
-                    container_path="/var/run/secrets/kubernetes.io/serviceaccount",
-                    host_path=str(mounts / "token"),
-                    readonly=True,
-                ),
-            ],
-            labels={
-                "io.kubernetes.container.name": name,
-                "io.kubernetes.pod.name": meta.name,
-                "io.kubernetes.pod.namespace": meta.namespace,
-                "io.kubernetes.pod.uid": meta.uid,
-            },
-            annotations={
-                "io.kubernetes.container.hash": "ad01c60e",
-                "io.kubernetes.container.restartCount": "0",
-                "io.kubernetes.container.terminationMessagePath": "/dev/termination-log",
-                "io.kubernetes.container.terminationMessagePolicy": "File",
-                "io.kubernetes.pod.terminationGracePeriod": "30",
-            },
-            log_path=f"{name}/0.log",
-            linux=pb.LinuxContainerConfig(
-                resources=pb.LinuxContainerResources(
-                    cpu_period=100000,
-                    cpu_quota=50000,
-                    cpu_shares=512,
-                    memory_limit_in_bytes=128 << 20,
-                ),
-                security_context=pb.LinuxContainerSecurityContext(
-                    namespace_options=pb.NamespaceOption(pid=pb.CONTAINER),
-                    seccomp=pb.SecurityProfile(profile_type=pb.SecurityProfile.RuntimeDefault),
-                    masked_paths=["/proc/kcore", "/proc/keys"],
-                    readonly_paths=["/proc/bus", "/proc/sys"],
-                ),
+    return _create_request(
+        pb,
+        sandbox_id,
+        sandbox_config,
+        name,
+        ["sleep", "300"],
+        envs=[
+            pb.KeyValue(key=f"SERVICE_{i}_PORT", value=f"tcp://10.96.0.{i}:80") for i in range(12)
+        ],
+        mounts=[
+            pb.Mount(container_path="/etc/hosts", host_path=str(mounts / "hosts")),
+            pb.Mount(
+                container_path="/dev/termination-log",
+                host_path=str(mounts / "termination-log"),
+            ),
+            pb.Mount(
+                container_path="/var/run/secrets/kubernetes.io/serviceaccount",
+                host_path=str(mounts / "token"),
+                readonly=True,
+            ),
+        ],
+        labels={
+            "io.kubernetes.container.name": name,
+            "io.kubernetes.pod.name": meta.name,
+            "io.kubernetes.pod.namespace": meta.namespace,
+            "io.kubernetes.pod.uid": meta.uid,
+        },
+        annotations={
+            "io.kubernetes.container.hash": "ad01c60e",
+            "io.kubernetes.container.restartCount": "0",
+            "io.kubernetes.container.terminationMessagePath": "/dev/termination-log",
+            "io.kubernetes.container.terminationMessagePolicy": "File",
+            "io.kubernetes.pod.terminationGracePeriod": "30",
+        },
+        linux=pb.LinuxContainerConfig(
+            resources=pb.LinuxContainerResources(
+                cpu_period=100000,
+                cpu_quota=50000,
+                cpu_shares=512,
+                memory_limit_in_bytes=128 << 20,
+            ),
+            security_context=pb.LinuxContainerSecurityContext(
+                namespace_options=pb.NamespaceOption(pid=pb.CONTAINER),
+                seccomp=pb.SecurityProfile(profile_type=pb.SecurityProfile.RuntimeDefault),
+                masked_paths=["/proc/kcore", "/proc/keys"],
+                readonly_paths=["/proc/bus", "/proc/sys"],
             ),
         ),
     )

@@ -354,9 +354,9 @@ class Containers:
 
     async def start(self, container_id: str) -> None:
         view = self.get(container_id)
-        async with self.store.writing(view.id, ("start",)):
+        async with self.store.writing(view.id, ("start",)) as refresh:
             await self.docker.start_container(view.id)
-            record = await self.store.refresh(view.id, covers=("start",))
+            record = await refresh()
         wanted = cgroupres.CgroupResources.from_labels(view.record.info.labels)
         if record is not None and record.info.state.pid > 0:
             try:

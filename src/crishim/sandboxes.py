@@ -183,9 +183,9 @@ class Sandboxes:
         async with self.creator.creating(spec, taken, replace_never_ran=True) as made:
             sandbox_id = made.id
             # The create event may come while the pause starts: the refresh tells it.
-            async with self.store.writing(sandbox_id, ("create", "start")):
+            async with self.store.writing(sandbox_id, ("create", "start")) as refresh:
                 await self.docker.start_container(sandbox_id)
-                record = await self.store.refresh(sandbox_id, covers=("create", "start"))
+                record = await refresh()
             if request.host_network and (request.dns_servers or request.dns_searches):
                 await self._write_resolv_conf(sandbox_id, record, request)
             if self.networks.docker_network_mode(request.host_network) == "none":
@@ -334,15 +334,13 @@ class Sandboxes:
     async def stop_container(self, container_id: str, timeout_s: int) -> None:
         """Docker stop, shared with concurrent stops of the same container."""
 
-        # Docker logs die (if it was running) and stop before it answers: the refresh
-        # after the answer tells what they say.
-        covers = ("die", "stop")
-
         async def stop() -> None:
-            async with self.store.writing(container_id, covers):
+            # Docker logs die (if it was running) and stop before it answers: the
+            # refresh after the answer tells what they say.
+            async with self.store.writing(container_id, ("die", "stop")) as refresh:
                 with contextlib.suppress(errors.NotFound):
                     await self.docker.stop_container(container_id, timeout_s)
-                await self.store.refresh(container_id, covers=covers)
+                await refresh()
 
         # Keyed with the timeout: a kill (0) must not wait out a concurrent graceful stop.
         await self.ops.run(("stop", container_id, timeout_s), stop)

@@ -228,6 +228,14 @@ def decode(data: bytes, cls: Any, where: str | None = None, depth: int = 0) -> A
             else:  # packed repeated scalars
                 getattr(message, field.name).extend(_packed(data, payload_at, pos, field, where))
                 continue
+        elif wire == VARINT:  # read once: the value is the varint itself
+            raw, pos = _varint(data, pos, where)
+            if field is None:
+                unknown += data[start:pos]
+                continue
+            if VARINT not in field.allowed:
+                continue  # treated as unknown, like the official runtime
+            value = field.convert(raw)
         else:
             value_at = pos
             pos = _skip(data, pos, number, wire, where, depth)
@@ -240,11 +248,7 @@ def decode(data: bytes, cls: Any, where: str | None = None, depth: int = 0) -> A
                 continue
             if wire not in field.allowed:
                 continue  # treated as unknown, like the official runtime
-            if wire == VARINT:
-                raw: Any = _varint(data, value_at, where)[0]
-            else:
-                raw = data[value_at:pos]
-            value = field.convert(raw)
+            value = field.convert(data[value_at:pos])
         if field.repeated:
             getattr(message, field.name).append(value)
         else:

@@ -166,18 +166,23 @@ class Store:
     # -- writing --------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def writing(self, container_id: str, covers: tuple[str, ...]) -> AsyncIterator[None]:
-        """Around a writer's Docker call and its refresh: the call's events (`covers`)
-        cost no inspect even when they come before its answer (a stop's die comes
-        while Docker still waits to answer), and an event that came just before the
-        block (a create's, as the pause starts) waits for the writer's refresh. If
-        the block fails, the cover is dropped and the container inspected soon.
+    async def writing(
+        self, container_id: str, covers: tuple[str, ...]
+    ) -> AsyncIterator[Callable[[], Awaitable[Record | None]]]:
+        """Around a writer's Docker call and its refresh:
+        `async with store.writing(id, covers) as refresh: <call>; await refresh()`.
+
+        The call's events (`covers`) cost no inspect even when they come before its
+        answer (a stop's die comes while Docker still waits to answer), and an event
+        that came just before the block (a create's, as the pause starts) waits for
+        the writer's refresh, which covers them too. If the block fails, the cover
+        is dropped and the container inspected soon.
         """
         self._covered[container_id] = frozenset(covers)
         self._writers[container_id] = self._writers.get(container_id, 0) + 1
         done = False
         try:
-            yield
+            yield lambda: self.refresh(container_id, covers=covers)
             done = True
         finally:
             left = self._writers.pop(container_id) - 1

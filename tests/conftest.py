@@ -35,6 +35,31 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         raise pytest.UsageError("the suite starts its own dockerd and must run as root")
 
 
+# A failed test's report carries what the session's crishim logged while it ran:
+# the suite removes its workdir at the end, and with it the whole log.
+_LOG_START = pytest.StashKey[int]()
+LOG_LINES_ON_FAILURE = 150
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item):
+    proc = getattr(item, "funcargs", {}).get("crishim")
+    if isinstance(proc, CrishimProcess):
+        item.stash[_LOG_START] = proc.log_size()
+    return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    report = yield
+    if report.when == "call" and report.failed and _LOG_START in item.stash:
+        proc = item.funcargs["crishim"]
+        lines = proc.log_since(item.stash[_LOG_START]).splitlines()[-LOG_LINES_ON_FAILURE:]
+        text = "\n".join(line[:600] for line in lines)
+        report.sections.append(("crishim log during the test (last lines)", text))
+    return report
+
+
 @pytest.fixture(scope="session")
 def workdir() -> Iterator[Path]:
     # Short paths: unix socket paths are limited to 107 bytes.

@@ -26,6 +26,8 @@ log = structlog.get_logger(__name__)
 
 OUTPUT_CAP = 16 * 1024 * 1024
 READ_SIZE = 64 * 1024
+PID_WAIT = 10.0  # for Docker to record a started exec's pid
+PID_POLL = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,9 +103,28 @@ async def exec_sync(
 
 
 async def kill_exec(docker: DockerClient, exec_id: str) -> None:
-    """Kill an exec's process and everything below it, if it still runs."""
-    with contextlib.suppress(errors.CrishimError):
-        running, _, pid = await docker.exec_inspect(exec_id)
+    """Kill an exec's process and everything below it, if it still runs.
+
+    Docker marks an exec running before it starts the process, and records the
+    pid only when containerd has answered the start: on a busy node the process
+    can have run (and a client have seen its output and left) before that. So
+    until the pid is known or the exec has ended, look again.
+    """
+    end = asyncio.get_running_loop().time() + PID_WAIT
+    while True:
+        try:
+            running, exit_code, pid = await docker.exec_inspect(exec_id)
+        except errors.CrishimError as exc:
+            log.warning("exec_kill_failed", exec_id=exec_id, error=str(exc))
+            return
+        if exit_code is not None:
+            log.info("exec_already_ended", exec_id=exec_id, exit_code=exit_code)
+            return
         if running and pid:
-            killed = await asyncio.to_thread(kill_tree, pid)
-            log.info("exec_killed", exec_id=exec_id, pid=pid, processes=killed)
+            break
+        if asyncio.get_running_loop().time() >= end:
+            log.warning("exec_kill_failed", exec_id=exec_id, error="Docker recorded no pid")
+            return
+        await asyncio.sleep(PID_POLL)
+    killed = await asyncio.to_thread(kill_tree, pid)
+    log.info("exec_killed", exec_id=exec_id, pid=pid, processes=killed)

@@ -75,6 +75,17 @@ class CrishimProcess:
     def log_text(self) -> str:
         return self.log_path.read_text() if self.log_path.exists() else ""
 
+    def log_size(self) -> int:
+        return self.log_path.stat().st_size if self.log_path.exists() else 0
+
+    def log_since(self, offset: int) -> str:
+        """What crishim logged after `offset` (a log_size() taken earlier)."""
+        if not self.log_path.exists():
+            return ""
+        with self.log_path.open("rb") as f:
+            f.seek(offset)
+            return f.read().decode(errors="replace")
+
     def events(self) -> list[dict]:
         """crishim's own JSON log lines, parsed."""
         out = []

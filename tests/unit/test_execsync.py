@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from crishim import execsync
 from crishim.execsync import descendants
 
 
@@ -31,3 +32,48 @@ def test_children_and_grandchildren_parents_first(tmp_path) -> None:
 def test_command_names_with_spaces_and_parentheses(tmp_path) -> None:
     proc = fake_proc(tmp_path, {30: (1, "odd) name ("), 31: (30, "x y")})
     assert descendants(30, proc) == [30, 31]
+
+
+class _Execs:
+    """Docker's answers to an exec inspect, one after another (the last repeats)."""
+
+    def __init__(self, *answers: tuple[bool, int | None, int]) -> None:
+        self.answers = list(answers)
+        self.asked = 0
+
+    async def exec_inspect(self, exec_id: str) -> tuple[bool, int | None, int]:
+        self.asked += 1
+        return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+
+
+def _killed(monkeypatch) -> list[int]:
+    killed: list[int] = []
+    monkeypatch.setattr(execsync, "kill_tree", lambda pid: killed.append(pid) or 1)
+    monkeypatch.setattr(execsync, "PID_POLL", 0.001)
+    return killed
+
+
+async def test_a_kill_waits_for_docker_to_record_the_pid(monkeypatch) -> None:
+    # Docker says "running" before it knows the pid; the process may already have run.
+    killed = _killed(monkeypatch)
+    docker = _Execs((False, None, 0), (True, None, 0), (True, None, 0), (True, None, 4321))
+    await execsync.kill_exec(docker, "e1")
+    assert killed == [4321]
+    assert docker.asked == 4
+
+
+async def test_an_ended_exec_is_not_killed(monkeypatch) -> None:
+    killed = _killed(monkeypatch)
+    docker = _Execs((False, 0, 4321))
+    await execsync.kill_exec(docker, "e1")
+    assert killed == []
+    assert docker.asked == 1
+
+
+async def test_a_pid_that_never_comes_ends_the_wait(monkeypatch) -> None:
+    killed = _killed(monkeypatch)
+    monkeypatch.setattr(execsync, "PID_WAIT", 0.05)
+    docker = _Execs((True, None, 0))
+    await execsync.kill_exec(docker, "e1")
+    assert killed == []
+    assert docker.asked > 1

@@ -129,6 +129,7 @@ async def run_exec(docker: DockerClient, container_id: str, cmd: list[str], io: 
         finished = await _pump(hijacked, io, lambda w, h: docker.exec_resize(exec_id, w, h))
     finally:
         if not finished:  # the client left (or the handler was cancelled with it)
+            log.info("exec_client_gone", exec_id=exec_id)
             await asyncio.shield(kill_exec(docker, exec_id))
     if not finished:
         return -1

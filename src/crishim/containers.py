@@ -138,6 +138,26 @@ def _bind(mount: MountRequest, source: str) -> str:
 IMAGE_MOUNT_API = (1, 48)  # Docker 28: mounts of type "image"
 
 
+def _real_path(path: str) -> str:
+    """The path with every symlink followed, as the kernel resolves it (blocking).
+
+    An O_PATH handle (nothing is opened for reading, a device or fifo included)
+    and its /proc link: three system calls, where os.path.realpath lstats every
+    component (~30 µs a kubelet mount path, against ~6 µs).
+    """
+    try:
+        fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise errors.InvalidArgument(f"mount host path {path} does not exist") from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise errors.InvalidArgument(f"mount host path {path!r} cannot be used: {reason}") from None
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    finally:
+        os.close(fd)
+
+
 def _resolve_sources(mounts: tuple[MountRequest, ...]) -> list[str]:
     """Real host paths (symlinks followed); a missing one is an error (CRI)."""
     sources = []
@@ -145,9 +165,7 @@ def _resolve_sources(mounts: tuple[MountRequest, ...]) -> list[str]:
         if mount.image:
             sources.append("")
             continue
-        if not os.path.exists(mount.host_path):
-            raise errors.InvalidArgument(f"mount host path {mount.host_path} does not exist")
-        sources.append(os.path.realpath(mount.host_path))
+        sources.append(_real_path(mount.host_path))
     return sources
 
 

@@ -25,6 +25,12 @@ latency on crishim's side of each request; it is measured (`GET /_ping`
 through the proxy minus direct) and reported, with the overhead corrected for
 it as `overhead_corrected_ms`.
 
+`thread_trip_us`: what one worker-thread trip (`asyncio.to_thread` of a
+no-op) costs on this machine, measured in the bench's own process, back to
+back and after 20 ms idle (as calls come from a kubelet). CreateContainer
+and RunPodSandbox make one such trip before Docker's create (the create's
+mark); on a VM, waking a thread that slept costs most of it.
+
 Then a table of the polled calls at 0, 200 and 1000 containers: 10 running
 pods and the rest created (not started: a started container per slot would
 not fit this machine), server p50 and Docker requests per call.
@@ -32,6 +38,7 @@ not fit this machine), server p50 and Docker requests per call.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import http.client
 import re
@@ -338,6 +345,28 @@ def polled(rec: Recorder, client: Official, sid: str, cid: str, calls: int) -> N
     rec.collect()
 
 
+def thread_trip_us(runs: int = 300) -> dict[str, float]:
+    """p50 of a no-op worker-thread trip: back to back, and after 20 ms of idling."""
+
+    def noop() -> None:
+        return None
+
+    async def measure() -> dict[str, float]:
+        out = {}
+        for name, idle in (("back_to_back_p50", 0.0), ("after_20ms_idle_p50", 0.02)):
+            times = []
+            for _ in range(runs):
+                if idle:
+                    await asyncio.sleep(idle)  # the loop idles in epoll, as between calls
+                start = time.perf_counter_ns()
+                await asyncio.to_thread(noop)
+                times.append((time.perf_counter_ns() - start) / 1000)
+            out[name] = round(statistics.median(times), 1)
+        return out
+
+    return asyncio.run(measure())
+
+
 def run(docker_endpoint: str, root: Path, stubs, counts: list[int], cycles: int, calls: int):
     global LOGS
     LOGS = root / "overhead-logs"
@@ -354,7 +383,12 @@ def run(docker_endpoint: str, root: Path, stubs, counts: list[int], cycles: int,
         lifecycle(rec, client, 3)  # warm up
         rec.table(hop)
         lifecycle(rec, client, cycles)
-        result: dict = {"proxy_hop_ms": round(hop, 3), "lifecycle": rec.table(hop), "polled": {}}
+        result: dict = {
+            "proxy_hop_ms": round(hop, 3),
+            "thread_trip_us": thread_trip_us(),
+            "lifecycle": rec.table(hop),
+            "polled": {},
+        }
 
         pods = []
         for _ in range(10):

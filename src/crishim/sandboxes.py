@@ -193,7 +193,8 @@ class Sandboxes:
                 if pid <= 0:
                     raise errors.Unavailable(f"pause container {sandbox_id[:12]} is not running")
                 await self.networks.setup(sandbox_id, pid, network_config)
-        log.info("sandbox_started", pod_sandbox_id=sandbox_id, name=name)
+        # Said on the call's own rpc line: one line per start, naming what it made.
+        structlog.contextvars.bind_contextvars(pod_sandbox_id=sandbox_id, name=name)
         return sandbox_id
 
     def _validate(self, request: SandboxRequest) -> None:

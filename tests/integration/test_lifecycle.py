@@ -19,6 +19,7 @@ from tests.harness import images
 from tests.harness.clients import Official
 from tests.harness.paths import LOCK_DIR
 from tests.harness.procs import free_port, wait_for
+from tests.integration.test_containers import create, pod  # noqa: F401  (fixture)
 from tests.integration.test_sandboxes import sandbox_config
 
 
@@ -308,6 +309,20 @@ def test_one_log_event_per_rpc_with_method_code_duration_and_ids(
     assert update["level"] == "info", "mutating calls log at info"
     version = [e for e in events if e["rpc"] == "Version"]
     assert all(e["level"] == "debug" for e in version if e["code"] == "OK"), "polled calls at debug"
+
+
+def test_the_rpc_line_of_a_create_names_what_it_made(official: Official, crishim, pod) -> None:  # noqa: F811
+    sandbox_id, _ = pod
+    container_id = create(official, pod, "named", ["true"], start=False)
+    events = [e for e in crishim.events() if e.get("event") == "rpc"]
+    run = [e for e in events if e["rpc"] == "RunPodSandbox" and e["code"] == "OK"][-1]
+    assert run["pod_sandbox_id"] == sandbox_id
+    assert run["name"].startswith("k8s_POD_")
+    made = [e for e in events if e["rpc"] == "CreateContainer" and e["code"] == "OK"][-1]
+    assert made["container_id"] == container_id
+    assert made["pod_sandbox_id"] == sandbox_id
+    assert made["name"].startswith("k8s_named_")
+    assert made["level"] == "info"
 
 
 def test_a_read_only_state_dir_is_refused_in_one_line(workdir) -> None:

@@ -9,6 +9,9 @@ made alone, so the Docker requests that start while it runs are the ones it
 made (the heartbeat's `/_ping` is left out; event-driven inspects that a call
 triggers are counted with it when they land inside it).
 
+PullImage and RemoveImage (of an image only the local registry has) are measured
+in turn after the pods.
+
 CreateContainer is measured twice: the bench's small request, and a request
 shaped as the kubelet sends one (mounts, environment, labels, annotations,
 resources, security context), made in the same pod after RemoveContainer.
@@ -47,6 +50,7 @@ import statistics
 import time
 import uuid
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 from tests.harness.clients import Official
@@ -367,7 +371,44 @@ def thread_trip_us(runs: int = 300) -> dict[str, float]:
     return asyncio.run(measure())
 
 
-def run(docker_endpoint: str, root: Path, stubs, counts: list[int], cycles: int, calls: int):
+@dataclass(frozen=True)
+class Pullable:
+    """An image only the bench's registry has, and the credentials to pull it."""
+
+    ref: str
+    username: str
+    password: str
+
+
+def _image_requests(client: Official, image: Pullable):
+    pb = client.pb
+    auth = pb.AuthConfig(username=image.username, password=image.password)
+    return (
+        pb.PullImageRequest(image=pb.ImageSpec(image=image.ref), auth=auth),
+        pb.RemoveImageRequest(image=pb.ImageSpec(image=image.ref)),
+    )
+
+
+def images(rec: Recorder, client: Official, image: Pullable, cycles: int) -> None:
+    """RemoveImage then PullImage of the same image (from the local registry), `cycles` times
+    (the image is there at the start: see run)."""
+    service = client.image
+    pull, remove = _image_requests(client, image)
+    for _ in range(cycles):
+        rec.call("RemoveImage", "RemoveImage", lambda: service.RemoveImage(remove, timeout=60))
+        rec.call("PullImage", "PullImage", lambda: service.PullImage(pull, timeout=120))
+    rec.collect()
+
+
+def run(
+    docker_endpoint: str,
+    root: Path,
+    stubs,
+    counts: list[int],
+    cycles: int,
+    calls: int,
+    image: Pullable | None = None,
+):
     global LOGS
     LOGS = root / "overhead-logs"
     docker_socket = Path(docker_endpoint.removeprefix("unix://"))
@@ -379,10 +420,14 @@ def run(docker_endpoint: str, root: Path, stubs, counts: list[int], cycles: int,
     sandboxes: list[str] = []
     try:
         hop = _ping_ms(proxy.socket) - _ping_ms(docker_socket)
+        if image is not None:  # a first pull, before the recording starts
+            client.image.PullImage(_image_requests(client, image)[0], timeout=120)
         rec = Recorder(proxy, proc)
         lifecycle(rec, client, 3)  # warm up
         rec.table(hop)
         lifecycle(rec, client, cycles)
+        if image is not None:
+            images(rec, client, image, min(cycles, 20))
         result: dict = {
             "proxy_hop_ms": round(hop, 3),
             "thread_trip_us": thread_trip_us(),

@@ -222,13 +222,18 @@ def tiny_image_tar(i: int) -> bytes:
     return buf.getvalue()
 
 
-def image_bench(dockerd, registry, socket: Path, stubs, calls: int) -> dict:
+def pullable(dockerd, registry, name: str) -> bench_overhead.Pullable:
+    """An image of its own in the registry only: removing it between pulls touches nothing else."""
     work = registry.root.parent / "build"
     built = test_images.build(dockerd, work)
-    # An image of its own, so that removing it between pulls touches nothing else.
-    local = test_images.derive(dockerd, built.busybox, "bench/pullable:latest", work, "bench")
-    ref = registry.push(dockerd, local, "bench/pullable:1.0")
+    local = test_images.derive(dockerd, built.busybox, f"{name}:latest", work, name)
+    ref = registry.push(dockerd, local, f"{name}:1.0")
     dockerd.docker("rmi", ref, local)
+    return bench_overhead.Pullable(ref, registry.username, registry.password)
+
+
+def image_bench(dockerd, registry, socket: Path, stubs, calls: int) -> dict:
+    ref = pullable(dockerd, registry, "bench/pullable").ref
     for i in range(100):
         dockerd.docker("import", "-", f"bench/tiny-{i}:latest", input=tiny_image_tar(i))
     client = Official(socket, *stubs)
@@ -300,7 +305,13 @@ def main() -> None:
                     dockerd.endpoint, root, stubs, args.memory_pods, args.memory_cycles
                 ),
                 "overhead": lambda: bench_overhead.run(
-                    dockerd.endpoint, root, stubs, overhead_counts, args.pod_cycles, 20
+                    dockerd.endpoint,
+                    root,
+                    stubs,
+                    overhead_counts,
+                    args.pod_cycles,
+                    20,
+                    pullable(dockerd, registry, "bench/overhead-pull"),
                 ),
             }
             json.dump({args.only: parts[args.only]()}, sys.stdout, indent=2)
@@ -327,7 +338,13 @@ def main() -> None:
             "pods": bench_pods.run(dockerd.endpoint, root, stubs, args.pod_cycles, summary),
             "stats": bench_stats.run(dockerd.endpoint, root, stubs, counts, 20, summary),
             "overhead": bench_overhead.run(
-                dockerd.endpoint, root, stubs, overhead_counts, args.pod_cycles, 20
+                dockerd.endpoint,
+                root,
+                stubs,
+                overhead_counts,
+                args.pod_cycles,
+                20,
+                pullable(dockerd, registry, "bench/overhead-pull"),
             ),
         }
     finally:

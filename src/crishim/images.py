@@ -17,10 +17,14 @@ images as of the last `GET /images/json`, with each image's inspected details
 (an ID's config never changes, so each ID is inspected once). The list is read
 again when Docker reports an image event (pull, tag, untag, delete, load,
 import: any change of names or images), coalesced so that a burst of events
-costs one list; at every (re)subscription of the event stream; and before
-PullImage and RemoveImage return, so a caller never sees a state older than
-its own write. While the event stream is down the cache is not trusted and
-every call asks Docker, as it would without a cache.
+costs one list, and at every (re)subscription of the event stream. PullImage
+and RemoveImage write their own result into the cache before they return (the
+pulled image as its inspect shows it, its tag taken from any other image; the
+removed image gone), so a caller never sees a state older than its own write,
+without a list of every image in the call; a list that was under way when such
+a write landed may predate it, so it is read again rather than kept. While the
+event stream is down the cache is not trusted and every call asks Docker, as it
+would without a cache.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import hashlib
 import json
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import structlog
 
@@ -133,6 +137,7 @@ class Images:
         self._cache: dict[str, Image] = {}
         self._synced = False
         self._stale = False
+        self._writes = 0  # our own writes into the cache: a list read across one is stale
         self._relisting: asyncio.Task[None] | None = None
 
     # -- pull ---------------------------------------------------------------
@@ -179,7 +184,7 @@ class Images:
         finally:
             await tasks.stop(reporter)
         image = await self._inspect(self._local_name(ref))
-        await self._refreshed()
+        self._pulled(image)
         log.info(
             "image_pulled",
             image=str(ref),
@@ -322,17 +327,39 @@ class Images:
     async def _relist(self) -> None:
         while self._stale:  # events that come meanwhile cost one more list, not one each
             self._stale = False
+            writes = self._writes
             try:
-                self._cache = await self._read_all()
+                images = await self._read_all()
             except errors.CrishimError as exc:
                 log.warning("image_cache_refresh_failed", error=str(exc))
                 return
+            if writes != self._writes:  # may predate a pull or removal the cache shows now
+                self._stale = True
+                continue
+            self._cache = images
 
-    async def _refreshed(self) -> None:
-        """After our own write: the cache shows it before the call returns."""
-        self.image_event("", "")
-        assert self._relisting is not None
-        await asyncio.shield(self._relisting)
+    def _pulled(self, details: ImageDetails) -> None:
+        """Our pull's result, in the cache before PullImage returns: the image as its
+        inspect shows it; a tag names one image, so any other image loses it."""
+        image = self._to_image(details, details.repo_tags, details.repo_digests, details.size)
+        cache = dict(self._cache)
+        if details.id not in cache:
+            self.disk.changed()  # layers came: ImageFsInfo measures again
+        for other in cache.values():
+            if other.id != image.id and set(other.repo_tags) & set(image.repo_tags):
+                kept = tuple(t for t in other.repo_tags if t not in image.repo_tags)
+                cache[other.id] = replace(other, repo_tags=kept)
+        cache[image.id] = image
+        self._cache = cache
+        self._writes += 1
+
+    def _removed(self, image_id: str) -> None:
+        """Our removal, in the cache before RemoveImage returns."""
+        self._details.pop(image_id, None)
+        if image_id in self._cache:
+            self.disk.changed()  # layers went
+            self._cache = {k: v for k, v in self._cache.items() if k != image_id}
+        self._writes += 1
 
     async def close(self) -> None:
         await tasks.stop(self._relisting)
@@ -375,8 +402,11 @@ class Images:
         answers a second, overlapping DELETE with a conflict.
         """
         ref = imageref.parse(reference)
+        known = self._lookup(ref, reference) if self._synced else None
         try:
-            details = await self.docker.inspect_image(str(ref))
+            # The cache names the image without a Docker call; one it does not know
+            # may have come this instant (its event still on the way): ask Docker.
+            details = known.details if known is not None else await self._inspect(str(ref))
         except errors.NotFound:
             return
         removal = self._removing.get(details.id)
@@ -395,9 +425,7 @@ class Images:
             )
         with contextlib.suppress(errors.NotFound):
             await self.docker.remove_image(details.id)
-        self._details.pop(details.id, None)
-        self._cache.pop(details.id, None)
-        await self._refreshed()
+        self._removed(details.id)
         log.info("image_removed", image=reference, image_id=details.id)
 
     # -- filesystem ---------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import socket
@@ -13,10 +14,12 @@ import grpc
 import pytest
 
 from crishim.api.runtime import v1 as api
+from tests.harness import images as images_mod
 from tests.harness.clients import Official, Own
 from tests.harness.images import PAUSE_IMAGE
-from tests.harness.procs import free_port, run
+from tests.harness.procs import free_port, run, wait_for
 from tests.integration.test_containers import create, pod  # noqa: F401  (fixture)
+from tests.integration.test_polled_calls import recorded  # noqa: F401  (fixture)
 
 
 def spec(pb, image: str):
@@ -205,9 +208,57 @@ def test_remove_image_by_each_kind_of_reference_twice(
         "id": image_id,
     }[kind]
     remove(official, ref)
+    listed = official.image.ListImages(official.pb.ListImagesRequest(), timeout=30).images
+    assert image_id not in {i.id for i in listed}, "gone from the list as soon as removed"
     remove(official, ref)  # idempotent
     assert not status(official, busybox_ref).HasField("image")
     assert not status(official, image_id).HasField("image")
+
+
+def test_pull_and_remove_show_their_result_at_once_without_listing_every_image(
+    recorded,  # noqa: F811
+    registry,
+    dockerd,
+    test_images,
+    workdir,
+) -> None:
+    """Each call writes its own result into the image cache: with Docker's image lists
+    held back at the socket, a pull that moves a tag and a removal still show at once."""
+    proxy, client = recorded
+    pb = client.pb
+    auth = auth_forms(pb, registry)["username-password"]
+    build = workdir / "build-moving"
+    old_local = images_mod.derive(dockerd, test_images.busybox, "moving-old:1", build, "old")
+    new_local = images_mod.derive(dockerd, test_images.busybox, "moving-new:1", build, "new")
+    old = dockerd.docker("image", "inspect", "-f", "{{.Id}}", old_local).strip()
+    new = dockerd.docker("image", "inspect", "-f", "{{.Id}}", new_local).strip()
+    ref = registry.push(dockerd, new_local, "crishim-test/moving:1.0")
+    dockerd.docker("rmi", new_local)  # the new image is now named only by `ref`
+
+    def listed() -> dict[str, api.Image]:
+        return {i.id: i for i in client.image.ListImages(pb.ListImagesRequest()).images}
+
+    try:
+        dockerd.docker("tag", old_local, ref)  # locally the tag names the old image
+        wait_for(lambda: status(client, ref).image.id == old, 30, "the cache to see the tag")
+        proxy.hold(r"^GET /images/json$")
+
+        assert pull(client, ref, auth, timeout=30).image_ref == new  # the registry's image
+        assert status(client, ref).image.id == new
+        images = listed()
+        assert ref in images[new].repo_tags
+        assert ref not in images[old].repo_tags, "a tag names one image"
+
+        client.image.RemoveImage(pb.RemoveImageRequest(image=spec(pb, ref)), timeout=30)
+        assert new not in listed()
+        assert not status(client, ref).HasField("image")
+        assert old in listed()
+        assert proxy.waiting() > 0, "the lists were held back all along"
+    finally:
+        proxy.release()
+        for name in (ref, old_local):
+            with contextlib.suppress(RuntimeError):
+                dockerd.docker("rmi", name)
 
 
 def test_removing_an_image_in_use_names_the_container(

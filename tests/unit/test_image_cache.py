@@ -1,0 +1,54 @@
+"""The image cache: a list read across our own write is not kept over it."""
+
+from __future__ import annotations
+
+import asyncio
+
+from crishim.docker.types import ImageConfig, ImageDetails, ImageListEntry
+from crishim.images import Images
+
+A, B = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+TAG = "docker.io/library/app:1"
+
+
+def details(image_id: str, tags: tuple[str, ...]) -> ImageDetails:
+    return ImageDetails(image_id, tags, (), 10, "", "amd64", "linux", ImageConfig())
+
+
+class _Docker:
+    """Answers image lists in turn; the first waits until the test lets it go."""
+
+    def __init__(self, *answers: list[ImageListEntry]) -> None:
+        self.answers = list(answers)
+        self.lists = 0
+        self.go = asyncio.Event()
+
+    async def list_images(self) -> list[ImageListEntry]:
+        self.lists += 1
+        answer = self.answers.pop(0)
+        if self.lists == 1:
+            await self.go.wait()
+        return answer
+
+    async def inspect_image(self, name: str) -> ImageDetails:
+        return details(name, ())
+
+
+async def test_a_list_read_across_a_pull_is_read_again_not_kept() -> None:
+    before = [ImageListEntry(A, (TAG,), (), 10)]  # Docker's list just before the pull
+    after = [ImageListEntry(A, (), (), 10), ImageListEntry(B, (TAG,), (), 10)]
+    docker = _Docker(before, after)
+    images = Images(docker, engine=None, pause_image="pause:1")  # type: ignore[arg-type]
+    images._details = {A: details(A, (TAG,)), B: details(B, (TAG,))}
+    images._synced = True
+
+    images.image_event("pull", B)  # the pull's event: a list starts, and is slow
+    await asyncio.sleep(0)
+    images._pulled(details(B, (TAG,)))  # PullImage writes its result meanwhile
+    assert (await images.status(TAG)).id == B
+    docker.go.set()  # the list that was under way answers with the older state
+    await images._relisting
+
+    assert docker.lists == 2
+    assert (await images.status(TAG)).id == B
+    assert [i.id for i in await images.list("app")] == [B]

@@ -19,6 +19,7 @@ import structlog
 from crishim import cgroupres, errors, labels, validate
 from crishim.docker import DockerClient, versions
 from crishim.docker.types import ContainerSpec, ImageMount, Resources
+from crishim.logs import touch
 from crishim.sandboxes import Sandboxes, systemd_cgroup_parent
 from crishim.security import Profile, docker_security_opts
 from crishim.stats import cgroups
@@ -236,6 +237,7 @@ class Containers:
         self._users: dict[str, tuple[int, ProcessUser]] = {}
         self._views: dict[str, tuple[Record, ContainerView | None]] = {}  # id -> (record, view)
         self._listed: tuple[object, tuple[ContainerView, ...]] = (None, ())  # (records, views)
+        self._log_made: set[str] = set()  # ids whose create made their log file, not started yet
 
     @staticmethod
     async def _cgroup_mounts() -> cgroups.Mounts:
@@ -335,15 +337,16 @@ class Containers:
                 f"already exists in sandbox {sandbox.id[:12]}"
             )
 
-        log_dir = None
+        log_file = None
         if request.log_directory and request.log_path:
-            log_dir = Path(request.log_directory, request.log_path).parent
+            log_file = Path(request.log_directory, request.log_path)
 
         def prepare() -> list[str]:
-            """The blocking part: one worker-thread trip with the create's mark, not two."""
-            sources = _resolve_sources(request.mounts)  # a missing one: no log dir made
-            if log_dir is not None:
-                log_dir.mkdir(parents=True, exist_ok=True)
+            """The blocking part: one worker-thread trip with the create's mark, not two.
+            The log file is made here, not in StartContainer's own trip."""
+            sources = _resolve_sources(request.mounts)  # a missing one: no log file made
+            if log_file is not None:
+                touch(log_file)
             return sources
 
         # Whatever fails or is cancelled inside removes the container again.
@@ -356,9 +359,20 @@ class Containers:
                 )
             container_id = await creator.create(made, spec, taken)
             await self.store.refresh(container_id, covers=("create",))
+        if log_file is not None:
+            if len(self._log_made) > 10_000:  # a bound, not a policy: never started, never removed
+                self._log_made.clear()
+            self._log_made.add(container_id)
         # Said on the call's own rpc line: one line per create, naming what it made.
         structlog.contextvars.bind_contextvars(container_id=container_id, name=name)
         return container_id
+
+    def log_file_made(self, container_id: str) -> bool:
+        """Whether this process's create of the container made its log file (asked once,
+        by StartContainer: after a restart of crishim, or if unknown, it is made again)."""
+        made = container_id in self._log_made
+        self._log_made.discard(container_id)
+        return made
 
     def _record(self, container_id: str) -> Record | None:
         record = self.store.get(container_id)
@@ -401,6 +415,7 @@ class Containers:
 
     async def remove(self, container_id: str) -> None:
         """Force-remove; concurrent removals (also the pod's) share one Docker call."""
+        self._log_made.discard(container_id)
         record = self._record(container_id)
         if record is None:
             return

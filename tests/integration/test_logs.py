@@ -162,6 +162,34 @@ def test_the_log_file_exists_when_start_returns_even_for_a_silent_container(
     assert path.read_bytes() == b""
 
 
+def test_the_log_file_exists_from_the_create_and_after_a_start_by_a_restarted_crishim(
+    private_node, official_stubs
+) -> None:
+    _, proc, client = private_node
+    pb = client.pb
+    config = sandbox_config(pb)
+    sandbox_id = client.runtime.RunPodSandbox(
+        pb.RunPodSandboxRequest(config=config), timeout=120
+    ).pod_sandbox_id
+    the_pod = (sandbox_id, config)
+    cid = create(client, the_pod, "later", ["sleep", "300"], start=False)
+    path = log_file(the_pod, "later")
+    assert path.exists(), "CreateContainer made the log file"
+    path.unlink()  # made by a create this crishim does not remember after its restart
+    proc.signal(signal.SIGTERM)
+    assert proc.wait(60) == 0
+    proc.start()
+    client = Official(proc.socket, *official_stubs)
+    try:
+        client.runtime.StartContainer(pb.StartContainerRequest(container_id=cid), timeout=60)
+        assert path.exists(), "StartContainer made the log file its create made before"
+    finally:
+        client.runtime.RemovePodSandbox(
+            pb.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=60
+        )
+        client.close()
+
+
 def test_everything_printed_is_in_the_file_before_the_exit_is_reported(
     official: Official,
     pod,  # noqa: F811

@@ -286,7 +286,8 @@ class ContainerRPCs:
     ) -> api.StartContainerResponse:
         _require_id(message.container_id)
         await self._containers.start(message.container_id)
-        await self._logs.started(self._containers.get(message.container_id).log_path)
+        if not self._containers.log_file_made(message.container_id):
+            await self._logs.started(self._containers.get(message.container_id).log_path)
         return api.StartContainerResponse()
 
     async def stop_container(self, message: api.StopContainerRequest) -> api.StopContainerResponse:

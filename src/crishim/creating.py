@@ -8,12 +8,14 @@ retry with the same metadata got ALREADY_EXISTS forever:
     create is now shielded, and if it completes for nobody the object is removed;
   - crishim was killed between the create and the end of the call: every create
     is marked in the state dir (`creating/<docker name>`) before it starts and
-    unmarked when the call has finished either way (the unmark runs on after
-    the call has answered: one worker-thread trip less in it); a mark found at
-    start names a leftover, which is removed if it never ran. A crash in the
-    moment between an answer and its unmark removes at start a container that
-    a finished CreateContainer made and nobody started yet: the kubelet, finding
-    it gone, creates it again (a pause has run, and is never removed so);
+    unmarked after the call has finished either way; a mark found at start names
+    a leftover, which is removed if it never ran. Unmarks wait for the next
+    create's worker-thread trip (its mark) or UNMARK_DELAY, whichever comes
+    first, and go together: a trip costs a call ~1 ms here, and a kubelet's
+    creates come in pairs (RunPodSandbox, then CreateContainer). A crash in
+    that time removes at start a container that a finished CreateContainer made
+    and nobody started yet: the kubelet, finding it gone, creates it again (a
+    pause has run, and is never removed so);
   - a RunPodSandbox retry meets such a leftover first: a pause that never ran,
     and that no call of this process is creating, is removed and the create
     retried once (RunPodSandbox always starts its pause, so one that never ran
@@ -33,7 +35,7 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +49,7 @@ from crishim.store import Store
 log = structlog.get_logger(__name__)
 
 UNDO_TIMEOUT = 30.0
+UNMARK_DELAY = 1.0  # seconds a finished create's mark may wait for the next create's trip
 
 
 def never_ran(info: ContainerInfo) -> bool:
@@ -63,7 +66,9 @@ class Creator:
         self.marks = state_dir / "creating"
         self._names: set[str] = set()  # creates in flight in this process
         self._undoing: set[asyncio.Task[None]] = set()
-        self._unmarking: dict[str, asyncio.Task[None]] = {}  # name -> its unmark, running
+        self._finished: list[str] = []  # creates that finished: their marks go next
+        self._unmarking: dict[str, asyncio.Future[Any]] = {}  # name -> the trip unmarking it
+        self._flush_timer: asyncio.TimerHandle | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
     # -- start and stop -----------------------------------------------------------
@@ -82,6 +87,7 @@ class Creator:
         await tasks.stop(self._sweeper)
         if self._undoing:
             await asyncio.wait(self._undoing, timeout=UNDO_TIMEOUT)
+        self._flush()
         if self._unmarking:
             await asyncio.wait(list(self._unmarking.values()), timeout=UNDO_TIMEOUT)
 
@@ -123,13 +129,21 @@ class Creator:
             raise taken()  # the same object is being created by a call running now
         self._names.add(name)
         made = _Made()
+        trip = None
         try:
             unmarking = self._unmarking.get(name)
             if unmarking is not None:  # an earlier create's: it must not take the new mark
-                await asyncio.shield(unmarking)
-            made.prepared = await asyncio.to_thread(self._mark, name, prepare)
+                await asyncio.wait({unmarking})
+            # A finished create of this name is superseded: its mark file is this one's.
+            stale = [n for n in self._finished if n != name]
+            self._finished.clear()
+            trip = asyncio.ensure_future(asyncio.to_thread(self._mark, name, prepare, stale))
+            self._unmarking_in(trip, stale)
+            made.prepared = await asyncio.shield(trip)  # the others' unmarks are in it
         except BaseException:
             self._names.discard(name)
+            if trip is not None:
+                self._finish(name)  # cancelled or failed after the mark may have been made
             raise
         try:
             yield made
@@ -139,7 +153,7 @@ class Creator:
             raise
         finally:
             self._names.discard(name)
-            self._unmark_soon(name)
+            self._finish(name)
 
     async def create(
         self,
@@ -153,18 +167,35 @@ class Creator:
         made.id = await self._create(spec, taken, replace_never_ran)
         return made.id
 
-    def _unmark_soon(self, name: str) -> None:
-        """Unmark in a task of its own: the call answers without waiting for it."""
-        task = asyncio.ensure_future(asyncio.to_thread(self._unmark, name))
-        self._unmarking[name] = task
+    def _finish(self, name: str) -> None:
+        """The create of `name` is over: its mark goes with the next trip (the call
+        answers without waiting for it)."""
+        self._finished.append(name)
+        if self._flush_timer is None:
+            loop = asyncio.get_running_loop()
+            self._flush_timer = loop.call_later(UNMARK_DELAY, self._flush)
 
-        def done(t: asyncio.Task[None]) -> None:
-            if self._unmarking.get(name) is t:
-                del self._unmarking[name]
-            if not t.cancelled() and t.exception() is not None:
-                log.error("create_unmark_failed", name=name, error=repr(t.exception()))
+    def _flush(self) -> None:
+        """Unmark the finished creates in a trip of their own (no create came to take them)."""
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        names, self._finished = self._finished, []
+        if names:
+            trip = asyncio.ensure_future(asyncio.to_thread(self._unmark_all, names))
+            self._unmarking_in(trip, names)
 
-        task.add_done_callback(done)
+    def _unmarking_in(self, trip: asyncio.Future[Any], names: list[str]) -> None:
+        """`trip` removes the marks of `names`: a new create of one of them waits for it."""
+        for name in names:
+            self._unmarking[name] = trip
+
+        def done(t: asyncio.Future[Any]) -> None:
+            for name in names:
+                if self._unmarking.get(name) is t:
+                    del self._unmarking[name]
+
+        trip.add_done_callback(done)
 
     async def _create(
         self, spec: ContainerSpec, taken: Callable[[], errors.CrishimError], replace: bool
@@ -255,7 +286,10 @@ class Creator:
 
     # -- marks (blocking) -------------------------------------------------------------
 
-    def _mark(self, name: str, prepare: Callable[[], Any] | None = None) -> Any:
+    def _mark(
+        self, name: str, prepare: Callable[[], Any] | None = None, finished: Iterable[str] = ()
+    ) -> Any:
+        self._unmark_all(finished)
         fd = os.open(self.marks / name, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
         os.close(fd)
         if prepare is None:
@@ -269,6 +303,15 @@ class Creator:
     def _unmark(self, name: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             (self.marks / name).unlink()
+
+    def _unmark_all(self, names: Iterable[str]) -> None:
+        """Never fails the create whose trip this is: a mark left is logged (at start, its
+        container is removed if it never ran)."""
+        for name in names:
+            try:
+                self._unmark(name)
+            except OSError as exc:
+                log.error("create_unmark_failed", name=name, error=repr(exc))
 
 
 class _Made:

@@ -55,6 +55,7 @@ async def test_a_new_create_of_the_same_name_waits_for_the_earlier_unmark(tmp_pa
     spec = SimpleNamespace(name="k8s_POD_pod_ns_uid_0")
     async with creator.creating(spec, _taken):  # type: ignore[arg-type]
         pass
+    creator._flush()  # no other create came: the unmark runs (and is held) on its own
     inside = asyncio.Event()
     leave = asyncio.Event()
     marked_inside: list[bool] = []
@@ -76,3 +77,32 @@ async def test_a_new_create_of_the_same_name_waits_for_the_earlier_unmark(tmp_pa
     await second
     await creator.close()
     assert list(creator.marks.iterdir()) == []
+
+
+async def test_finished_marks_go_in_the_next_create_s_trip_or_after_a_delay(
+    tmp_path, monkeypatch
+) -> None:
+    monkeypatch.setattr("crishim.creating.UNMARK_DELAY", 0.5)
+    creator = Creator(Docker(), Store(), tmp_path)  # type: ignore[arg-type]
+    await creator.start()
+    trips = 0  # unmark trips of their own
+    real = creator._flush
+
+    def counted() -> None:
+        nonlocal trips
+        trips += bool(creator._finished)
+        real()
+
+    creator._flush = counted  # type: ignore[method-assign]
+    pod, app = SimpleNamespace(name="k8s_POD_p_ns_u_0"), SimpleNamespace(name="k8s_app_p_ns_u_0")
+    async with creator.creating(pod, _taken):  # type: ignore[arg-type]
+        pass
+    assert (creator.marks / pod.name).exists()  # the call answered; the mark waits
+    async with creator.creating(app, _taken):  # type: ignore[arg-type]
+        assert not (creator.marks / pod.name).exists(), "gone in this create's own trip"
+        assert (creator.marks / app.name).exists()
+    assert trips == 0, "no trip of its own"
+    await asyncio.sleep(1.0)
+    assert list(creator.marks.iterdir()) == [], "no create came: it went after the delay"
+    assert trips == 1
+    await creator.close()

@@ -22,9 +22,11 @@ class _Docker:
         self.answers = list(answers)
         self.lists = 0
         self.go = asyncio.Event()
+        self.asked = asyncio.Event()
 
     async def list_images(self) -> list[ImageListEntry]:
         self.lists += 1
+        self.asked.set()
         answer = self.answers.pop(0)
         if self.lists == 1:
             await self.go.wait()
@@ -34,7 +36,8 @@ class _Docker:
         return details(name, ())
 
 
-async def test_a_list_read_across_a_pull_is_read_again_not_kept() -> None:
+async def test_a_list_read_across_a_pull_is_read_again_not_kept(monkeypatch) -> None:
+    monkeypatch.setattr("crishim.images.EVENT_SETTLE", 0)  # the list is under way at once
     before = [ImageListEntry(A, (TAG,), (), 10)]  # Docker's list just before the pull
     after = [ImageListEntry(A, (), (), 10), ImageListEntry(B, (TAG,), (), 10)]
     docker = _Docker(before, after)
@@ -43,7 +46,7 @@ async def test_a_list_read_across_a_pull_is_read_again_not_kept() -> None:
     images._synced = True
 
     images.image_event("pull", B)  # the pull's event: a list starts, and is slow
-    await asyncio.sleep(0)
+    await docker.asked.wait()
     images._pulled(details(B, (TAG,)))  # PullImage writes its result meanwhile
     assert (await images.status(TAG)).id == B
     docker.go.set()  # the list that was under way answers with the older state
@@ -52,3 +55,14 @@ async def test_a_list_read_across_a_pull_is_read_again_not_kept() -> None:
     assert docker.lists == 2
     assert (await images.status(TAG)).id == B
     assert [i.id for i in await images.list("app")] == [B]
+
+
+async def test_a_burst_of_image_events_costs_one_list() -> None:
+    docker = _Docker([], [])
+    docker.go.set()
+    images = Images(docker, engine=None, pause_image="pause:1")  # type: ignore[arg-type]
+    for action in ("untag", "untag", "delete", "delete"):  # one removal's events
+        images.image_event(action, A)
+        await asyncio.sleep(0.001)
+    await images._relisting
+    assert docker.lists == 1

@@ -293,6 +293,13 @@ def main() -> None:
         test_images.build(dockerd, root / "build")  # busybox and the pause image for pods
         counts = [int(c) for c in args.stats_counts.split(",")]
         overhead_counts = [int(c) for c in args.overhead_counts.split(",")]
+
+        def overhead() -> dict:
+            pull = pullable(dockerd, registry, "bench/overhead-pull")
+            return bench_overhead.run(
+                dockerd.endpoint, root, stubs, overhead_counts, args.pod_cycles, 20, pull
+            )
+
         if args.only:
             parts = {
                 "pods": lambda: bench_pods.run(
@@ -304,15 +311,7 @@ def main() -> None:
                 "memory": lambda: bench_memory.run(
                     dockerd.endpoint, root, stubs, args.memory_pods, args.memory_cycles
                 ),
-                "overhead": lambda: bench_overhead.run(
-                    dockerd.endpoint,
-                    root,
-                    stubs,
-                    overhead_counts,
-                    args.pod_cycles,
-                    20,
-                    pullable(dockerd, registry, "bench/overhead-pull"),
-                ),
+                "overhead": overhead,
             }
             json.dump({args.only: parts[args.only]()}, sys.stdout, indent=2)
             print()
@@ -337,15 +336,7 @@ def main() -> None:
             "streaming": streams,
             "pods": bench_pods.run(dockerd.endpoint, root, stubs, args.pod_cycles, summary),
             "stats": bench_stats.run(dockerd.endpoint, root, stubs, counts, 20, summary),
-            "overhead": bench_overhead.run(
-                dockerd.endpoint,
-                root,
-                stubs,
-                overhead_counts,
-                args.pod_cycles,
-                20,
-                pullable(dockerd, registry, "bench/overhead-pull"),
-            ),
+            "overhead": overhead(),
         }
     finally:
         crishim.stop()

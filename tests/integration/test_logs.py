@@ -113,14 +113,20 @@ def test_reopen_of_stopped_and_unknown_containers(official: Official, pod) -> No
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
 
 
+def _pod_of(client: Official):
+    """A running pod of `client`'s crishim: (sandbox id, its config)."""
+    config = sandbox_config(client.pb)
+    sandbox_id = client.runtime.RunPodSandbox(
+        client.pb.RunPodSandboxRequest(config=config), timeout=120
+    ).pod_sandbox_id
+    return sandbox_id, config
+
+
 def test_nothing_is_lost_while_crishim_is_down(private_node, official_stubs) -> None:
     _, proc, client = private_node
     pb = client.pb
-    config = sandbox_config(pb)
-    sandbox_id = client.runtime.RunPodSandbox(
-        pb.RunPodSandboxRequest(config=config), timeout=120
-    ).pod_sandbox_id
-    the_pod = (sandbox_id, config)
+    the_pod = _pod_of(client)
+    sandbox_id = the_pod[0]
     create(
         client,
         the_pod,
@@ -167,11 +173,8 @@ def test_the_log_file_exists_from_the_create_and_after_a_start_by_a_restarted_cr
 ) -> None:
     _, proc, client = private_node
     pb = client.pb
-    config = sandbox_config(pb)
-    sandbox_id = client.runtime.RunPodSandbox(
-        pb.RunPodSandboxRequest(config=config), timeout=120
-    ).pod_sandbox_id
-    the_pod = (sandbox_id, config)
+    the_pod = _pod_of(client)
+    sandbox_id = the_pod[0]
     cid = create(client, the_pod, "later", ["sleep", "300"], start=False)
     path = log_file(the_pod, "later")
     assert path.exists(), "CreateContainer made the log file"

@@ -28,6 +28,9 @@ OUTPUT_CAP = 16 * 1024 * 1024
 READ_SIZE = 64 * 1024
 PID_WAIT = 10.0  # for Docker to record a started exec's pid
 PID_POLL = 0.05
+EXIT_WAIT = 30.0  # for Docker to record the end of an exec whose output has closed
+EXIT_POLL = 0.01  # first wait for Docker to record an exec's end; doubled up to EXIT_POLL_MAX
+EXIT_POLL_MAX = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +87,8 @@ async def exec_sync(
                     buf = out.get(chunk.stream)
                     if buf is not None and len(buf) < OUTPUT_CAP:
                         buf += chunk.data[: OUTPUT_CAP - len(buf)]
+            await stream.close()
+            exit_code = await exit_code_of(docker, exec_id)
         finished = True
     except TimeoutError:
         raise errors.DeadlineExceeded(
@@ -93,13 +98,26 @@ async def exec_sync(
         await stream.close()
         if not finished:
             await asyncio.shield(kill_exec(docker, exec_id))
-    running, exit_code, _ = await docker.exec_inspect(exec_id)
-    for _ in range(50):  # the exec's end is recorded just after its output ends
-        if not running:
-            break
-        await asyncio.sleep(0.02)
-        running, exit_code, _ = await docker.exec_inspect(exec_id)
-    return ExecResult(bytes(out["stdout"]), bytes(out["stderr"]), int(exit_code or 0))
+    return ExecResult(bytes(out["stdout"]), bytes(out["stderr"]), exit_code)
+
+
+async def exit_code_of(docker: DockerClient, exec_id: str) -> int:
+    """The exec's exit code, once Docker has recorded its end: just after the output
+    closed, or later on a busy node. Never a guess (a failed probe read as passed):
+    if the end is not recorded within EXIT_WAIT, the call fails."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + EXIT_WAIT
+    delay = EXIT_POLL
+    while True:
+        _, exit_code, _ = await docker.exec_inspect(exec_id)
+        if exit_code is not None:
+            return int(exit_code)
+        if loop.time() >= end:
+            raise errors.Unavailable(
+                f"the command's output ended, but Docker recorded no exit within {EXIT_WAIT:g}s"
+            )
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, EXIT_POLL_MAX)
 
 
 async def kill_exec(docker: DockerClient, exec_id: str) -> None:

@@ -1,8 +1,12 @@
-"""Finding every process an exec started, from /proc."""
+"""Exec helpers: every process an exec started (from /proc), its kill, its exit code."""
 
 from __future__ import annotations
 
-from crishim import execsync
+import asyncio
+
+import pytest
+
+from crishim import errors, execsync
 from crishim.execsync import descendants
 
 
@@ -77,3 +81,42 @@ async def test_a_pid_that_never_comes_ends_the_wait(monkeypatch) -> None:
     await execsync.kill_exec(docker, "e1")
     assert killed == []
     assert docker.asked > 1
+
+
+class _ClosedStream:
+    """A hijacked exec whose output has ended."""
+
+    def __init__(self) -> None:
+        self.reader = asyncio.StreamReader()
+        self.reader.feed_eof()
+
+    async def close(self) -> None:
+        pass
+
+
+class _SlowExit(_Execs):
+    """Docker records the exec's end only after a while, as on a busy node."""
+
+    async def exec_create(self, container_id: str, cmd, *, stdin: bool, tty: bool) -> str:
+        return "e1"
+
+    async def exec_start(self, exec_id: str, *, tty: bool) -> _ClosedStream:
+        return _ClosedStream()
+
+
+async def test_exec_sync_waits_for_docker_to_record_the_exit_code(monkeypatch) -> None:
+    monkeypatch.setattr(execsync, "EXIT_POLL_MAX", 0.01)
+    # Still "running" for 60 looks after the output ended (the old code gave up after
+    # 51 looks, ~1 s, and answered 0).
+    docker = _SlowExit(*[(True, None, 4321)] * 60, (False, 3, 4321))
+    result = await execsync.exec_sync(docker, "c1", ["false"], timeout_s=0)
+    assert result.exit_code == 3
+    assert docker.asked == 61
+
+
+async def test_an_exit_never_recorded_is_an_error_not_a_success(monkeypatch) -> None:
+    monkeypatch.setattr(execsync, "EXIT_POLL_MAX", 0.01)
+    monkeypatch.setattr(execsync, "EXIT_WAIT", 0.1)
+    docker = _SlowExit((True, None, 4321))
+    with pytest.raises(errors.Unavailable, match="recorded no exit"):
+        await execsync.exec_sync(docker, "c1", ["false"], timeout_s=0)

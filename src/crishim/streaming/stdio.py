@@ -21,7 +21,7 @@ import structlog
 from crishim import errors
 from crishim.docker import DockerClient
 from crishim.docker.streams import Demuxer, Hijacked
-from crishim.execsync import kill_exec
+from crishim.execsync import exit_code_of, kill_exec
 
 log = structlog.get_logger(__name__)
 
@@ -133,13 +133,7 @@ async def run_exec(docker: DockerClient, container_id: str, cmd: list[str], io: 
             await asyncio.shield(kill_exec(docker, exec_id))
     if not finished:
         return -1
-    running, exit_code, _ = await docker.exec_inspect(exec_id)
-    for _ in range(100):  # Docker records the end just after the output closes
-        if not running:
-            break
-        await asyncio.sleep(0.02)
-        running, exit_code, _ = await docker.exec_inspect(exec_id)
-    return int(exit_code or 0)
+    return await exit_code_of(docker, exec_id)
 
 
 async def run_attach(docker: DockerClient, container_id: str, io: Stdio) -> None:

@@ -87,7 +87,6 @@ async def exec_sync(
                     buf = out.get(chunk.stream)
                     if buf is not None and len(buf) < OUTPUT_CAP:
                         buf += chunk.data[: OUTPUT_CAP - len(buf)]
-            await stream.close()
             exit_code = await exit_code_of(docker, exec_id)
         finished = True
     except TimeoutError:
@@ -128,7 +127,8 @@ async def kill_exec(docker: DockerClient, exec_id: str) -> None:
     can have run (and a client have seen its output and left) before that. So
     until the pid is known or the exec has ended, look again.
     """
-    end = asyncio.get_running_loop().time() + PID_WAIT
+    loop = asyncio.get_running_loop()
+    end = loop.time() + PID_WAIT
     while True:
         try:
             running, exit_code, pid = await docker.exec_inspect(exec_id)
@@ -140,7 +140,7 @@ async def kill_exec(docker: DockerClient, exec_id: str) -> None:
             return
         if running and pid:
             break
-        if asyncio.get_running_loop().time() >= end:
+        if loop.time() >= end:
             log.warning("exec_kill_failed", exec_id=exec_id, error="Docker recorded no pid")
             return
         await asyncio.sleep(PID_POLL)

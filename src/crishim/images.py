@@ -18,14 +18,13 @@ images as of the last `GET /images/json`, with each image's inspected details
 again when Docker reports an image event (pull, tag, untag, delete, load,
 import: any change of names or images), coalesced so that a burst of events
 (a removal's untags and deletes) costs one list, and at every (re)subscription
-of the event stream. PullImage
-and RemoveImage write their own result into the cache before they return (the
-pulled image as its inspect shows it, its tag taken from any other image; the
-removed image gone), so a caller never sees a state older than its own write,
-without a list of every image in the call; a list that was under way when such
-a write landed may predate it, so it is read again rather than kept. While the
-event stream is down the cache is not trusted and every call asks Docker, as it
-would without a cache.
+of the event stream. PullImage and RemoveImage write their own result into the
+cache before they return (the pulled image as its inspect shows it, its tag
+taken from any other image; the removed image gone), so a caller never sees a
+state older than its own write, without a list of every image in the call; a
+list that was under way when such a write landed may predate it, so it is read
+again rather than kept. While the event stream is down the cache is not trusted
+and every call asks Docker, as it would without a cache.
 """
 
 from __future__ import annotations

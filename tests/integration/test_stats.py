@@ -397,6 +397,31 @@ def test_metric_values_agree_with_container_stats(official, pod, dockerd) -> Non
     assert pod_rx >= rx.value.value  # counters only grow
 
 
+def _metric_stamps(official: Official, cid: str) -> list[int]:
+    pb = official.pb
+    pods = official.runtime.ListPodSandboxMetrics(
+        pb.ListPodSandboxMetricsRequest(), timeout=30
+    ).pod_metrics
+    (cm,) = [c for p in pods for c in p.container_metrics if c.container_id == cid]
+    return sorted({m.timestamp for m in cm.metrics})
+
+
+def test_scrapes_within_a_round_show_one_recent_reading(official, pod) -> None:  # noqa: F811
+    """Like the kubelet's cAdvisor: metrics come from a periodic reading, not a new one
+    per scrape; each carries the time it was read, never older than a round allows."""
+    cid = create(official, pod, "scraped", ["sleep", "300"])
+    pairs = []
+    for _ in range(3):  # a sampler round may fall between two calls: a few pairs
+        pairs.append((_metric_stamps(official, cid), _metric_stamps(official, cid)))
+        now = time.time_ns()
+        for stamps in pairs[-1]:
+            assert len(stamps) == 1  # one reading per container
+            assert now - collector.METRICS_MAX_AGE_NS <= stamps[0] <= now
+        if pairs[-1][0] == pairs[-1][1]:
+            break
+    assert any(first == second for first, second in pairs), pairs
+
+
 # -- events ---------------------------------------------------------------------------------
 
 

@@ -136,6 +136,26 @@ def test_metrics_decode_with_their_type_and_labels(pb) -> None:
     assert c.HasField("value")
 
 
+def test_metrics_keep_each_samples_own_time_value_and_labels(pb) -> None:
+    """Parts are encoded once and reused: each metric must still get its own."""
+    who = metrics.ContainerIdentity("POD", "/kubepods/y", "pause", "k8s_POD", "ns", "pod")
+    big, now = 2**40 + 5, 1_764_000_000_123_456_789
+    samples = [
+        metrics.Sample("container_network_receive_bytes_total", metrics.COUNTER,
+                       (*who.values(), "eth0"), big, now),
+        metrics.Sample("container_network_transmit_bytes_total", metrics.COUNTER,
+                       (*who.values(), "eth1"), 300, now + 1),
+        metrics.Sample("container_last_seen", metrics.GAUGE, who.values(), 128, now),
+    ]  # fmt: skip
+    decoded = pb.ContainerMetrics.FromString(_metrics(samples, who)).metrics
+    assert [(m.name, m.timestamp, m.value.value, list(m.label_values)[6:]) for m in decoded] == [
+        ("container_network_receive_bytes_total", now, big, ["eth0"]),
+        ("container_network_transmit_bytes_total", now + 1, 300, ["eth1"]),
+        ("container_last_seen", now, 128, []),
+    ]
+    assert all(list(m.label_values)[:6] == list(who.values()) for m in decoded)
+
+
 def test_a_list_joined_from_cached_entries_is_the_whole_response(pb) -> None:
     from dataclasses import replace
 

@@ -125,6 +125,30 @@ async def test_pod_lists_are_reused_and_new_pod_readings_do_not_drop_the_contain
     assert await stats.pods_stats(pods, full=True, max_age_ns=LIST) is full
 
 
+async def test_after_a_metrics_call_the_samplers_rounds_serve_the_metrics() -> None:
+    stats, _ = _collector([_running("a" * 64)], [_pod()])
+    pods = stats.sandboxes.list()
+    metrics_age = collector.METRICS_MAX_AGE_NS
+    # No metrics asked yet: a round reads what the stats lists show, not enough for them.
+    await stats.sample()
+    plain = await stats.pods_stats(pods, max_age_ns=LIST)
+    first = await stats.pods_stats(pods, full=True, max_age_ns=metrics_age)
+    assert first is not plain
+    assert first[0].containers[0].usage.memory_failcnt is not None  # read full now
+    stats.metrics_asked()
+    await stats.sample()
+    sampled = await stats.pods_stats(pods, max_age_ns=LIST)
+    assert sampled is not first
+    # The next scrape gets the round's reading: no cgroup read of its own.
+    assert await stats.pods_stats(pods, full=True, max_age_ns=metrics_age) is sampled
+    # While the stats lists are polled, rounds come often and stay partial.
+    stats.asked()
+    await stats.sample()
+    polled = await stats.pods_stats(pods, max_age_ns=LIST)
+    assert polled is not sampled
+    assert polled[0].containers[0].usage.memory_failcnt is None
+
+
 async def test_the_wire_answer_is_reused_for_the_same_list_and_members_match_entries(pb) -> None:
     stats, _ = _collector([_running("a" * 64)], [_pod()])
     entries = StatsEntries()

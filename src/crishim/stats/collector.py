@@ -18,7 +18,14 @@ being made (one in the last DEMAND_WINDOW). The list calls, which the kubelet
 polls for all pods at once, answer from the latest reading when it is at most
 LIST_MAX_AGE old, as the kubelet's own cAdvisor answers from its housekeeping;
 each entry's timestamps say when it was read. The single-object calls
-(ContainerStats, PodSandboxStats) and the metrics read the kernel at once.
+(ContainerStats, PodSandboxStats) read the kernel at once. The metrics answer
+from a full reading (one with what only they use) at most METRICS_MAX_AGE old,
+as the kubelet's cAdvisor answered from its housekeeping (every 10 s). While
+they were asked within METRICS_WINDOW and the list calls are not polled, the
+sampler's rounds (every SAMPLE_INTERVAL) read full, so a scrape finds one and
+reads nothing. While the lists are polled, rounds come every DEMAND_INTERVAL
+and stay partial: reading full in each would cost more than the scrapes (every
+15 s or more) that it saves, so a scrape then reads the kernel itself.
 Stats objects are kept while nothing they show changed, so the server can
 keep their encoding too; a list call over every container (or pod) gets the
 very list it got last time while no reading, record or layer changed, and the
@@ -57,6 +64,8 @@ SAMPLE_INTERVAL = 10.0
 DEMAND_INTERVAL = 2.0
 DEMAND_WINDOW = 60.0
 LIST_MAX_AGE_NS = 3_000_000_000
+METRICS_WINDOW = 90.0  # Prometheus scrapes every 15 s to 1 min
+METRICS_MAX_AGE_NS = int((SAMPLE_INTERVAL + DEMAND_INTERVAL) * 1e9)  # a round plus slack
 HISTORY = 4
 
 
@@ -184,6 +193,7 @@ class StatsCollector:
         self._pod_readings: dict[str, tuple[SandboxView, _PodReading]] = {}
         self._pods: dict[str, PodStats] = {}
         self._asked_at = 0.0  # monotonic time of the last list call
+        self._metrics_asked_at = -METRICS_WINDOW  # ... and of the last metrics call
         self._demand = asyncio.Event()
         # Bumped whenever kept container (pod) readings change: the lists' memos key on them.
         self._container_changes = 0
@@ -215,6 +225,10 @@ class StatsCollector:
         if not was:
             self._demand.set()
 
+    def metrics_asked(self) -> None:
+        """A metrics call came: the sampler's rounds read what the metrics show too."""
+        self._metrics_asked_at = time.monotonic()
+
     async def _sample_forever(self) -> None:
         while True:
             interval = DEMAND_INTERVAL if self._in_demand() else SAMPLE_INTERVAL
@@ -222,14 +236,20 @@ class StatsCollector:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._demand.wait(), interval)
             try:
-                await self.pods_stats(self.sandboxes.list())
-                await asyncio.to_thread(self._forget_gone, self._live_keys())
-                if self.on_sample is not None and self._in_demand():
-                    await self.on_sample()
+                await self.sample()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("stats_sample_failed")
+
+    async def sample(self) -> None:
+        """One sampler round: every container and pod read now."""
+        wanted = time.monotonic() - self._metrics_asked_at < METRICS_WINDOW
+        full = wanted and not self._in_demand()
+        await self.pods_stats(self.sandboxes.list(), full=full)
+        await asyncio.to_thread(self._forget_gone, self._live_keys())
+        if self.on_sample is not None and self._in_demand():
+            await self.on_sample()
 
     # -- containers -------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from crishim.stats import cgroups
 from crishim.stats.collector import ContainerStats, Network, PodStats
@@ -40,8 +41,7 @@ class Descriptor:
         return BASE_LABELS + self.extra_labels
 
 
-@dataclass(frozen=True, slots=True)
-class Sample:
+class Sample(NamedTuple):  # ~10 000 per call at 200 pods: a tuple is made 4x faster
     name: str
     kind: str
     labels: tuple[str, ...]
@@ -231,11 +231,13 @@ DESCRIPTORS: tuple[Descriptor, ...] = (
 
 def _usage_samples(who: ContainerIdentity, usage: cgroups.Usage, ts: int) -> list[Sample]:
     out = []
+    base = who.values()
+    with_cpu = (*base, "total")
     for d, get in _USAGE:
         value = get(usage)
         if value is None:
             continue
-        labels = who.values() + (("total",) if d.extra_labels == ("cpu",) else ())
+        labels = with_cpu if d.extra_labels == ("cpu",) else base
         out.append(Sample(d.name, d.kind, labels, value, ts))
     return out
 
@@ -243,15 +245,16 @@ def _usage_samples(who: ContainerIdentity, usage: cgroups.Usage, ts: int) -> lis
 def container_samples(who: ContainerIdentity, stats: ContainerStats, device: str) -> list[Sample]:
     """Every metric of one container, from one stats reading."""
     ts = stats.timestamp_ns or time.time_ns()
-    out = [Sample(LAST_SEEN.name, LAST_SEEN.kind, who.values(), ts // NS, ts)]
+    base = who.values()
+    out = [Sample(LAST_SEEN.name, LAST_SEEN.kind, base, ts // NS, ts)]
     info = stats.view.record.info
     if stats.usage is not None:
         out += _usage_samples(who, stats.usage, ts)
         started = info.state.started_at_ns
         if started:
-            out.append(Sample(START_TIME.name, START_TIME.kind, who.values(), started // NS, ts))
+            out.append(Sample(START_TIME.name, START_TIME.kind, base, started // NS, ts))
     if stats.layer is not None:
-        labels = (*who.values(), device)
+        labels = (*base, device)
         out.append(Sample(FS_USAGE.name, FS_USAGE.kind, labels, stats.layer.bytes, ts))
         out.append(Sample(FS_INODES.name, FS_INODES.kind, labels, stats.layer.inodes, ts))
     r = info.resources
@@ -261,7 +264,7 @@ def container_samples(who: ContainerIdentity, stats: ContainerStats, device: str
         (limit or r.memory_limit_in_bytes, r.cpu_period, r.cpu_quota, r.cpu_shares),
         strict=True,
     ):
-        out.append(Sample(d.name, d.kind, who.values(), max(0, value or 0), ts))
+        out.append(Sample(d.name, d.kind, base, max(0, value or 0), ts))
     return out
 
 
@@ -278,8 +281,9 @@ def pause_samples(who: ContainerIdentity, pod: PodStats) -> list[Sample]:
 
 def network_samples(who: ContainerIdentity, network: Network) -> list[Sample]:
     out = []
+    base = who.values()
     for iface in network.interfaces:
-        labels = (*who.values(), iface.name)
+        labels = (*base, iface.name)
         for d, get in _NETWORK:
             out.append(Sample(d.name, d.kind, labels, get(iface), network.timestamp_ns))
     return out

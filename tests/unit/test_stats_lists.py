@@ -3,6 +3,7 @@ one as soon as something did. Readings come from this test process's own cgroups
 
 from __future__ import annotations
 
+import asyncio
 import os
 from dataclasses import replace
 
@@ -166,3 +167,29 @@ async def test_the_wire_answer_is_reused_for_the_same_list_and_members_match_ent
     assert joined_again == joined
     assert again is not items
     assert again[0] is items[0]
+
+
+async def test_other_tasks_run_while_a_large_scrape_is_encoded() -> None:
+    from crishim.server.stats import METRICS_YIELD_EVERY, StatsRPCs
+
+    pods = [_pod(f"{i:064x}") for i in range(2 * METRICS_YIELD_EVERY + 1)]
+    stats, _ = _collector([], pods)
+    rpcs = StatsRPCs()
+    rpcs._stats, rpcs._sandboxes = stats, stats.sandboxes
+    # Read beforehand: the scrape below reuses the reading and only encodes.
+    await stats.pods_stats(stats.sandboxes.list(), full=True)
+    ran: list[int] = []
+
+    async def other() -> None:
+        while True:
+            ran.append(len(ran))
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(other())
+    await asyncio.sleep(0)
+    before = len(ran)
+    entries = await rpcs._pod_metrics()
+    during = len(ran) - before
+    task.cancel()
+    assert len(entries) == len(pods)
+    assert during >= 2  # at least once per METRICS_YIELD_EVERY pods

@@ -4,6 +4,7 @@ GetContainerEvents. Translation only: the numbers come from crishim.stats."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -215,6 +216,7 @@ def _metrics(samples: Sequence[metrics.Sample], who: metrics.ContainerIdentity) 
 
 
 _CONTAINER_METRICS = w.key(3, w.LEN)
+METRICS_YIELD_EVERY = 25  # pods (~2 ms of encoding) between a scrape's yields to the loop
 
 
 def pod_metrics(
@@ -420,7 +422,9 @@ class StatsRPCs:
         out = []
         views = self._sandboxes.list()
         age = collector.METRICS_MAX_AGE_NS
-        for pod in await self._stats.pods_stats(views, full=True, max_age_ns=age):
+        for i, pod in enumerate(await self._stats.pods_stats(views, full=True, max_age_ns=age)):
+            if i and i % METRICS_YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # other calls go on while a large node's scrape encodes
             v = pod.view
             info = v.info
             pause = metrics.ContainerIdentity(

@@ -142,12 +142,23 @@ async def test_after_a_metrics_call_the_samplers_rounds_serve_the_metrics() -> N
     assert sampled is not first
     # The next scrape gets the round's reading: no cgroup read of its own.
     assert await stats.pods_stats(pods, full=True, max_age_ns=metrics_age) is sampled
-    # While the stats lists are polled, rounds come often and stay partial.
+    # While the stats lists are polled, rounds come often; most stay partial ...
     stats.asked()
     await stats.sample()
     polled = await stats.pods_stats(pods, max_age_ns=LIST)
     assert polled is not sampled
     assert polled[0].containers[0].usage.memory_failcnt is None
+    # ... and a scrape meanwhile still gets the last full round's reading, not a new one.
+    scraped = await stats.pods_stats(pods, full=True, max_age_ns=metrics_age)
+    assert scraped[0].containers[0] is sampled[0].containers[0]
+    assert scraped[0].pause is sampled[0].pause
+    # One round in FULL_EVERY seconds reads full again.
+    stats._full_round_at -= collector.FULL_EVERY
+    await stats.sample()
+    renewed = await stats.pods_stats(pods, max_age_ns=LIST)
+    assert renewed[0].containers[0].usage.memory_failcnt is not None
+    scraped = await stats.pods_stats(pods, full=True, max_age_ns=metrics_age)
+    assert scraped[0].containers[0] is renewed[0].containers[0]
 
 
 async def test_the_wire_answer_is_reused_for_the_same_list_and_members_match_entries(pb) -> None:

@@ -21,11 +21,12 @@ each entry's timestamps say when it was read. The single-object calls
 (ContainerStats, PodSandboxStats) read the kernel at once. The metrics answer
 from a full reading (one with what only they use) at most METRICS_MAX_AGE old,
 as the kubelet's cAdvisor answered from its housekeeping (every 10 s). While
-they were asked within METRICS_WINDOW and the list calls are not polled, the
-sampler's rounds (every SAMPLE_INTERVAL) read full, so a scrape finds one and
-reads nothing. While the lists are polled, rounds come every DEMAND_INTERVAL
-and stay partial: reading full in each would cost more than the scrapes (every
-15 s or more) that it saves, so a scrape then reads the kernel itself.
+they were asked within METRICS_WINDOW, the sampler's rounds read full about
+every SAMPLE_INTERVAL, so a scrape finds one and reads nothing: every round
+while the list calls are not polled, one in FULL_EVERY seconds while they are
+(rounds then come every DEMAND_INTERVAL; reading full in each would cost more
+than the scrapes, every 15 s or more, that it saves). The latest full reading
+is kept apart from the latest reading, which the partial rounds renew.
 Stats objects are kept while nothing they show changed, so the server can
 keep their encoding too; a list call over every container (or pod) gets the
 very list it got last time while no reading, record or layer changed, and the
@@ -66,6 +67,7 @@ DEMAND_WINDOW = 60.0
 LIST_MAX_AGE_NS = 3_000_000_000
 METRICS_WINDOW = 90.0  # Prometheus scrapes every 15 s to 1 min
 METRICS_MAX_AGE_NS = int((SAMPLE_INTERVAL + DEMAND_INTERVAL) * 1e9)  # a round plus slack
+FULL_EVERY = SAMPLE_INTERVAL - DEMAND_INTERVAL  # seconds between full rounds while polled
 HISTORY = 4
 
 
@@ -187,13 +189,19 @@ class StatsCollector:
         self._mountpoints: dict[str, str] = {}
         self._devices: dict[str, str] = {}
         self._sampler: asyncio.Task[None] | None = None
-        # The latest stats per container: (stats, the layer measurement it shows, full).
+        # The latest stats per container: (stats, the layer measurement it shows, full);
+        # and the latest full ones, which the metrics use while partial rounds go on.
         self._latest: dict[str, tuple[ContainerStats, LayerUsage | None, bool]] = {}
-        # The latest reading per pod, and the PodStats last built from it.
+        self._latest_full: dict[str, tuple[ContainerStats, LayerUsage | None, bool]] = {}
+        # The latest reading per pod and the PodStats last built from it; the same for
+        # full readings (so that a scrape makes none of the lists' PodStats anew).
         self._pod_readings: dict[str, tuple[SandboxView, _PodReading]] = {}
         self._pods: dict[str, PodStats] = {}
+        self._pod_readings_full: dict[str, tuple[SandboxView, _PodReading]] = {}
+        self._pods_full: dict[str, PodStats] = {}
         self._asked_at = 0.0  # monotonic time of the last list call
         self._metrics_asked_at = -METRICS_WINDOW  # ... and of the last metrics call
+        self._full_round_at = -METRICS_WINDOW  # ... and of the sampler's last full round
         self._demand = asyncio.Event()
         # Bumped whenever kept container (pod) readings change: the lists' memos key on them.
         self._container_changes = 0
@@ -244,8 +252,11 @@ class StatsCollector:
 
     async def sample(self) -> None:
         """One sampler round: every container and pod read now."""
-        wanted = time.monotonic() - self._metrics_asked_at < METRICS_WINDOW
-        full = wanted and not self._in_demand()
+        now = time.monotonic()
+        wanted = now - self._metrics_asked_at < METRICS_WINDOW
+        full = wanted and (not self._in_demand() or now - self._full_round_at >= FULL_EVERY)
+        if full:
+            self._full_round_at = now
         await self.pods_stats(self.sandboxes.list(), full=full)
         await asyncio.to_thread(self._forget_gone, self._live_keys())
         if self.on_sample is not None and self._in_demand():
@@ -300,13 +311,14 @@ class StatsCollector:
                 full,
             )
             for view in stale:
-                self._latest[view.id] = (
-                    self._container(view, readings.get(view.id)),
-                    self.meter.get(view.id),
-                    full,
-                )
+                stats = self._container(view, readings.get(view.id))
+                entry = (stats, self.meter.get(view.id), full)
+                self._latest[view.id] = entry
+                if full:
+                    self._latest_full[view.id] = entry
             self._container_changes += 1
-        result = [self._latest[v.id][0] for v in views]
+        kept = self._latest_full if full else self._latest
+        result = [kept[v.id][0] for v in views]
         if every:
             oldest = min((s.timestamp_ns for s in result if _running(s.view)), default=1 << 63)
             self._listed_containers = _Listed(
@@ -316,7 +328,7 @@ class StatsCollector:
 
     def _current(self, view: ContainerView, full: bool, since_ns: int) -> ContainerStats | None:
         """The kept stats of this container, if they still say what a reading would."""
-        kept = self._latest.get(view.id)
+        kept = (self._latest_full if full else self._latest).get(view.id)
         if kept is None:
             return None
         stats, layer, kept_full = kept
@@ -388,12 +400,16 @@ class StatsCollector:
             for view in stale:
                 reading = fresh.get(view.id) or _PodReading(None, None, None, time.time_ns(), full)
                 self._pod_readings[view.id] = (view, reading)
+                if full:
+                    self._pod_readings_full[view.id] = (view, reading)
             self._pod_changes += 1
+        readings = self._pod_readings_full if full else self._pod_readings
+        built = self._pods_full if full else self._pods
         out = []
         for view in views:
             stats = tuple(by_id[c.id] for c in members[view.id])
-            reading = self._pod_readings[view.id][1]
-            kept = self._pods.get(view.id)
+            reading = readings[view.id][1]
+            kept = built.get(view.id)
             if (
                 kept is not None
                 # By record: get() makes a view per call, a new checkpoint a new view.
@@ -405,7 +421,7 @@ class StatsCollector:
                 out.append(kept)
                 continue
             pod = self._pod(view, reading, stats)
-            self._pods[view.id] = pod
+            built[view.id] = pod
             out.append(pod)
         if every:
             oldest = min(
@@ -417,7 +433,7 @@ class StatsCollector:
         return out
 
     def _pod_reading(self, view: SandboxView, full: bool, since_ns: int) -> _PodReading | None:
-        kept = self._pod_readings.get(view.id)
+        kept = (self._pod_readings_full if full else self._pod_readings).get(view.id)
         if kept is None or kept[0].record is not view.record or full > kept[1].full:
             return None
         if view.ready and kept[1].timestamp_ns < since_ns:
@@ -576,7 +592,15 @@ class StatsCollector:
         for key in [k for k in self.meter.tracked() if k not in ids]:
             self.meter.forget(key)
         self._cpu = {k: v for k, v in self._cpu.items() if k.removeprefix("pod:") in ids}
-        for kept in (self._latest, self._pod_readings, self._pods):
+        kept_maps = (
+            self._latest,
+            self._latest_full,
+            self._pod_readings,
+            self._pod_readings_full,
+            self._pods,
+            self._pods_full,
+        )
+        for kept in kept_maps:
             for key in [k for k in kept if k not in ids]:
                 del kept[key]
         # A pod's net/dev file holds its network namespace: kept only while the pod runs.

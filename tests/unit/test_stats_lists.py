@@ -97,6 +97,10 @@ async def test_a_new_layer_measurement_makes_a_new_list() -> None:
     assert second is not first
     assert second[0].layer is not None
     assert second[0].layer.bytes == 4096
+    # The layer alone changed: the cgroup reading is kept, not read again.
+    assert second[0].usage is first[0].usage
+    assert second[0].timestamp_ns == first[0].timestamp_ns
+    assert await stats.containers_stats(everyone, max_age_ns=LIST) is second
 
 
 async def test_pod_lists_are_reused_and_new_pod_readings_do_not_drop_the_container_list() -> None:

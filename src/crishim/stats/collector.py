@@ -48,7 +48,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import structlog
 
@@ -327,15 +327,25 @@ class StatsCollector:
         return result
 
     def _current(self, view: ContainerView, full: bool, since_ns: int) -> ContainerStats | None:
-        """The kept stats of this container, if they still say what a reading would."""
+        """The kept stats of this container, if they still say what a reading would.
+
+        A new layer measurement alone (one per container every 30 s) is put into them
+        without reading the cgroup again: each part carries the time it was measured."""
         kept = (self._latest_full if full else self._latest).get(view.id)
         if kept is None:
             return None
         stats, layer, kept_full = kept
-        if stats.view is not view or layer is not self.meter.get(view.id) or full > kept_full:
+        if stats.view is not view or full > kept_full:
             return None
         if _running(view) and stats.timestamp_ns < since_ns:
             return None
+        measured = self.meter.get(view.id)
+        if layer is not measured:
+            stats = replace(stats, layer=self._layer(view.id, view.record.info.upper_dir))
+            for latest in (self._latest, self._latest_full):
+                if latest.get(view.id) is kept:
+                    latest[view.id] = (stats, measured, kept_full)
+            self._container_changes += 1
         return stats
 
     def _track_layer(self, view: ContainerView) -> None:

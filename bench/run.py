@@ -10,8 +10,9 @@ Starts a private dockerd and crishim with the test harness (as root), then measu
     API, and port-forward throughput for a 100 MB transfer beside `cat` through Docker exec,
   - pod start (RunPodSandbox) and stop (Stop + RemovePodSandbox) in cni mode beside docker
     mode, with the CNI plugins' time inside them (bench/pods.py),
-  - ListContainerStats and ListPodSandboxStats over 20, 200 (and --stats-counts) running
-    containers: client and server time, crishim CPU per call (bench/stats.py),
+  - ListContainerStats, ListPodSandboxStats and ListPodSandboxMetrics over 20, 200 (and
+    --stats-counts) running containers: client and server time, crishim CPU per call, and
+    a kubelet-like mix of list polls and metrics scrapes (bench/stats.py),
   - side by side: each RPC's server time against the Docker calls it makes, timed at
     the Docker socket by a recording proxy, and the polled calls at 0/200/1000
     containers (bench/overhead.py; `--only overhead`),

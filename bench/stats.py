@@ -5,7 +5,8 @@ For each count, containers are added (10 per pod by default, each `sleep`) until
 run, then the calls are timed: client round trip, crishim's own server time
 (its `rpc` log events) and crishim's CPU time per call (/proc/<pid>/stat);
 first back to back, then `spaced` calls a sampler round apart, as the kubelet
-polls (each of those follows new readings).
+polls (each of those follows new readings); then a kubelet-like mix of list calls
+and metrics scrapes over `mix_seconds` (kubelet_mix).
 Containers are made through the CRI, four at a time.
 """
 
@@ -110,6 +111,30 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def kubelet_mix(proc: CrishimProcess, client: Official, summary, seconds: int) -> dict:
+    """A node's steady state: both stats lists every 10 s (the kubelet's summary),
+    a metrics scrape every 15 s (Prometheus on /metrics/cadvisor), the sampler's
+    rounds between them. Scrape server time, list server time, crishim CPU per second."""
+    pb, rt = client.pb, client.runtime
+    rt.ListPodSandboxMetrics(pb.ListPodSandboxMetricsRequest(), timeout=120)  # first: reads
+    offset = len(proc.events())
+    cpu0, start = _cpu_seconds(proc.proc.pid), time.monotonic()
+    for step in range(seconds // 5):
+        if step % 2 == 0:
+            rt.ListPodSandboxStats(pb.ListPodSandboxStatsRequest(), timeout=120)
+            rt.ListContainerStats(pb.ListContainerStatsRequest(), timeout=120)
+        if step % 3 == 2:
+            rt.ListPodSandboxMetrics(pb.ListPodSandboxMetricsRequest(), timeout=120)
+        time.sleep(max(0.0, start + 5 * (step + 1) - time.monotonic()))
+    cpu = (_cpu_seconds(proc.proc.pid) - cpu0) / (time.monotonic() - start)
+    return {
+        "seconds": seconds,
+        "scrape_server": summary(_server_ms(proc, offset, "ListPodSandboxMetrics")),
+        "pod_list_server": summary(_server_ms(proc, offset, "ListPodSandboxStats")),
+        "crishim_cpu_ms_per_s": round(cpu * 1000, 1),
+    }
+
+
 def run(
     docker_endpoint: str,
     root: Path,
@@ -119,6 +144,7 @@ def run(
     summary,
     per_pod: int = PER_POD,
     spaced: int = 10,
+    mix_seconds: int = 90,
 ) -> dict:
     proc = CrishimProcess(root / "stats-crishim", docker_endpoint).start()
     client = Official(proc.socket, *stubs)
@@ -180,6 +206,7 @@ def run(
                         "crishim_cpu_ms_per_call": round(cpu_spaced * 1000, 2),
                     },
                 }
+            out[f"kubelet_mix_{count}"] = kubelet_mix(proc, client, summary, mix_seconds)
     finally:
         fleet.remove()
         client.close()

@@ -9,7 +9,7 @@ from crishim.containers import ContainerView
 from crishim.docker.types import ContainerInfo, ContainerState
 from crishim.sandboxes import SandboxView
 from crishim.server import protowire as w
-from crishim.server.stats import _metrics, container_stats, pod_stats
+from crishim.server.stats import _metric_entries, container_stats, pod_stats
 from crishim.stats import collector, metrics, netdev
 from crishim.store import Record
 
@@ -113,6 +113,13 @@ def test_pod_stats_decode_with_network_and_containers(pb) -> None:
     assert p.linux.network.interfaces[0].rx_errors.value == 1
     assert p.linux.process.process_count.value == 4
     assert [c.attributes.id for c in p.linux.containers] == ["c" * 64]
+
+
+def _metrics(samples: list[metrics.Sample], who: metrics.ContainerIdentity) -> bytes:
+    """A ContainerMetrics' Metric entries (field 2), as a scrape's pod entry holds them."""
+    out: list[bytes] = []
+    _metric_entries(samples, who, out)
+    return b"".join(out)
 
 
 def test_metrics_decode_with_their_type_and_labels(pb) -> None:

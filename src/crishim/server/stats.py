@@ -208,13 +208,6 @@ def _metric_entries(
     return size
 
 
-def _metrics(samples: Sequence[metrics.Sample], who: metrics.ContainerIdentity) -> bytes:
-    """The Metric entries (field 2) of one container's samples, all labelled as `who`."""
-    out: list[bytes] = []
-    _metric_entries(samples, who, out)
-    return b"".join(out)
-
-
 _CONTAINER_METRICS = w.key(3, w.LEN)
 METRICS_YIELD_EVERY = 25  # pods (~2 ms of encoding) between a scrape's yields to the loop
 

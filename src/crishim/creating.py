@@ -7,9 +7,9 @@ retry with the same metadata got ALREADY_EXISTS forever:
   - the caller cancelled (its deadline passed) while Docker was creating: the
     create is now shielded, and if it completes for nobody the object is removed;
   - crishim was killed between the create and the end of the call: every create
-    is marked in the state dir (`creating/<docker name>`) before it starts and
-    unmarked after the call has finished either way; a mark found at start names
-    a leftover, which is removed if it never ran. Unmarks wait for the next
+    is marked in the state dir (a line in `creating/.journal`, crishim.markjournal)
+    before it starts and unmarked after the call has finished either way; a mark
+    found at start names a leftover, which is removed if it never ran. Unmarks wait for the next
     create's worker-thread trip (its mark) or UNMARK_DELAY, whichever comes
     first, and go together: a trip costs a call ~1 ms here, and a kubelet's
     creates come in pairs (RunPodSandbox, then CreateContainer). A crash in
@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -44,6 +43,7 @@ import structlog
 from crishim import errors, labels, tasks
 from crishim.docker import DockerClient
 from crishim.docker.types import ContainerInfo, ContainerSpec
+from crishim.markjournal import MarkJournal
 from crishim.store import Store
 
 log = structlog.get_logger(__name__)
@@ -64,6 +64,7 @@ class Creator:
         self.sweep_seconds = sweep_seconds
         self.store = store
         self.marks = state_dir / "creating"
+        self._journal = MarkJournal(self.marks)
         self._names: set[str] = set()  # creates in flight in this process
         self._undoing: set[asyncio.Task[None]] = set()
         self._finished: list[str] = []  # creates that finished: their marks go next
@@ -75,12 +76,11 @@ class Creator:
 
     async def start(self) -> None:
         """Remove what a killed process left mid-create, then sweep periodically."""
-        await asyncio.to_thread(self.marks.mkdir, parents=True, exist_ok=True)
-        names = await asyncio.to_thread(lambda: [p.name for p in self.marks.iterdir()])
-        for name in names:
+        names = await asyncio.to_thread(self._journal.start)
+        for name in sorted(names):
             with contextlib.suppress(errors.CrishimError):
                 await self._remove_if_never_ran(name)
-            await asyncio.to_thread(self._unmark, name)
+        await asyncio.to_thread(self._journal.clear)
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="create-sweeper")
 
     async def close(self) -> None:
@@ -90,6 +90,7 @@ class Creator:
         self._flush()
         if self._unmarking:
             await asyncio.wait(list(self._unmarking.values()), timeout=UNDO_TIMEOUT)
+        await asyncio.to_thread(self._journal.close)
 
     # -- creating -------------------------------------------------------------------
 
@@ -290,28 +291,23 @@ class Creator:
         self, name: str, prepare: Callable[[], Any] | None = None, finished: Iterable[str] = ()
     ) -> Any:
         self._unmark_all(finished)
-        fd = os.open(self.marks / name, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        os.close(fd)
+        self._journal.mark(name)
         if prepare is None:
             return None
         try:
             return prepare()
         except BaseException:
-            self._unmark(name)
+            self._unmark_all([name])
             raise
-
-    def _unmark(self, name: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            (self.marks / name).unlink()
 
     def _unmark_all(self, names: Iterable[str]) -> None:
         """Never fails the create whose trip this is: a mark left is logged (at start, its
         container is removed if it never ran)."""
-        for name in names:
-            try:
-                self._unmark(name)
-            except OSError as exc:
-                log.error("create_unmark_failed", name=name, error=repr(exc))
+        names = list(names)
+        try:
+            self._journal.unmark(names)
+        except OSError as exc:
+            log.error("create_unmark_failed", names=names, error=repr(exc))
 
 
 class _Made:

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 from crishim import errors
 from crishim.creating import Creator
+from crishim.markjournal import read_marks
 
 
 class Docker:
@@ -29,20 +30,36 @@ def _taken() -> errors.CrishimError:
     return errors.AlreadyExists("taken")
 
 
+def _hold_unmarks(creator: Creator, gate: threading.Event) -> None:
+    """Unmarks (of at least one name) wait in their worker thread until `gate` is set."""
+    real = creator._unmark_all
+
+    def held(names) -> None:
+        names = list(names)
+        if names:
+            gate.wait(10)
+        real(names)
+
+    creator._unmark_all = held  # type: ignore[method-assign]
+
+
+def _marked(creator: Creator) -> set[str]:
+    return read_marks(creator.marks)
+
+
 async def test_the_mark_goes_after_the_block_without_the_block_waiting(tmp_path) -> None:
     creator = Creator(Docker(), Store(), tmp_path)  # type: ignore[arg-type]
     await creator.start()
     gate = threading.Event()
-    real = creator._unmark
-    creator._unmark = lambda name: (gate.wait(10), real(name))  # type: ignore[method-assign]
+    _hold_unmarks(creator, gate)
     spec = SimpleNamespace(name="k8s_web_pod_ns_uid_0")
     async with creator.creating(spec, _taken) as made:  # type: ignore[arg-type]
-        assert (creator.marks / spec.name).exists()
+        assert spec.name in _marked(creator)
     assert made.id == "id1"
-    assert (creator.marks / spec.name).exists()  # the unmark is still held: not awaited
+    assert spec.name in _marked(creator)  # the unmark is still held: not awaited
     gate.set()
     await creator.close()
-    assert list(creator.marks.iterdir()) == []
+    assert _marked(creator) == set()
 
 
 async def test_a_new_create_of_the_same_name_waits_for_the_earlier_unmark(tmp_path) -> None:
@@ -50,8 +67,7 @@ async def test_a_new_create_of_the_same_name_waits_for_the_earlier_unmark(tmp_pa
     creator = Creator(docker, Store(), tmp_path)  # type: ignore[arg-type]
     await creator.start()
     gate = threading.Event()
-    real = creator._unmark
-    creator._unmark = lambda name: (gate.wait(10), real(name))  # type: ignore[method-assign]
+    _hold_unmarks(creator, gate)
     spec = SimpleNamespace(name="k8s_POD_pod_ns_uid_0")
     async with creator.creating(spec, _taken):  # type: ignore[arg-type]
         pass
@@ -62,7 +78,7 @@ async def test_a_new_create_of_the_same_name_waits_for_the_earlier_unmark(tmp_pa
 
     async def again() -> None:
         async with creator.creating(spec, _taken):  # type: ignore[arg-type]
-            marked_inside.append((creator.marks / spec.name).exists())
+            marked_inside.append(spec.name in _marked(creator))
             inside.set()
             await leave.wait()
 
@@ -72,11 +88,11 @@ async def test_a_new_create_of_the_same_name_waits_for_the_earlier_unmark(tmp_pa
     gate.set()
     await inside.wait()
     assert marked_inside == [True]
-    assert (creator.marks / spec.name).exists()  # its own mark, not taken by the old unmark
+    assert spec.name in _marked(creator)  # its own mark, not taken by the old unmark
     leave.set()
     await second
     await creator.close()
-    assert list(creator.marks.iterdir()) == []
+    assert _marked(creator) == set()
 
 
 async def test_finished_marks_go_in_the_next_create_s_trip_or_after_a_delay(
@@ -97,12 +113,12 @@ async def test_finished_marks_go_in_the_next_create_s_trip_or_after_a_delay(
     pod, app = SimpleNamespace(name="k8s_POD_p_ns_u_0"), SimpleNamespace(name="k8s_app_p_ns_u_0")
     async with creator.creating(pod, _taken):  # type: ignore[arg-type]
         pass
-    assert (creator.marks / pod.name).exists()  # the call answered; the mark waits
+    assert pod.name in _marked(creator)  # the call answered; the mark waits
     async with creator.creating(app, _taken):  # type: ignore[arg-type]
-        assert not (creator.marks / pod.name).exists(), "gone in this create's own trip"
-        assert (creator.marks / app.name).exists()
+        assert pod.name not in _marked(creator), "gone in this create's own trip"
+        assert app.name in _marked(creator)
     assert trips == 0, "no trip of its own"
     await asyncio.sleep(1.0)
-    assert list(creator.marks.iterdir()) == [], "no create came: it went after the delay"
+    assert _marked(creator) == set(), "no create came: it went after the delay"
     assert trips == 1
     await creator.close()

@@ -22,11 +22,11 @@ do not blur as they blur the overhead (work an event triggers after the call
 is not counted).
 
 Per RPC: server p50, Docker p50 (the union of its requests' intervals, so
-concurrent requests count once), the requests per call, the overhead
-(server - Docker) and the ratio (server / Docker). The proxy's own hop adds
-latency on crishim's side of each request; it is measured (`GET /_ping`
-through the proxy minus direct) and reported, with the overhead corrected for
-it as `overhead_corrected_ms`.
+concurrent requests count once), the requests per call, the overhead (the
+median of each call's server - Docker) and the ratio (server p50 / Docker
+p50). The proxy's own hop adds latency on crishim's side of each request; it
+is measured (`GET /_ping` through the proxy minus direct) and reported, with
+the overhead corrected for it as `overhead_corrected_ms`.
 
 `thread_trip_us`: what one worker-thread trip (`asyncio.to_thread` of a
 no-op) costs on this machine, measured in the bench's own process, back to
@@ -165,7 +165,9 @@ class Recorder:
             server = statistics.median(s for s, _ in samples)
             docker = statistics.median(_union_ms(reqs) for _, reqs in samples)
             per_call = statistics.mean(len(reqs) for _, reqs in samples)
-            overhead = server - docker
+            # Per call, then the median: the daemon's times vary by several ms from call
+            # to call, and a difference of two medians carried that noise into it.
+            overhead = statistics.median(s - _union_ms(reqs) for s, reqs in samples)
             out[name] = {
                 "n": len(samples),
                 "server_p50_ms": round(server, 3),

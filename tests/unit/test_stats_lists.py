@@ -208,3 +208,55 @@ async def test_other_tasks_run_while_a_large_scrape_is_encoded() -> None:
     task.cancel()
     assert len(entries) == len(pods)
     assert during >= 2  # at least once per METRICS_YIELD_EVERY pods
+
+
+async def test_other_tasks_run_while_a_round_builds_and_encodes_the_lists(monkeypatch) -> None:
+    from crishim.server.stats import StatsRPCs
+
+    async def at_once(fn, *args):  # the cgroup reads without a thread: no wait but the yields
+        return fn(*args)
+
+    monkeypatch.setattr(asyncio, "to_thread", at_once)
+
+    count = 2 * collector.BUILD_YIELD_EVERY + 1
+    pods = [_pod(f"{i:064x}") for i in range(count)]
+    stats, _ = _collector([_running(f"{i:064x}", pods[i].id) for i in range(count)], pods)
+    rpcs = StatsRPCs()
+    rpcs._stats, rpcs._sandboxes, rpcs._containers = stats, stats.sandboxes, stats.containers
+    rpcs._stats_entries = StatsEntries()
+    rpcs._stats_entries.asked("containers")
+    rpcs._stats_entries.asked("pods")
+    ran: list[int] = []
+
+    async def other() -> None:
+        while True:
+            ran.append(len(ran))
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(other())
+    await asyncio.sleep(0)
+    await stats.pods_stats(stats.sandboxes.list())  # a round's reading: every object built
+    built = len(ran)
+    await rpcs.warm_stats_lists()  # the round's encoding of both lists
+    warmed = len(ran) - built
+    task.cancel()
+    # Once per BUILD_YIELD_EVERY containers, then pods: built, then encoded.
+    assert built >= 2 + 2
+    assert warmed >= 2 + 2
+    found = await stats.pods_stats(stats.sandboxes.list(), max_age_ns=LIST)
+    _, joined = rpcs._stats_entries.answer("pods", found, rpcs._stats_entries.pod)
+    assert joined == b"".join(rpcs._stats_entries.pod(p) for p in found)
+
+
+async def test_a_list_call_keeps_what_it_found_when_the_sampler_forgets_objects_meanwhile() -> None:
+    a, b = _running("a" * 64), _running("b" * 64)
+    stats, _ = _collector([a, b])
+    await stats.containers_stats([a, b], max_age_ns=LIST)  # both read and kept
+    b2 = replace(b)  # a new view of b: read anew, in a worker thread
+    call = asyncio.create_task(stats.containers_stats([a, b2], max_age_ns=LIST))
+    await asyncio.sleep(0)  # the call now waits for its reading
+    stats.containers.items = (b2,)  # a is removed meanwhile...
+    stats._live_keys()  # ...and the sampler forgets it
+    found = await call
+    assert [s.view.id for s in found] == ["a" * 64, "b" * 64]
+    assert found[1].view is b2

@@ -68,6 +68,9 @@ LIST_MAX_AGE_NS = 3_000_000_000
 METRICS_WINDOW = 90.0  # Prometheus scrapes every 15 s to 1 min
 METRICS_MAX_AGE_NS = int((SAMPLE_INTERVAL + DEMAND_INTERVAL) * 1e9)  # a round plus slack
 FULL_EVERY = SAMPLE_INTERVAL - DEMAND_INTERVAL  # seconds between full rounds while polled
+# Objects built between yields to the loop when a round's readings come back (~1-2 ms):
+# a call arriving meanwhile waits that long, not for the whole build of every object.
+BUILD_YIELD_EVERY = 25
 HISTORY = 4
 
 
@@ -298,11 +301,17 @@ class StatsCollector:
             )
             if kept is not None:
                 return kept
+        # What this call answers is held here: the kept maps lose gone objects while
+        # it waits (the sampler's _live_keys), and a view it was given may be one.
+        current: dict[str, ContainerStats] = {}
         stale = []
         for view in views:
             self._track_layer(view)
-            if self._current(view, full, since) is None:
+            stats = self._current(view, full, since)
+            if stats is None:
                 stale.append(view)
+            else:
+                current[view.id] = stats
         if stale:
             readings = await asyncio.to_thread(
                 self._read_many,
@@ -310,15 +319,17 @@ class StatsCollector:
                 [v.record.info.upper_dir for v in stale],
                 full,
             )
-            for view in stale:
+            for n, view in enumerate(stale, 1):
+                if n % BUILD_YIELD_EVERY == 0:
+                    await asyncio.sleep(0)  # see BUILD_YIELD_EVERY
                 stats = self._container(view, readings.get(view.id))
                 entry = (stats, self.meter.get(view.id), full)
                 self._latest[view.id] = entry
                 if full:
                     self._latest_full[view.id] = entry
+                current[view.id] = stats
             self._container_changes += 1
-        kept = self._latest_full if full else self._latest
-        result = [kept[v.id][0] for v in views]
+        result = [current[v.id] for v in views]
         if every:
             oldest = min((s.timestamp_ns for s in result if _running(s.view)), default=1 << 63)
             self._listed_containers = _Listed(
@@ -404,7 +415,14 @@ class StatsCollector:
             everyone if every else [c for m in members.values() for c in m], full, max_age_ns
         )
         by_id = {s.view.id: s for s in containers}
-        stale = [v for v in views if self._pod_reading(v, full, since) is None]
+        have: dict[str, _PodReading] = {}  # held here, as the containers' (above)
+        stale = []
+        for view in views:
+            reading = self._pod_reading(view, full, since)
+            if reading is None:
+                stale.append(view)
+            else:
+                have[view.id] = reading
         if stale:
             fresh = await asyncio.to_thread(self._read_pods, stale, full)
             for view in stale:
@@ -412,13 +430,15 @@ class StatsCollector:
                 self._pod_readings[view.id] = (view, reading)
                 if full:
                     self._pod_readings_full[view.id] = (view, reading)
+                have[view.id] = reading
             self._pod_changes += 1
-        readings = self._pod_readings_full if full else self._pod_readings
         built = self._pods_full if full else self._pods
         out = []
-        for view in views:
+        for n, view in enumerate(views, 1):
+            if n % BUILD_YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # see BUILD_YIELD_EVERY
             stats = tuple(by_id[c.id] for c in members[view.id])
-            reading = readings[view.id][1]
+            reading = have[view.id]
             kept = built.get(view.id)
             if (
                 kept is not None

@@ -4,6 +4,7 @@ one as soon as something did. Readings come from this test process's own cgroups
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from dataclasses import replace
 
@@ -48,6 +49,25 @@ def _pod(sid: str = "s" * 64) -> SandboxView:
         host_network=True, host_pid=False, host_ipc=False, pid=os.getpid(), docker_runtime="",
         netns_path="", cgroup_parent="", info={}, record=None,
     )  # fmt: skip
+
+
+@contextlib.asynccontextmanager
+async def _turns():
+    """`async with _turns() as turns:` turns() is how often another task has run since."""
+    ran = 0
+
+    async def other() -> None:
+        nonlocal ran
+        while True:
+            await asyncio.sleep(0)
+            ran += 1
+
+    task = asyncio.create_task(other())
+    await asyncio.sleep(0)  # started: it counts from its next turn
+    try:
+        yield lambda: ran
+    finally:
+        task.cancel()
 
 
 def _collector(containers, pods=()):
@@ -193,19 +213,9 @@ async def test_other_tasks_run_while_a_large_scrape_is_encoded() -> None:
     rpcs._stats, rpcs._sandboxes = stats, stats.sandboxes
     # Read beforehand: the scrape below reuses the reading and only encodes.
     await stats.pods_stats(stats.sandboxes.list(), full=True)
-    ran: list[int] = []
-
-    async def other() -> None:
-        while True:
-            ran.append(len(ran))
-            await asyncio.sleep(0)
-
-    task = asyncio.create_task(other())
-    await asyncio.sleep(0)
-    before = len(ran)
-    entries = await rpcs._pod_metrics()
-    during = len(ran) - before
-    task.cancel()
+    async with _turns() as turns:
+        entries = await rpcs._pod_metrics()
+        during = turns()
     assert len(entries) == len(pods)
     assert during >= 2  # at least once per METRICS_YIELD_EVERY pods
 
@@ -226,20 +236,11 @@ async def test_other_tasks_run_while_a_round_builds_and_encodes_the_lists(monkey
     rpcs._stats_entries = StatsEntries()
     rpcs._stats_entries.asked("containers")
     rpcs._stats_entries.asked("pods")
-    ran: list[int] = []
-
-    async def other() -> None:
-        while True:
-            ran.append(len(ran))
-            await asyncio.sleep(0)
-
-    task = asyncio.create_task(other())
-    await asyncio.sleep(0)
-    await stats.pods_stats(stats.sandboxes.list())  # a round's reading: every object built
-    built = len(ran)
-    await rpcs.warm_stats_lists()  # the round's encoding of both lists
-    warmed = len(ran) - built
-    task.cancel()
+    async with _turns() as turns:
+        await stats.pods_stats(stats.sandboxes.list())  # a round's reading: every object built
+        built = turns()
+        await rpcs.warm_stats_lists()  # the round's encoding of both lists
+        warmed = turns() - built
     # Once per BUILD_YIELD_EVERY containers, then pods: built, then encoded.
     assert built >= 2 + 2
     assert warmed >= 2 + 2

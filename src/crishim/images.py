@@ -35,6 +35,7 @@ import binascii
 import contextlib
 import hashlib
 import json
+import math
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
@@ -53,6 +54,9 @@ log = structlog.get_logger(__name__)
 # logs an untag per name and a delete per image): the list waits that long, so
 # that the burst costs one list of every image, not two or three.
 EVENT_SETTLE = 0.02
+# A pull of ours passes over its own `pull` event (the pull's result is in the cache
+# already, see _pulled) if it comes by this long after the pull answered.
+OWN_EVENT_GRACE = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +119,12 @@ def decode_auth(auth: RegistryAuth) -> RegistryAuth:
     )
 
 
+def _pull_event_name(ref: imageref.Reference) -> str:
+    """The name Docker's `pull` event gives a pull of `ref`: the short form of what was
+    asked for (by digest when there is one, as crishim asks)."""
+    return imageref.familiar(replace(ref, tag="") if ref.digest else ref)
+
+
 def _fingerprint(auth: RegistryAuth) -> str:
     return hashlib.sha256(json.dumps(asdict(auth), sort_keys=True).encode()).hexdigest()
 
@@ -143,6 +153,8 @@ class Images:
         self._synced = False
         self._stale = False
         self._writes = 0  # our own writes into the cache: a list read across one is stale
+        # Docker's name of a pull of ours -> until when its `pull` event is ours to pass over
+        self._own_pulls: dict[str, float] = {}
         self._relisting: asyncio.Task[None] | None = None
 
     # -- pull ---------------------------------------------------------------
@@ -166,6 +178,20 @@ class Images:
         return await asyncio.shield(task)
 
     async def _pull(self, ref: imageref.Reference, auth: RegistryAuth) -> str:
+        """A Docker pull, its result written into the cache (_pulled); Docker's `pull`
+        event for it, which would make the cache list every image again, is passed over."""
+        event_name = _pull_event_name(ref)
+        self._own_pulls[event_name] = math.inf
+        try:
+            image_id = await self._pull_and_write(ref, auth)
+        except BaseException:
+            self._own_pulls.pop(event_name, None)  # an event that comes is not ours to skip
+            raise
+        if event_name in self._own_pulls:  # not come yet: it may follow the answer
+            self._own_pulls[event_name] = time.monotonic() + OWN_EVENT_GRACE
+        return image_id
+
+    async def _pull_and_write(self, ref: imageref.Reference, auth: RegistryAuth) -> str:
         started = time.monotonic()
         log.info("image_pull_started", image=str(ref))
         state = _PullState()
@@ -323,8 +349,11 @@ class Images:
         """No events: changes would go unseen, so answer from Docker until resubscribed."""
         self._synced = False
 
-    def image_event(self, action: str, _actor: str) -> None:
-        """Any image event may change names or the set of images: read the list again."""
+    def image_event(self, action: str, actor: str) -> None:
+        """Any image event may change names or the set of images: read the list again.
+        But for our own pull's: PullImage writes its result into the cache itself."""
+        if action == "pull" and self._own_pulls.pop(actor, 0) >= time.monotonic():
+            return
         self._stale = True
         if self._relisting is None or self._relisting.done():
             self._relisting = asyncio.create_task(self._relist(), name="image-relist")

@@ -263,6 +263,40 @@ def test_pull_and_remove_show_their_result_at_once_without_listing_every_image(
                 dockerd.docker("rmi", name)
 
 
+def test_a_pull_lists_no_image_for_its_own_event_and_a_foreign_change_still_does(
+    recorded,  # noqa: F811
+    registry,
+    dockerd,
+    test_images,
+    workdir,
+) -> None:
+    """PullImage writes its result into the image cache; Docker's `pull` event for it
+    costs no list of every image. A change made outside crishim still does."""
+    proxy, client = recorded
+    pb = client.pb
+    auth = auth_forms(pb, registry)["username-password"]
+    local = images_mod.derive(
+        dockerd, test_images.busybox, "own-event:1", workdir / "build-own-event", "own"
+    )
+    ref = registry.push(dockerd, local, "crishim-test/own-event:1.0")
+    dockerd.docker("rmi", local, ref)  # only the registry has it now: the pull pulls
+    other = f"crishim-test/foreign-tag-{os.getpid()}:1"
+    try:
+        wait_for(lambda: not status(client, ref).HasField("image"), 30, "the cache to settle")
+        since = proxy.mark()
+        image_id = pull(client, ref, auth, timeout=30).image_ref
+        assert status(client, ref).image.id == image_id
+        # A foreign change, after the pull's event has come: the cache lists again for it.
+        dockerd.docker("tag", image_id, other)
+        wait_for(lambda: status(client, other).HasField("image"), 30, "the foreign tag seen")
+        lists = [r for r in proxy.requests(since) if str(r) == "GET /images/json"]
+        assert len(lists) == 1, "one list, for the foreign tag; none for the pull's own event"
+    finally:
+        for name in (other, ref):
+            with contextlib.suppress(RuntimeError):
+                dockerd.docker("rmi", name)
+
+
 def test_removing_an_image_in_use_names_the_container(
     official: Official, dockerd, test_images
 ) -> None:

@@ -66,3 +66,27 @@ async def test_a_burst_of_image_events_costs_one_list() -> None:
         await asyncio.sleep(0.001)
     await images._relisting
     assert docker.lists == 1
+
+
+def test_a_pull_s_event_is_named_as_docker_names_it() -> None:
+    from crishim import imageref
+    from crishim.images import _pull_event_name
+
+    digest = "sha256:" + "c" * 64
+    assert _pull_event_name(imageref.parse("busybox")) == "busybox:latest"
+    assert _pull_event_name(imageref.parse("quay.io/x/y:2")) == "quay.io/x/y:2"
+    assert _pull_event_name(imageref.parse("127.0.0.1:5000/a/b:1.0")) == "127.0.0.1:5000/a/b:1.0"
+    # Asked by digest (crishim asks so when there is one): Docker names it by the digest.
+    assert _pull_event_name(imageref.parse(f"busybox:1@{digest}")) == f"busybox@{digest}"
+
+
+async def test_only_one_event_per_pull_of_ours_is_passed_over() -> None:
+    docker = _Docker([], [])
+    docker.go.set()
+    images = Images(docker, engine=None, pause_image="pause:1")  # type: ignore[arg-type]
+    images._own_pulls["app:1"] = float("inf")  # a pull of ours under way
+    images.image_event("pull", "app:1")  # its event
+    assert images._relisting is None
+    images.image_event("pull", "app:1")  # another's pull of the same name: listed
+    await images._relisting
+    assert docker.lists == 1

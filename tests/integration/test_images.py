@@ -215,18 +215,20 @@ def test_remove_image_by_each_kind_of_reference_twice(
     assert not status(official, image_id).HasField("image")
 
 
+@pytest.fixture
+def recorded_puller(recorded, registry):  # noqa: F811
+    """(proxy, client, auth): a recorded crishim and the local registry's credentials."""
+    proxy, client = recorded
+    return proxy, client, auth_forms(client.pb, registry)["username-password"]
+
+
 def test_pull_and_remove_show_their_result_at_once_without_listing_every_image(
-    recorded,  # noqa: F811
-    registry,
-    dockerd,
-    test_images,
-    workdir,
+    recorded_puller, registry, dockerd, test_images, workdir
 ) -> None:
     """Each call writes its own result into the image cache: with Docker's image lists
     held back at the socket, a pull that moves a tag and a removal still show at once."""
-    proxy, client = recorded
+    proxy, client, auth = recorded_puller
     pb = client.pb
-    auth = auth_forms(pb, registry)["username-password"]
     build = workdir / "build-moving"
     old_local = images_mod.derive(dockerd, test_images.busybox, "moving-old:1", build, "old")
     new_local = images_mod.derive(dockerd, test_images.busybox, "moving-new:1", build, "new")
@@ -264,17 +266,11 @@ def test_pull_and_remove_show_their_result_at_once_without_listing_every_image(
 
 
 def test_a_pull_lists_no_image_for_its_own_event_and_a_foreign_change_still_does(
-    recorded,  # noqa: F811
-    registry,
-    dockerd,
-    test_images,
-    workdir,
+    recorded_puller, registry, dockerd, test_images, workdir
 ) -> None:
     """PullImage writes its result into the image cache; Docker's `pull` event for it
     costs no list of every image. A change made outside crishim still does."""
-    proxy, client = recorded
-    pb = client.pb
-    auth = auth_forms(pb, registry)["username-password"]
+    proxy, client, auth = recorded_puller
     local = images_mod.derive(
         dockerd, test_images.busybox, "own-event:1", workdir / "build-own-event", "own"
     )

@@ -181,6 +181,8 @@ class Images:
         """A Docker pull, its result written into the cache (_pulled); Docker's `pull`
         event for it, which would make the cache list every image again, is passed over."""
         event_name = _pull_event_name(ref)
+        now = time.monotonic()  # events that never came under their name are let go
+        self._own_pulls = {k: t for k, t in self._own_pulls.items() if t >= now}
         self._own_pulls[event_name] = math.inf
         try:
             image_id = await self._pull_and_write(ref, auth)

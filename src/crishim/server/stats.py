@@ -4,12 +4,11 @@ GetContainerEvents. Translation only: the numbers come from crishim.stats."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Sequence
 
-from crishim import errors
+from crishim import errors, tasks
 from crishim.api.runtime import v1 as api
 from crishim.containers import Containers, ContainerView
 from crishim.events import CREATED, DELETED, STARTED, STOPPED, EventHub
@@ -285,14 +284,6 @@ class StatsEntries:
             cache.prune(lambda: [p.id for p in pods], len(pods))
 
 
-async def _in_steps(found: list, encode) -> None:
-    """Encode each of `found` (kept by StatsEntries), yielding to the loop between steps."""
-    for n, item in enumerate(found, 1):
-        encode(item)
-        if n % collector.BUILD_YIELD_EVERY == 0:
-            await asyncio.sleep(0)
-
-
 def _every_container(f: api.ContainerStatsFilter | None) -> bool:
     return f is None or not (f.id or f.pod_sandbox_id or f.label_selector)
 
@@ -328,13 +319,15 @@ class StatsRPCs:
             found = await self._stats.containers_stats(
                 self._containers.list(), max_age_ns=collector.LIST_MAX_AGE_NS
             )
-            await _in_steps(found, entries.container)
+            async for s in tasks.in_steps(found, collector.BUILD_YIELD_EVERY):
+                entries.container(s)  # kept by StatsEntries
             await self._container_stats(None)  # joins the entries just made
         if entries.wanted("pods"):
             found = await self._stats.pods_stats(
                 self._sandboxes.list(), max_age_ns=collector.LIST_MAX_AGE_NS
             )
-            await _in_steps(found, entries.pod)
+            async for p in tasks.in_steps(found, collector.BUILD_YIELD_EVERY):
+                entries.pod(p)
             await self._pod_stats(None)
 
     # -- containers ------------------------------------------------------------------
@@ -434,9 +427,9 @@ class StatsRPCs:
         out = []
         views = self._sandboxes.list()
         age = collector.METRICS_MAX_AGE_NS
-        for i, pod in enumerate(await self._stats.pods_stats(views, full=True, max_age_ns=age)):
-            if i and i % METRICS_YIELD_EVERY == 0:
-                await asyncio.sleep(0)  # other calls go on while a large node's scrape encodes
+        found = await self._stats.pods_stats(views, full=True, max_age_ns=age)
+        # Other calls go on while a large node's scrape encodes.
+        async for pod in tasks.in_steps(found, METRICS_YIELD_EVERY):
             v = pod.view
             info = v.info
             pause = metrics.ContainerIdentity(

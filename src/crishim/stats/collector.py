@@ -319,9 +319,7 @@ class StatsCollector:
                 [v.record.info.upper_dir for v in stale],
                 full,
             )
-            for n, view in enumerate(stale, 1):
-                if n % BUILD_YIELD_EVERY == 0:
-                    await asyncio.sleep(0)  # see BUILD_YIELD_EVERY
+            async for view in tasks.in_steps(stale, BUILD_YIELD_EVERY):
                 stats = self._container(view, readings.get(view.id))
                 entry = (stats, self.meter.get(view.id), full)
                 self._latest[view.id] = entry
@@ -434,9 +432,7 @@ class StatsCollector:
             self._pod_changes += 1
         built = self._pods_full if full else self._pods
         out = []
-        for n, view in enumerate(views, 1):
-            if n % BUILD_YIELD_EVERY == 0:
-                await asyncio.sleep(0)  # see BUILD_YIELD_EVERY
+        async for view in tasks.in_steps(views, BUILD_YIELD_EVERY):
             stats = tuple(by_id[c.id] for c in members[view.id])
             reading = have[view.id]
             kept = built.get(view.id)

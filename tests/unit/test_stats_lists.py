@@ -205,12 +205,11 @@ async def test_the_wire_answer_is_reused_for_the_same_list_and_members_match_ent
 
 
 async def test_other_tasks_run_while_a_large_scrape_is_encoded() -> None:
-    from crishim.server.stats import METRICS_YIELD_EVERY, StatsRPCs
+    from crishim.server.stats import METRICS_YIELD_EVERY
 
     pods = [_pod(f"{i:064x}") for i in range(2 * METRICS_YIELD_EVERY + 1)]
     stats, _ = _collector([], pods)
-    rpcs = StatsRPCs()
-    rpcs._stats, rpcs._sandboxes = stats, stats.sandboxes
+    rpcs = _rpcs(stats)
     # Read beforehand: the scrape below reuses the reading and only encodes.
     await stats.pods_stats(stats.sandboxes.list(), full=True)
     async with _turns() as turns:
@@ -218,6 +217,49 @@ async def test_other_tasks_run_while_a_large_scrape_is_encoded() -> None:
         during = turns()
     assert len(entries) == len(pods)
     assert during >= 2  # at least once per METRICS_YIELD_EVERY pods
+
+
+async def test_a_full_round_encodes_the_metrics_and_the_next_scrape_only_joins(
+    pb, monkeypatch
+) -> None:
+    from crishim.server.stats import StatsRPCs
+
+    stats, _ = _collector([_running("a" * 64)], [_pod()])
+    rpcs = _rpcs(stats)
+    stats.on_sample = rpcs.warm_stats_lists
+    encoded = []
+    encode = StatsRPCs._metrics_of
+    monkeypatch.setattr(
+        StatsRPCs, "_metrics_of", lambda self, pod: encoded.append(pod) or encode(self, pod)
+    )
+    await stats.sample()  # metrics not asked for: a partial round, nothing encoded
+    assert encoded == []
+    stats.metrics_asked()
+    await stats.sample()  # a full round: the pod's metrics encoded with it
+    assert len(encoded) == 1
+    scraped = b"".join(await rpcs._pod_metrics())
+    assert len(encoded) == 1  # the scrape encoded nothing
+    (pod,) = pb.ListPodSandboxMetricsResponse.FromString(scraped).pod_metrics
+    assert pod.pod_sandbox_id == "s" * 64
+    (container,) = pod.container_metrics
+    assert container.container_id == "a" * 64
+    names = {m.name for m in container.metrics}
+    assert "container_memory_failcnt" in names  # from the full reading
+    # The next full round reads anew: the scrape after it gets the new reading's entry.
+    await stats.sample()
+    assert len(encoded) == 2
+    again = b"".join(await rpcs._pod_metrics())
+    assert len(encoded) == 2
+    assert again != scraped
+
+
+def _rpcs(stats):
+    from crishim.server.stats import StatsRPCs
+
+    rpcs = StatsRPCs()
+    rpcs._stats, rpcs._sandboxes, rpcs._containers = stats, stats.sandboxes, stats.containers
+    rpcs._stats_entries = StatsEntries()
+    return rpcs
 
 
 async def test_other_tasks_run_while_a_round_builds_and_encodes_the_lists(monkeypatch) -> None:

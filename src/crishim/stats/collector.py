@@ -32,7 +32,8 @@ keep their encoding too; a list call over every container (or pod) gets the
 very list it got last time while no reading, record or layer changed, and the
 sampler's round makes that list, so a poll after it costs no reading at all.
 While the list calls are in demand, `on_sample` (the server's) runs after each
-round: it encodes the fresh entries then, off the calls' path.
+round, and after each full one: it encodes the fresh entries (and metrics) then,
+off the calls' path.
 
 Exited containers get attributes and their writable layer only: no CPU or
 memory, as the kubelet expects. A pod's totals come from its pod cgroup (the
@@ -211,8 +212,9 @@ class StatsCollector:
         self._pod_changes = 0
         self._listed_containers: _Listed | None = None
         self._listed_pods: _Listed | None = None
-        # Run after each sampler round while the list calls are in demand.
-        self.on_sample: Callable[[], Awaitable[None]] | None = None
+        # Run after each sampler round while the list calls are in demand, and after
+        # each full round (is it one?).
+        self.on_sample: Callable[[bool], Awaitable[None]] | None = None
 
     # -- life -------------------------------------------------------------------------
 
@@ -262,8 +264,8 @@ class StatsCollector:
             self._full_round_at = now
         await self.pods_stats(self.sandboxes.list(), full=full)
         await asyncio.to_thread(self._forget_gone, self._live_keys())
-        if self.on_sample is not None and self._in_demand():
-            await self.on_sample()
+        if self.on_sample is not None and (full or self._in_demand()):
+            await self.on_sample(full)
 
     # -- containers -------------------------------------------------------------------
 

@@ -21,7 +21,8 @@ import: any change of names or images), coalesced so that a burst of events
 of the event stream. PullImage and RemoveImage write their own result into the
 cache before they return (the pulled image as its inspect shows it, its tag
 taken from any other image; the removed image gone), so a caller never sees a
-state older than its own write, without a list of every image in the call; a
+state older than its own write, without a list of every image in the call, and
+Docker's events for that pull or removal cost none after it either; a
 list that was under way when such a write landed may predate it, so it is read
 again rather than kept. While the event stream is down the cache is not trusted
 and every call asks Docker, as it would without a cache.
@@ -55,8 +56,10 @@ log = structlog.get_logger(__name__)
 # that the burst costs one list of every image, not two or three.
 EVENT_SETTLE = 0.02
 # A pull of ours passes over its own `pull` event (the pull's result is in the cache
-# already, see _pulled) if it comes by this long after the pull answered.
+# already, see _pulled) if it comes by this long after the pull answered; a removal of
+# ours, the `untag` and `delete` events of the image it removed (see _removed).
 OWN_EVENT_GRACE = 2.0
+_REMOVAL_EVENTS = frozenset({"untag", "delete"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +158,8 @@ class Images:
         self._writes = 0  # our own writes into the cache: a list read across one is stale
         # Docker's name of a pull of ours -> until when its `pull` event is ours to pass over
         self._own_pulls: dict[str, float] = {}
+        # image ID removed by us -> until when its untag and delete events are ours
+        self._own_removals: dict[str, float] = {}
         self._relisting: asyncio.Task[None] | None = None
 
     # -- pull ---------------------------------------------------------------
@@ -353,9 +358,16 @@ class Images:
 
     def image_event(self, action: str, actor: str) -> None:
         """Any image event may change names or the set of images: read the list again.
-        But for our own pull's: PullImage writes its result into the cache itself."""
+        But for our own pull's and removal's: PullImage and RemoveImage write their
+        result into the cache themselves. (Docker names a pull's event by the name
+        pulled, a removal's by the image ID; a removal makes one untag per name.)"""
         if action == "pull" and self._own_pulls.pop(actor, 0) >= time.monotonic():
             return
+        if action in _REMOVAL_EVENTS:
+            if self._own_removals.get(actor, 0) >= time.monotonic():
+                return
+        elif actor in self._own_removals:  # the ID is back (a load, a tag): not ours now
+            del self._own_removals[actor]
         self._stale = True
         if self._relisting is None or self._relisting.done():
             self._relisting = asyncio.create_task(self._relist(), name="image-relist")
@@ -460,8 +472,19 @@ class Images:
             raise errors.FailedPrecondition(
                 f"image {reference} ({details.id[:19]}) is in use by container(s) {names}"
             )
-        with contextlib.suppress(errors.NotFound):
-            await self.docker.remove_image(details.id)
+        now = time.monotonic()  # covers whose grace is over are let go
+        self._own_removals = {k: t for k, t in self._own_removals.items() if t >= now}
+        self._own_removals[details.id] = math.inf  # its events may come before the answer
+        try:
+            with contextlib.suppress(errors.NotFound):
+                await self.docker.remove_image(details.id)
+        except BaseException:
+            # Docker may have untagged some names before it failed, and those events
+            # were passed over: the cache reads the list again.
+            self._own_removals.pop(details.id, None)
+            self.image_event("untag", details.id)
+            raise
+        self._own_removals[details.id] = time.monotonic() + OWN_EVENT_GRACE
         self._removed(details.id)
         log.info("image_removed", image=reference, image_id=details.id)
 

@@ -293,6 +293,35 @@ def test_a_pull_lists_no_image_for_its_own_event_and_a_foreign_change_still_does
                 dockerd.docker("rmi", name)
 
 
+def test_a_removal_lists_no_image_for_its_own_events_and_a_foreign_change_still_does(
+    recorded_puller, dockerd, test_images, workdir
+) -> None:
+    """RemoveImage writes its result into the image cache; Docker's untag and delete
+    events for it cost no list of every image. A change made outside crishim still does."""
+    proxy, client, _ = recorded_puller
+    pb = client.pb
+    local = images_mod.derive(
+        dockerd, test_images.busybox, "own-removal:1", workdir / "build-own-removal", "removal"
+    )
+    second = f"crishim-test/own-removal-{os.getpid()}:2"
+    dockerd.docker("tag", local, second)  # two names: two untags, then a delete
+    other = f"crishim-test/foreign-after-removal-{os.getpid()}:1"
+    try:
+        wait_for(lambda: status(client, second).HasField("image"), 30, "the cache to see it")
+        since = proxy.mark()
+        client.image.RemoveImage(pb.RemoveImageRequest(image=spec(pb, local)), timeout=30)
+        assert not status(client, second).HasField("image")
+        # A foreign change, after the removal's events have come: listed for it.
+        dockerd.docker("tag", test_images.busybox, other)
+        wait_for(lambda: status(client, other).HasField("image"), 30, "the foreign tag seen")
+        lists = [r for r in proxy.requests(since) if str(r) == "GET /images/json"]
+        assert len(lists) == 1, "one list, for the foreign tag; none for the removal's events"
+    finally:
+        for name in (other, second, local):
+            with contextlib.suppress(RuntimeError):
+                dockerd.docker("rmi", name)
+
+
 def test_removing_an_image_in_use_names_the_container(
     official: Official, dockerd, test_images
 ) -> None:

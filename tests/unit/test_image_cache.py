@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from crishim.docker.types import ImageConfig, ImageDetails, ImageListEntry
 from crishim.images import Images
 
@@ -89,4 +91,66 @@ async def test_only_one_event_per_pull_of_ours_is_passed_over() -> None:
     assert images._relisting is None
     images.image_event("pull", "app:1")  # another's pull of the same name: listed
     await images._relisting
+    assert docker.lists == 1
+
+
+class _Remover(_Docker):
+    """Removes images: after the untag and delete events Docker sends while it removes,
+    or failing with `error` after the first untag."""
+
+    def __init__(self, images: Images | None = None, error: Exception | None = None) -> None:
+        super().__init__([], [])
+        self.go.set()
+        self.images = images
+        self.error = error
+
+    async def containers_using(self, image_id: str) -> list:
+        return []
+
+    async def remove_image(self, image_id: str) -> None:
+        self.images.image_event("untag", image_id)
+        if self.error is not None:
+            raise self.error
+        self.images.image_event("untag", image_id)
+        self.images.image_event("delete", image_id)
+
+
+async def test_a_removal_of_ours_lists_no_image_for_its_events() -> None:
+    docker = _Remover()
+    images = Images(docker, engine=None, pause_image="pause:1")  # type: ignore[arg-type]
+    docker.images = images
+    images._cache = {A: images._to_image(details(A, (TAG,)), (TAG,), (), 10)}
+    images._synced = True
+    await images.remove(TAG)
+    images.image_event("delete", A)  # one that comes after the answer: still ours
+    assert images._relisting is None
+    assert await images.list() == []
+    images.image_event("untag", B)  # another image's: listed
+    await images._relisting
+    assert docker.lists == 1
+
+
+async def test_an_image_id_that_comes_back_is_not_covered_by_an_earlier_removal() -> None:
+    docker = _Remover()
+    images = Images(docker, engine=None, pause_image="pause:1")  # type: ignore[arg-type]
+    docker.images = images
+    images._cache = {A: images._to_image(details(A, (TAG,)), (TAG,), (), 10)}
+    images._synced = True
+    await images.remove(TAG)
+    images.image_event("load", A)  # loaded again by someone else: listed ...
+    await images._relisting
+    images.image_event("untag", A)  # ... and so is its untag, though soon after ours
+    await images._relisting
+    assert docker.lists == 2
+
+
+async def test_a_failed_removal_lists_every_image_again() -> None:
+    docker = _Remover(error=RuntimeError("daemon went away"))
+    images = Images(docker, engine=None, pause_image="pause:1")  # type: ignore[arg-type]
+    docker.images = images
+    images._cache = {A: images._to_image(details(A, (TAG,)), (TAG,), (), 10)}
+    images._synced = True
+    with pytest.raises(RuntimeError):
+        await images.remove(TAG)
+    await images._relisting  # the untag Docker made before it failed is read
     assert docker.lists == 1

@@ -253,6 +253,37 @@ async def test_a_full_round_encodes_the_metrics_and_the_next_scrape_only_joins(
     assert again != scraped
 
 
+async def test_a_round_encodes_the_metrics_only_when_the_next_scrape_may_follow_it(
+    monkeypatch,
+) -> None:
+    from crishim.server.stats import StatsRPCs
+
+    stats, _ = _collector([_running("a" * 64)], [_pod()])
+    rpcs = _rpcs(stats)
+    stats.on_sample = rpcs.warm_stats_lists
+    encoded = []
+    encode = StatsRPCs._metrics_of
+    monkeypatch.setattr(
+        StatsRPCs, "_metrics_of", lambda self, pod: encoded.append(pod) or encode(self, pod)
+    )
+    # Scraped a minute apart, the last one just now: the rounds of the next ~45 s are
+    # read full (a scrape may come early) but not encoded; the ones after are.
+    stats.metrics_asked()
+    stats._metrics_asked_at -= 60
+    stats.metrics_asked()
+    await stats.sample()
+    assert encoded == []
+    stats._metrics_asked_at -= 50  # 50 s later: the next round may be the last before it
+    await stats.sample()
+    assert len(encoded) == 1
+    # A scrape that comes before its time still gets the metrics, encoded then.
+    stats._metrics_asked_at += 50
+    await stats.sample()
+    assert len(encoded) == 1
+    assert len(await rpcs._pod_metrics()) == 1
+    assert len(encoded) == 2
+
+
 def _rpcs(stats):
     from crishim.server.stats import StatsRPCs
 

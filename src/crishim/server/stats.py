@@ -310,10 +310,10 @@ class StatsRPCs:
     _events: EventHub
     _stats_entries: StatsEntries
 
-    async def warm_stats_lists(self, full: bool = False) -> None:
+    async def warm_stats_lists(self, metrics: bool = False) -> None:
         """After a sampler round (collector.on_sample): encode the unfiltered lists asked
-        for lately, and after a full round (one made for the metrics) every pod's
-        metrics, so that the next calls find their answer made. The entries are
+        for lately, and with `metrics` (after a full round a scrape may follow) every
+        pod's metrics, so that the next calls find their answer made. The entries are
         encoded a few at a time, yielding between, so that a call arriving meanwhile
         waits for a few entries (~1 ms), not for both lists (~5-10 ms at 200 pods)
         or a whole scrape (~30 ms)."""
@@ -332,7 +332,7 @@ class StatsRPCs:
             async for p in tasks.in_steps(found, collector.BUILD_YIELD_EVERY):
                 entries.pod(p)
             await self._pod_stats(None)
-        if full:
+        if metrics:
             await self._pod_metrics()
 
     # -- containers ------------------------------------------------------------------

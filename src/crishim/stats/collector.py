@@ -32,8 +32,9 @@ keep their encoding too; a list call over every container (or pod) gets the
 very list it got last time while no reading, record or layer changed, and the
 sampler's round makes that list, so a poll after it costs no reading at all.
 While the list calls are in demand, `on_sample` (the server's) runs after each
-round, and after each full one: it encodes the fresh entries (and metrics) then,
-off the calls' path.
+round, and after each full one that the next metrics call may follow (by the gap
+between the last two): it encodes the fresh entries (and metrics) then, off the
+calls' path.
 
 Exited containers get attributes and their writable layer only: no CPU or
 memory, as the kubelet expects. A pod's totals come from its pod cgroup (the
@@ -67,7 +68,8 @@ DEMAND_INTERVAL = 2.0
 DEMAND_WINDOW = 60.0
 LIST_MAX_AGE_NS = 3_000_000_000
 METRICS_WINDOW = 90.0  # Prometheus scrapes every 15 s to 1 min
-METRICS_MAX_AGE_NS = int((SAMPLE_INTERVAL + DEMAND_INTERVAL) * 1e9)  # a round plus slack
+FULL_ROUND_GAP = SAMPLE_INTERVAL + DEMAND_INTERVAL  # at most, between two full rounds
+METRICS_MAX_AGE_NS = int(FULL_ROUND_GAP * 1e9)  # a full round's reading, until the next
 FULL_EVERY = SAMPLE_INTERVAL - DEMAND_INTERVAL  # seconds between full rounds while polled
 # Objects built between yields to the loop when a round's readings come back (~1-2 ms):
 # a call arriving meanwhile waits that long, not for the whole build of every object.
@@ -205,6 +207,7 @@ class StatsCollector:
         self._pods_full: dict[str, PodStats] = {}
         self._asked_at = 0.0  # monotonic time of the last list call
         self._metrics_asked_at = -METRICS_WINDOW  # ... and of the last metrics call
+        self._metrics_gap = 0.0  # seconds between the last two metrics calls (0: unknown)
         self._full_round_at = -METRICS_WINDOW  # ... and of the sampler's last full round
         self._demand = asyncio.Event()
         # Bumped whenever kept container (pod) readings change: the lists' memos key on them.
@@ -213,7 +216,7 @@ class StatsCollector:
         self._listed_containers: _Listed | None = None
         self._listed_pods: _Listed | None = None
         # Run after each sampler round while the list calls are in demand, and after
-        # each full round (is it one?).
+        # each full round that a metrics call may follow (is it one?).
         self.on_sample: Callable[[bool], Awaitable[None]] | None = None
 
     # -- life -------------------------------------------------------------------------
@@ -240,7 +243,17 @@ class StatsCollector:
 
     def metrics_asked(self) -> None:
         """A metrics call came: the sampler's rounds read what the metrics show too."""
-        self._metrics_asked_at = time.monotonic()
+        now = time.monotonic()
+        gap = now - self._metrics_asked_at
+        self._metrics_gap = gap if gap < METRICS_WINDOW else 0.0
+        self._metrics_asked_at = now
+
+    def _metrics_due(self, now: float) -> bool:
+        """Whether the next metrics call may come before the full round after this one
+        (at most FULL_ROUND_GAP away), judged by the gap between the last two calls
+        (none known: yes). Only such a round's reading is worth encoding ahead: a
+        scrape every minute would otherwise have six encoded for the one it gets."""
+        return now + FULL_ROUND_GAP >= self._metrics_asked_at + self._metrics_gap
 
     async def _sample_forever(self) -> None:
         while True:
@@ -264,8 +277,9 @@ class StatsCollector:
             self._full_round_at = now
         await self.pods_stats(self.sandboxes.list(), full=full)
         await asyncio.to_thread(self._forget_gone, self._live_keys())
-        if self.on_sample is not None and (full or self._in_demand()):
-            await self.on_sample(full)
+        metrics = full and self._metrics_due(now)
+        if self.on_sample is not None and (metrics or self._in_demand()):
+            await self.on_sample(metrics)
 
     # -- containers -------------------------------------------------------------------
 

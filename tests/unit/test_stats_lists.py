@@ -284,6 +284,32 @@ async def test_a_round_encodes_the_metrics_only_when_the_next_scrape_may_follow_
     assert len(encoded) == 2
 
 
+async def test_a_new_layer_measurement_alone_makes_no_new_metrics_entry(pb) -> None:
+    stats, meter = _collector([_running("a" * 64)], [_pod()])
+    rpcs = _rpcs(stats)
+    stats.metrics_asked()
+    await stats.sample()  # a full round; its metrics encoded
+    (first,) = await rpcs._pod_metrics()
+    meter._usage["a" * 64] = LayerUsage(4096, 3, 7)
+    meter.changes += 1  # as the meter's task does with each measurement
+    # The lists show the new layer at once ...
+    (listed,) = await stats.containers_stats(stats.containers.list(), max_age_ns=LIST)
+    assert listed.layer.bytes == 4096
+    # ... the metrics keep the entry of the round's reading, made before the layer came.
+    (scraped,) = await rpcs._pod_metrics()
+    assert scraped is first
+
+    def fs_usage(entry: bytes) -> list[float]:
+        (pod,) = pb.ListPodSandboxMetricsResponse.FromString(entry).pod_metrics
+        (container,) = pod.container_metrics
+        return [m.value.value for m in container.metrics if m.name == "container_fs_usage_bytes"]
+
+    assert fs_usage(scraped) == []
+    await stats.sample()  # the next full round: its entry shows the layer
+    (renewed,) = await rpcs._pod_metrics()
+    assert fs_usage(renewed) == [4096]
+
+
 def _rpcs(stats):
     from crishim.server.stats import StatsRPCs
 

@@ -43,10 +43,6 @@ class WireEntries:
             self._joined = (listed, b"".join(entries()))
         return self._joined[1]
 
-    def has(self, key: str, version: object) -> bool:
-        hit = self._entries.get(key)
-        return hit is not None and hit[0] is version
-
     def entry(self, key: str, version: object, build: Callable[[], Any]) -> bytes:
         hit = self._entries.get(key)
         if hit is not None and hit[0] is version:

@@ -244,7 +244,9 @@ class StatsEntries:
         self.pods = WireEntries(1)  # ListPodSandboxStatsResponse.stats
         self._container_attributes = WireEntries(1)  # ContainerStats.attributes
         self._pod_attributes = WireEntries(1)  # PodSandboxStats.attributes
-        self.metrics = WireEntries(1)  # ListPodSandboxMetricsResponse.pod_metrics
+        # pod id -> (what its metrics entry shows, the entry: ListPodSandboxMetricsResponse
+        # field 1)
+        self._metrics: dict[str, tuple[tuple, bytes]] = {}
         # kind -> (the collector's list, its entries, their join)
         self._answers: dict[str, tuple[object, list[bytes], bytes]] = {}
         self._asked_at: dict[str, float] = {}  # kind -> monotonic time of its last call
@@ -281,8 +283,37 @@ class StatsEntries:
         """Drop the entries of objects gone (once they outnumber the live ones)."""
         for cache in (self.containers, self._container_attributes):
             cache.prune(lambda: [c.id for c in containers], len(containers))
-        for cache in (self.pods, self._pod_attributes, self.metrics):
+        for cache in (self.pods, self._pod_attributes):
             cache.prune(lambda: [p.id for p in pods], len(pods))
+        if len(self._metrics) > 2 * len(pods) + 64:
+            alive = {p.id for p in pods}
+            self._metrics = {k: v for k, v in self._metrics.items() if k in alive}
+
+    def has_metrics(self, p: collector.PodStats) -> bool:
+        kept = self._metrics.get(p.view.id)
+        return kept is not None and kept[0] == _shown_by_metrics(p)
+
+    def metrics(self, p: collector.PodStats, encode) -> bytes:
+        """The pod's metrics entry, encoded once per reading it shows."""
+        shown = _shown_by_metrics(p)
+        kept = self._metrics.get(p.view.id)
+        if kept is None or kept[0] != shown:
+            kept = self._metrics[p.view.id] = (shown, w.message(1, encode(p)))
+        return kept[1]
+
+
+def _shown_by_metrics(p: collector.PodStats) -> tuple:
+    """What a pod's metrics entry shows, but for its containers' writable layers. The
+    meter renews each layer alone every 30 s (collector: _current), which would make a
+    new entry for nearly every pod between the round that encoded them and the scrape;
+    so an entry shows the layers as of the full reading it was made from, and the next
+    full round's entry the newer ones (cAdvisor measured layers once a minute)."""
+    return (
+        p.view.record,
+        p.timestamp_ns,
+        p.cgroup,
+        tuple((c.view.record, c.timestamp_ns, c.cgroup) for c in p.containers),
+    )
 
 
 def _every_container(f: api.ContainerStatsFilter | None) -> bool:
@@ -454,20 +485,19 @@ class StatsRPCs:
 
     async def _pod_metrics(self) -> list[bytes]:
         """Wire entries (field 1) of every pod's metrics, from the latest full reading.
-        An entry is encoded once per PodStats (the collector keeps one while its reading
-        is the same): after the round that encoded them (warm_stats_lists), a scrape
-        joins what is made. The join is not kept: ~15 KB per pod, it would double what
-        the entries hold, and making it again costs ~0.1 ms at 200 pods."""
+        An entry is encoded once per reading (StatsEntries.metrics): after the round
+        that encoded them (warm_stats_lists), a scrape joins what is made. The join is
+        not kept: ~15 KB per pod, it would double what the entries hold, and making it
+        again costs ~0.1 ms at 200 pods."""
         everyone = self._sandboxes.list()
         age = collector.METRICS_MAX_AGE_NS
         found = await self._stats.pods_stats(everyone, full=True, max_age_ns=age)
         entries = self._stats_entries
-        made = entries.metrics
         # Other calls go on while a large node's scrape (or round) encodes.
-        new = [p for p in found if not made.has(p.view.id, p)]
+        new = [p for p in found if not entries.has_metrics(p)]
         async for pod in tasks.in_steps(new, METRICS_YIELD_EVERY):
-            made.entry(pod.view.id, pod, lambda: self._metrics_of(pod))  # noqa: B023
-        out = [made.entry(p.view.id, p, lambda: self._metrics_of(p)) for p in found]  # noqa: B023
+            entries.metrics(pod, self._metrics_of)
+        out = [entries.metrics(p, self._metrics_of) for p in found]
         entries.prune(self._containers.list(), everyone)
         return out
 

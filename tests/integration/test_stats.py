@@ -357,11 +357,21 @@ def test_metric_values_agree_with_container_stats(official, pod, dockerd) -> Non
         lambda: container_stats(official, cid).HasField("writable_layer"), 60, "layer measured"
     )
     stats = container_stats(official, cid)
-    metrics = official.runtime.ListPodSandboxMetrics(
-        pb.ListPodSandboxMetricsRequest(), timeout=30
-    ).pod_metrics
-    (mine,) = [m for m in metrics if m.pod_sandbox_id == pod[0]]
-    (cm,) = [c for c in mine.container_metrics if c.container_id == cid]
+    scraped = []
+
+    def shows_the_layer() -> bool:
+        # The metrics show the layer of the sampler's last full reading: one made
+        # before the layer was measured has none yet (the next, <= 12 s, has it).
+        metrics = official.runtime.ListPodSandboxMetrics(
+            pb.ListPodSandboxMetricsRequest(), timeout=30
+        ).pod_metrics
+        (mine,) = [m for m in metrics if m.pod_sandbox_id == pod[0]]
+        (cm,) = [c for c in mine.container_metrics if c.container_id == cid]
+        scraped[:] = [mine, cm]
+        return any(m.name == "container_fs_usage_bytes" for m in cm.metrics)
+
+    wait_for(shows_the_layer, 30, "the metrics to show the measured layer")
+    mine, cm = scraped
     by_name = {m.name: m for m in cm.metrics}
     keys = {d: k for d, k in CADVISOR.items()}
     for m in cm.metrics:

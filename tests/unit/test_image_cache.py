@@ -115,12 +115,18 @@ class _Remover(_Docker):
         self.images.image_event("delete", image_id)
 
 
-async def test_a_removal_of_ours_lists_no_image_for_its_events() -> None:
-    docker = _Remover()
+def _removable(error: Exception | None = None) -> tuple[_Remover, Images]:
+    """A synced image cache that knows image A, named TAG, over a _Remover."""
+    docker = _Remover(error=error)
     images = Images(docker, engine=None, pause_image="pause:1")  # type: ignore[arg-type]
     docker.images = images
     images._cache = {A: images._to_image(details(A, (TAG,)), (TAG,), (), 10)}
     images._synced = True
+    return docker, images
+
+
+async def test_a_removal_of_ours_lists_no_image_for_its_events() -> None:
+    docker, images = _removable()
     await images.remove(TAG)
     images.image_event("delete", A)  # one that comes after the answer: still ours
     assert images._relisting is None
@@ -131,11 +137,7 @@ async def test_a_removal_of_ours_lists_no_image_for_its_events() -> None:
 
 
 async def test_an_image_id_that_comes_back_is_not_covered_by_an_earlier_removal() -> None:
-    docker = _Remover()
-    images = Images(docker, engine=None, pause_image="pause:1")  # type: ignore[arg-type]
-    docker.images = images
-    images._cache = {A: images._to_image(details(A, (TAG,)), (TAG,), (), 10)}
-    images._synced = True
+    docker, images = _removable()
     await images.remove(TAG)
     images.image_event("load", A)  # loaded again by someone else: listed ...
     await images._relisting
@@ -145,11 +147,7 @@ async def test_an_image_id_that_comes_back_is_not_covered_by_an_earlier_removal(
 
 
 async def test_a_failed_removal_lists_every_image_again() -> None:
-    docker = _Remover(error=RuntimeError("daemon went away"))
-    images = Images(docker, engine=None, pause_image="pause:1")  # type: ignore[arg-type]
-    docker.images = images
-    images._cache = {A: images._to_image(details(A, (TAG,)), (TAG,), (), 10)}
-    images._synced = True
+    docker, images = _removable(error=RuntimeError("daemon went away"))
     with pytest.raises(RuntimeError):
         await images.remove(TAG)
     await images._relisting  # the untag Docker made before it failed is read

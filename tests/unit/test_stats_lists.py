@@ -222,16 +222,7 @@ async def test_other_tasks_run_while_a_large_scrape_is_encoded() -> None:
 async def test_a_full_round_encodes_the_metrics_and_the_next_scrape_only_joins(
     pb, monkeypatch
 ) -> None:
-    from crishim.server.stats import StatsRPCs
-
-    stats, _ = _collector([_running("a" * 64)], [_pod()])
-    rpcs = _rpcs(stats)
-    stats.on_sample = rpcs.warm_stats_lists
-    encoded = []
-    encode = StatsRPCs._metrics_of
-    monkeypatch.setattr(
-        StatsRPCs, "_metrics_of", lambda self, pod: encoded.append(pod) or encode(self, pod)
-    )
+    stats, rpcs, encoded = _counting_encodings(monkeypatch)
     await stats.sample()  # metrics not asked for: a partial round, nothing encoded
     assert encoded == []
     stats.metrics_asked()
@@ -256,16 +247,7 @@ async def test_a_full_round_encodes_the_metrics_and_the_next_scrape_only_joins(
 async def test_a_round_encodes_the_metrics_only_when_the_next_scrape_may_follow_it(
     monkeypatch,
 ) -> None:
-    from crishim.server.stats import StatsRPCs
-
-    stats, _ = _collector([_running("a" * 64)], [_pod()])
-    rpcs = _rpcs(stats)
-    stats.on_sample = rpcs.warm_stats_lists
-    encoded = []
-    encode = StatsRPCs._metrics_of
-    monkeypatch.setattr(
-        StatsRPCs, "_metrics_of", lambda self, pod: encoded.append(pod) or encode(self, pod)
-    )
+    stats, rpcs, encoded = _counting_encodings(monkeypatch)
     # Scraped a minute apart, the last one just now: the rounds of the next ~45 s are
     # read full (a scrape may come early) but not encoded; the ones after are.
     stats.metrics_asked()
@@ -308,6 +290,22 @@ async def test_a_new_layer_measurement_alone_makes_no_new_metrics_entry(pb) -> N
     await stats.sample()  # the next full round: its entry shows the layer
     (renewed,) = await rpcs._pod_metrics()
     assert fs_usage(renewed) == [4096]
+
+
+def _counting_encodings(monkeypatch):
+    """(collector, server, the pods whose metrics were encoded) over one pod with one
+    container, the server's warming hooked to the collector's rounds as in crishim."""
+    from crishim.server.stats import StatsRPCs
+
+    stats, _ = _collector([_running("a" * 64)], [_pod()])
+    rpcs = _rpcs(stats)
+    stats.on_sample = rpcs.warm_stats_lists
+    encoded = []
+    encode = StatsRPCs._metrics_of
+    monkeypatch.setattr(
+        StatsRPCs, "_metrics_of", lambda self, pod: encoded.append(pod) or encode(self, pod)
+    )
+    return stats, rpcs, encoded
 
 
 def _rpcs(stats):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import signal
 from collections.abc import Iterator
@@ -207,8 +208,19 @@ async def _serve(config: Config, stack: contextlib.AsyncExitStack) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    # What startup made (modules, classes, the first sync's records: ~60 000 objects)
+    # lives as long as crishim: a full collection walking it all held the loop ~45 ms
+    # at 200 pods, against ~2 ms for what came after. Left out of collections from
+    # here; a frozen object is still freed when its last reference goes.
+    gc.freeze()
     sdnotify.notify("READY=1")
-    log.info("crishim_serving", listen=config.listen, docker=docker.endpoint, pid=os.getpid())
+    log.info(
+        "crishim_serving",
+        listen=config.listen,
+        docker=docker.endpoint,
+        pid=os.getpid(),
+        gc_frozen=gc.get_freeze_count(),
+    )
     await stop.wait()
 
     log.info("crishim_stopping", inflight=inflight.count, grace_s=config.shutdown_grace_seconds)

@@ -346,6 +346,26 @@ async def test_other_tasks_run_while_a_round_builds_and_encodes_the_lists(monkey
     assert joined == b"".join(rpcs._stats_entries.pod(p) for p in found)
 
 
+async def test_a_list_call_that_finds_entries_not_made_yet_encodes_them_in_steps() -> None:
+    count = 2 * collector.BUILD_YIELD_EVERY + 1
+    pods = [_pod(f"{i:064x}") for i in range(count)]
+    stats, _ = _collector([_running(f"{i:064x}", pods[i].id) for i in range(count)], pods)
+    rpcs = _rpcs(stats)
+    await stats.pods_stats(stats.sandboxes.list())  # a round's reading, not encoded yet
+    # The calls come before the round's own encoding: they encode, and let others run.
+    async with _turns() as turns:
+        _, containers = await rpcs._container_stats(None)
+        between = turns()
+        _, listed = await rpcs._pod_stats(None)
+        during = turns() - between
+    assert between >= 2  # at least once per BUILD_YIELD_EVERY entries
+    assert during >= 2
+    found = await stats.pods_stats(stats.sandboxes.list(), max_age_ns=LIST)
+    assert listed == b"".join(rpcs._stats_entries.pod(p) for p in found)
+    listed_containers = await stats.containers_stats(stats.containers.list(), max_age_ns=LIST)
+    assert containers == b"".join(rpcs._stats_entries.container(c) for c in listed_containers)
+
+
 async def test_a_list_call_keeps_what_it_found_when_the_sampler_forgets_objects_meanwhile() -> None:
     a, b = _running("a" * 64), _running("b" * 64)
     stats, _ = _collector([a, b])

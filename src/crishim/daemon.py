@@ -21,7 +21,7 @@ import structlog
 from aiohttp import web
 from grpclib.server import Server
 
-from crishim import errors, metrics, sdnotify
+from crishim import errors, looplag, metrics, sdnotify, tasks
 from crishim.checkpoints import Checkpointer
 from crishim.config import Config, split_host_port
 from crishim.containers import Containers
@@ -182,6 +182,8 @@ async def _serve(config: Config, stack: contextlib.AsyncExitStack) -> int:
     with _startup(f"streaming_address {config.streaming_address}"):
         await streaming.start()
     stack.push_async_callback(streaming.stop)
+    lag = asyncio.create_task(looplag.watch(metrics.LOOP_LAG_SECONDS.observe), name="loop-lag")
+    stack.push_async_callback(tasks.stop, lag)
     stats = StatsCollector(containers, sandboxes, LayerMeter())
     stats.start()
     stack.push_async_callback(stats.close)

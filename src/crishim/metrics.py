@@ -43,6 +43,13 @@ DOCKER_SECONDS = Histogram(
     ["operation"],
     registry=REGISTRY,
 )
+LOOP_LAG_SECONDS = Histogram(
+    "crishim_event_loop_lag_seconds",
+    "How late the event loop ran a timer, sampled each second: how long a call arriving"
+    " then waited before crishim could start on it.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+    registry=REGISTRY,
+)
 CNI_SECONDS = Histogram(
     "crishim_cni_plugin_duration_seconds",
     "Time of CNI plugin runs, by command (ADD, DEL, CHECK, GC, STATUS) and plugin type.",

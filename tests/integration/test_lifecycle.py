@@ -289,6 +289,17 @@ def test_metrics_count_rpcs_and_time_docker_calls(dockerd, crishim_factory, offi
     assert 'crishim_rpc_duration_seconds_count{method="Version"} 3.0' in text
     assert 'crishim_docker_request_duration_seconds_count{operation="version"}' in text
 
+    def lag_samples() -> float:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
+        (line,) = [
+            x
+            for x in text.decode().splitlines()
+            if x.startswith("crishim_event_loop_lag_seconds_count")
+        ]
+        return float(line.split()[-1])
+
+    wait_for(lambda: lag_samples() >= 2, 30, "two loop-lag samples (one a second)")
+
 
 def test_one_log_event_per_rpc_with_method_code_duration_and_ids(
     official: Official, crishim

@@ -128,6 +128,34 @@ def _pull_event_name(ref: imageref.Reference) -> str:
     return imageref.familiar(replace(ref, tag="") if ref.digest else ref)
 
 
+class _OwnEvents:
+    """Names (or IDs) whose Docker events our own call caused: held from the call's
+    start (its events may come before its answer) to OWN_EVENT_GRACE after it."""
+
+    def __init__(self) -> None:
+        self._until: dict[str, float] = {}
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._until
+
+    def start(self, key: str) -> None:
+        now = time.monotonic()  # holds whose event never came under their key are let go
+        self._until = {k: t for k, t in self._until.items() if t >= now}
+        self._until[key] = math.inf
+
+    def linger(self, key: str) -> None:
+        """The call answered: its events may still follow for a while."""
+        self._until[key] = time.monotonic() + OWN_EVENT_GRACE
+
+    def drop(self, key: str) -> None:
+        self._until.pop(key, None)
+
+    def covers(self, key: str, *, once: bool = False) -> bool:
+        """Whether an event about `key` is ours; with `once`, no later one is."""
+        until = self._until.pop(key, 0) if once else self._until.get(key, 0)
+        return until >= time.monotonic()
+
+
 def _fingerprint(auth: RegistryAuth) -> str:
     return hashlib.sha256(json.dumps(asdict(auth), sort_keys=True).encode()).hexdigest()
 
@@ -156,10 +184,8 @@ class Images:
         self._synced = False
         self._stale = False
         self._writes = 0  # our own writes into the cache: a list read across one is stale
-        # Docker's name of a pull of ours -> until when its `pull` event is ours to pass over
-        self._own_pulls: dict[str, float] = {}
-        # image ID removed by us -> until when its untag and delete events are ours
-        self._own_removals: dict[str, float] = {}
+        self._own_pulls = _OwnEvents()  # Docker's names of our pulls: their `pull` event
+        self._own_removals = _OwnEvents()  # IDs we removed: their untag and delete events
         self._relisting: asyncio.Task[None] | None = None
 
     # -- pull ---------------------------------------------------------------
@@ -186,16 +212,14 @@ class Images:
         """A Docker pull, its result written into the cache (_pulled); Docker's `pull`
         event for it, which would make the cache list every image again, is passed over."""
         event_name = _pull_event_name(ref)
-        now = time.monotonic()  # events that never came under their name are let go
-        self._own_pulls = {k: t for k, t in self._own_pulls.items() if t >= now}
-        self._own_pulls[event_name] = math.inf
+        self._own_pulls.start(event_name)
         try:
             image_id = await self._pull_and_write(ref, auth)
         except BaseException:
-            self._own_pulls.pop(event_name, None)  # an event that comes is not ours to skip
+            self._own_pulls.drop(event_name)  # an event that comes is not ours to skip
             raise
         if event_name in self._own_pulls:  # not come yet: it may follow the answer
-            self._own_pulls[event_name] = time.monotonic() + OWN_EVENT_GRACE
+            self._own_pulls.linger(event_name)
         return image_id
 
     async def _pull_and_write(self, ref: imageref.Reference, auth: RegistryAuth) -> str:
@@ -361,13 +385,13 @@ class Images:
         But for our own pull's and removal's: PullImage and RemoveImage write their
         result into the cache themselves. (Docker names a pull's event by the name
         pulled, a removal's by the image ID; a removal makes one untag per name.)"""
-        if action == "pull" and self._own_pulls.pop(actor, 0) >= time.monotonic():
+        if action == "pull" and self._own_pulls.covers(actor, once=True):
             return
         if action in _REMOVAL_EVENTS:
-            if self._own_removals.get(actor, 0) >= time.monotonic():
+            if self._own_removals.covers(actor):
                 return
-        elif actor in self._own_removals:  # the ID is back (a load, a tag): not ours now
-            del self._own_removals[actor]
+        else:  # the ID is back (a load, a tag): its events are not ours now
+            self._own_removals.drop(actor)
         self._stale = True
         if self._relisting is None or self._relisting.done():
             self._relisting = asyncio.create_task(self._relist(), name="image-relist")
@@ -472,19 +496,17 @@ class Images:
             raise errors.FailedPrecondition(
                 f"image {reference} ({details.id[:19]}) is in use by container(s) {names}"
             )
-        now = time.monotonic()  # covers whose grace is over are let go
-        self._own_removals = {k: t for k, t in self._own_removals.items() if t >= now}
-        self._own_removals[details.id] = math.inf  # its events may come before the answer
+        self._own_removals.start(details.id)
         try:
             with contextlib.suppress(errors.NotFound):
                 await self.docker.remove_image(details.id)
         except BaseException:
             # Docker may have untagged some names before it failed, and those events
             # were passed over: the cache reads the list again.
-            self._own_removals.pop(details.id, None)
+            self._own_removals.drop(details.id)
             self.image_event("untag", details.id)
             raise
-        self._own_removals[details.id] = time.monotonic() + OWN_EVENT_GRACE
+        self._own_removals.linger(details.id)
         self._removed(details.id)
         log.info("image_removed", image=reference, image_id=details.id)
 

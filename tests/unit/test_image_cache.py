@@ -86,7 +86,7 @@ async def test_only_one_event_per_pull_of_ours_is_passed_over() -> None:
     docker = _Docker([], [])
     docker.go.set()
     images = Images(docker, engine=None, pause_image="pause:1")  # type: ignore[arg-type]
-    images._own_pulls["app:1"] = float("inf")  # a pull of ours under way
+    images._own_pulls.start("app:1")  # a pull of ours under way
     images.image_event("pull", "app:1")  # its event
     assert images._relisting is None
     images.image_event("pull", "app:1")  # another's pull of the same name: listed

@@ -39,7 +39,6 @@ from tests.harness.clients import Official, generate_official_stubs
 from tests.harness.crishim import CrishimProcess
 from tests.harness.dockerd import PrivateDockerd, unique_name
 from tests.harness.dockerproxy import RecordingProxy
-from tests.harness.paths import LOCK_DIR, LOG_ROOT
 
 
 class Build:
@@ -123,9 +122,7 @@ def main() -> None:
         for build in builds:
             build.close()
         dockerd.destroy()
-        # The lock directory every crishim of this process shares (tests/harness/paths.py).
-        for path in (root, LOCK_DIR, LOG_ROOT):
-            shutil.rmtree(path, ignore_errors=True)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

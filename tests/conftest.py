@@ -24,7 +24,6 @@ from tests.harness.clients import Official, Own, generate_official_stubs
 from tests.harness.cni import CniNode, Network
 from tests.harness.crishim import CrishimProcess
 from tests.harness.dockerd import PrivateDockerd, unique_name
-from tests.harness.paths import LOCK_DIR, LOG_ROOT
 from tests.harness.procs import umount_below
 from tests.harness.registry import Registry
 from tests.harness.tokens import TokenServer
@@ -69,8 +68,6 @@ def workdir() -> Iterator[Path]:
     # itself, as it must on a node: unmount whatever the session left below its root.
     umount_below(root)
     shutil.rmtree(root, ignore_errors=True)
-    shutil.rmtree(LOG_ROOT, ignore_errors=True)
-    shutil.rmtree(LOCK_DIR, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -86,11 +86,14 @@ class FsUsage:
 
 @dataclass(slots=True)
 class _PullState:
-    """What a running pull has reported, for the periodic progress log."""
+    """What a running pull has reported: for the periodic progress log, and whether
+    the name already named the image pulled (its manifest's digest)."""
 
     layers: dict[str, tuple[int, int]] = field(default_factory=dict)  # id -> (current, total)
     done: set[str] = field(default_factory=set)
     last_status: str = ""
+    digest: str = ""
+    up_to_date: bool = False
 
 
 def user_of(config: ImageConfig) -> tuple[int | None, str]:
@@ -196,6 +199,8 @@ class Images:
         auth = decode_auth(auth)
         if isinstance(ref, imageref.ImageID):
             # An ID names no repository to pull from: present, or an error.
+            if self._synced and str(ref) in self._cache:
+                return str(ref)
             return (await self._inspect(str(ref))).id
         key = (str(ref), _fingerprint(auth))
         task = self._pulls.get(key)
@@ -245,16 +250,37 @@ class Images:
             raise (explained or exc) from exc
         finally:
             await tasks.stop(reporter)
-        image = await self._inspect(self._local_name(ref))
-        self._pulled(image)
+        known = self._up_to_date(ref, state)
+        if known is not None:
+            image_id, size = known.id, known.size
+        else:
+            details = await self._inspect(self._local_name(ref))
+            self._pulled(details)
+            image_id, size = details.id, details.size
         log.info(
             "image_pulled",
             image=str(ref),
-            image_id=image.id,
+            image_id=image_id,
             seconds=round(time.monotonic() - started, 2),
-            size=image.size,
+            size=size,
+            up_to_date=known is not None,
         )
-        return image.id
+        return image_id
+
+    def _up_to_date(self, ref: imageref.Reference, state: _PullState) -> Image | None:
+        """The image a pull found already there, from the cache: no inspect for it.
+
+        Docker says "up to date" when the name named the pulled image before the pull,
+        so nothing changed. The cache answers when it is current (events flow, no
+        list pending) and its image of that name holds the manifest's digest the pull
+        reported: a digest names one image. Otherwise (an image loaded, then pulled:
+        the pull gave it its digest) the caller inspects."""
+        if not (state.up_to_date and state.digest and self._synced and not self._stale):
+            return None
+        image = self._lookup(ref, str(ref))
+        if image is None or f"{ref.repository}@{state.digest}" not in image.repo_digests:
+            return None
+        return image
 
     async def _stream_pull(
         self, ref: imageref.Reference, auth: RegistryAuth, state: _PullState
@@ -272,6 +298,8 @@ class Images:
                         f"pull of {ref} made no progress for {self.pull_progress_timeout:.0f}s"
                     ) from None
                 state.last_status = event.status
+                state.digest = event.digest or state.digest
+                state.up_to_date = event.up_to_date
                 if event.layer and event.total:
                     state.layers[event.layer] = (event.current, event.total)
                 if event.layer and event.status in ("Pull complete", "Already exists"):

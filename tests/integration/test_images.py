@@ -293,6 +293,36 @@ def test_a_pull_lists_no_image_for_its_own_event_and_a_foreign_change_still_does
                 dockerd.docker("rmi", name)
 
 
+def test_a_pull_of_an_image_already_there_asks_docker_only_to_pull(
+    recorded_puller, registry, dockerd, test_images, workdir
+) -> None:
+    """With the Always pull policy the kubelet pulls before every start. When Docker
+    says the name already named the registry's image, the image cache answers with
+    it: the pull's one Docker request is the pull, with no inspect after it."""
+    proxy, client, auth = recorded_puller
+    local = images_mod.derive(
+        dockerd, test_images.busybox, "up-to-date:1", workdir / "build-up-to-date", "same"
+    )
+    ref = registry.push(dockerd, local, "crishim-test/up-to-date:1.0")
+    dockerd.docker("rmi", local, ref)  # only the registry has it now: the first pull pulls
+    try:
+        wait_for(lambda: not status(client, ref).HasField("image"), 30, "the cache to settle")
+        since = proxy.mark()
+        image_id = pull(client, ref, auth, timeout=30).image_ref
+        first = [str(r) for r in proxy.requests(since)]
+        assert f"GET /images/{ref}/json" in first, "a pull that brings an image inspects it"
+
+        since = proxy.mark()
+        assert pull(client, ref, auth, timeout=30).image_ref == image_id
+        asked = [str(r) for r in proxy.requests(since)]
+        assert asked.count("POST /images/create") == 1
+        assert not [r for r in asked if r.startswith("GET /images/")], asked
+        assert status(client, ref).image.id == image_id
+    finally:
+        with contextlib.suppress(RuntimeError):
+            dockerd.docker("rmi", ref)
+
+
 def test_a_removal_lists_no_image_for_its_own_events_and_a_foreign_change_still_does(
     recorded_puller, dockerd, test_images, workdir
 ) -> None:

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import pytest
 
-from crishim.docker.types import ImageConfig, ImageDetails, ImageListEntry
+from crishim.docker.types import (
+    ImageConfig,
+    ImageDetails,
+    ImageListEntry,
+    PullProgress,
+    RegistryAuth,
+)
 from crishim.images import Images
 
 A, B = "sha256:" + "a" * 64, "sha256:" + "b" * 64
@@ -152,3 +159,61 @@ async def test_a_failed_removal_lists_every_image_again() -> None:
         await images.remove(TAG)
     await images._relisting  # the untag Docker made before it failed is read
     assert docker.lists == 1
+
+
+DIGEST = "sha256:" + "d" * 64
+
+
+class _Puller(_Docker):
+    """Pulls TAG: Docker's last reports name the manifest's digest and, when
+    `up_to_date`, say the name already named the image. Inspects show image A."""
+
+    def __init__(self, *, up_to_date: bool) -> None:
+        super().__init__([], [])
+        self.go.set()
+        self.up_to_date = up_to_date
+        self.inspected: list[str] = []
+
+    async def pull(self, repository: str, tag: str, auth) -> AsyncIterator[PullProgress]:
+        yield PullProgress(status="Pulling from library/app", layer=tag)
+        yield PullProgress(status=f"Digest: {DIGEST}", digest=DIGEST)
+        verdict = "Image is up to date" if self.up_to_date else "Downloaded newer image"
+        yield PullProgress(status=f"Status: {verdict} for app:1", up_to_date=self.up_to_date)
+
+    async def inspect_image(self, name: str) -> ImageDetails:
+        self.inspected.append(name)
+        return ImageDetails(A, (TAG,), (f"app@{DIGEST}",), 10, "", "amd64", "linux", ImageConfig())
+
+
+def _pulling(*, up_to_date: bool, digests: tuple[str, ...]) -> tuple[_Puller, Images]:
+    """A synced image cache that knows image A, named TAG, with `digests`."""
+    docker = _Puller(up_to_date=up_to_date)
+    images = Images(docker, engine=None, pause_image="pause:1")  # type: ignore[arg-type]
+    images._cache = {A: images._to_image(details(A, (TAG,)), (TAG,), digests, 10)}
+    images._synced = True
+    return docker, images
+
+
+async def test_a_pull_docker_finds_up_to_date_is_answered_from_the_cache() -> None:
+    docker, images = _pulling(up_to_date=True, digests=(f"app@{DIGEST}",))
+    assert await images.pull(TAG, RegistryAuth()) == A
+    assert docker.inspected == []
+
+
+async def test_an_up_to_date_pull_the_cache_cannot_vouch_for_inspects() -> None:
+    # Loaded, then pulled: the pull gave the image its digest, which the cache lacks yet.
+    docker, images = _pulling(up_to_date=True, digests=())
+    assert await images.pull(TAG, RegistryAuth()) == A
+    assert docker.inspected == ["docker.io/library/app:1"]
+    assert (await images.status(TAG)).repo_digests == (f"docker.io/library/app@{DIGEST}",)
+    # A cache with a list pending may be behind Docker: it does not answer either.
+    docker, images = _pulling(up_to_date=True, digests=(f"app@{DIGEST}",))
+    images._stale = True
+    await images.pull(TAG, RegistryAuth())
+    assert len(docker.inspected) == 1
+
+
+async def test_a_pull_that_brought_an_image_inspects_it() -> None:
+    docker, images = _pulling(up_to_date=False, digests=(f"app@{DIGEST}",))
+    assert await images.pull(TAG, RegistryAuth()) == A
+    assert docker.inspected == ["docker.io/library/app:1"]

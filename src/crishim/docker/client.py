@@ -636,11 +636,14 @@ class DockerClient:
                 if msg.get("error"):
                     raise DockerServerError(f"docker: pull of {image}: {msg['error']}")
                 detail = msg.get("progressDetail") or {}
+                status = str(msg.get("status", ""))
                 yield PullProgress(
-                    status=msg.get("status", ""),
+                    status=status,
                     layer=msg.get("id", ""),
                     current=int(detail.get("current") or 0),
                     total=int(detail.get("total") or 0),
+                    digest=status.removeprefix("Digest: ") if status.startswith("Digest: ") else "",
+                    up_to_date=status.startswith("Status: Image is up to date for "),
                 )
         finally:
             response.close()  # unfinished: closing tells Docker to stop

@@ -91,12 +91,16 @@ class LogChunk:
 
 @dataclass(frozen=True, slots=True)
 class PullProgress:
-    """One progress report of a pull: a status, and bytes of a layer when known."""
+    """One progress report of a pull: a status, and bytes of a layer when known.
+    Two of Docker's reports say more: the manifest's digest (`digest`), and, last,
+    that the name already named the image pulled (`up_to_date`)."""
 
     status: str
     layer: str = ""
     current: int = 0
     total: int = 0
+    digest: str = ""
+    up_to_date: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -217,3 +217,12 @@ async def test_a_pull_that_brought_an_image_inspects_it() -> None:
     docker, images = _pulling(up_to_date=False, digests=(f"app@{DIGEST}",))
     assert await images.pull(TAG, RegistryAuth()) == A
     assert docker.inspected == ["docker.io/library/app:1"]
+
+
+async def test_a_pull_by_image_id_is_answered_by_the_cache_or_an_inspect() -> None:
+    docker, images = _pulling(up_to_date=True, digests=())
+    assert await images.pull(A, RegistryAuth()) == A  # no repository to pull from
+    assert docker.inspected == []
+    images._cache = {}  # an ID the cache does not know: Docker is asked
+    assert await images.pull(A, RegistryAuth()) == A
+    assert docker.inspected == [A]

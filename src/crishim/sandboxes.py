@@ -313,11 +313,18 @@ class Sandboxes:
         return record if record is not None and record.cri.kind == labels.TYPE_SANDBOX else None
 
     async def stop(self, sandbox_id: str) -> None:
-        """Stop the pod's containers, tear its network down, stop the pause.
+        """Stop the pod's containers, then tear its network down while the pause stops.
 
-        Unknown: already stopped (CRI). A failed network teardown fails the
-        call (the pause keeps running), so the kubelet's retry runs DEL again
-        rather than leaking the pod's address. Concurrent calls share one run.
+        The containers stop first: a graceful stop may still use the network. The
+        pause needs none, and CNI DEL runs in the namespace crishim pinned at setup,
+        which outlives the pause: the two overlap (DEL is ~30 ms of plugins here).
+        A pod whose teardown reads the running pause (one adopted from cri-dockerd)
+        is torn down before its pause stops.
+
+        Unknown: already stopped (CRI). A failed network teardown fails the call
+        once the pause has stopped, and the checkpoint stays, so the kubelet's
+        retry runs DEL again rather than leaking the pod's address. Concurrent
+        calls share one run.
         """
         record = self._sandbox_record(sandbox_id)
         if record is None:
@@ -328,8 +335,20 @@ class Sandboxes:
         members = self._containers_of(record.id)
         await asyncio.gather(*(self.stop_container(r.id, SANDBOX_STOP_GRACE) for r in members))
         info = record.info
-        await self.networks.teardown(info.id, info.state.pid, info.network_mode)
-        await self.stop_container(record.id, SANDBOX_STOP_GRACE)
+        teardown = self.networks.teardown(info.id, info.state.pid, info.network_mode)
+        if self.networks.teardown_needs_pause(info.id, info.network_mode):
+            await teardown
+            await self.stop_container(record.id, SANDBOX_STOP_GRACE)
+        else:
+            # Both run to their end; the teardown's failure is the call's.
+            done = await asyncio.gather(
+                teardown,
+                self.stop_container(record.id, SANDBOX_STOP_GRACE),
+                return_exceptions=True,
+            )
+            for outcome in done:
+                if isinstance(outcome, BaseException):
+                    raise outcome
         log.info("sandbox_stopped", pod_sandbox_id=record.id, containers=len(members))
 
     async def stop_container(self, container_id: str, timeout_s: int) -> None:

@@ -11,8 +11,11 @@ import concurrent.futures
 import contextlib
 import ipaddress
 import json
+import shutil
 import signal
 import subprocess
+import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -254,6 +257,84 @@ def test_a_sigkilled_crishim_tears_down_after_restart(cni, dockerd, pause_killed
     n.stop(sandbox_id)
     _assert_nothing_left(n)
     assert n.node.checkpoints() == [sandbox_id]  # until RemovePodSandbox
+    n.remove(sandbox_id)
+    assert n.node.checkpoints() == []
+
+
+# A plugin chained after bridge and portmap. Its DEL (the first of the chain's DELs)
+# waits until the pod's pause has stopped (bounded), and fails once if told to.
+AWAIT_PAUSE_PLUGIN = """#!{python}
+import json, os, subprocess, sys, time
+conf = json.load(sys.stdin)
+command = os.environ["CNI_COMMAND"]
+def answer(value, code=0):
+    json.dump(value, sys.stdout)
+    sys.exit(code)
+if command == "VERSION":
+    answer({{"cniVersion": conf.get("cniVersion", "1.0.0"),
+            "supportedVersions": ["0.4.0", "1.0.0", "1.1.0"]}})
+if command != "DEL":
+    answer(conf.get("prevResult") or {{"cniVersion": conf["cniVersion"]}})
+sandbox, log = os.environ["CNI_CONTAINERID"], conf["log"]
+deadline = time.monotonic() + conf["waitSeconds"]
+while subprocess.run(
+    [conf["docker"], "-H", conf["dockerHost"], "inspect", "-f", "{{{{.State.Running}}}}", sandbox],
+    capture_output=True, text=True,
+).stdout.strip() == "true":
+    if time.monotonic() > deadline:
+        msg = "DEL ran, the pause ran on"
+        answer({{"cniVersion": conf["cniVersion"], "code": 11, "msg": msg}}, 1)
+    time.sleep(0.05)
+with open(log, "a") as f:
+    f.write("DEL with the pause stopped\\n")
+if os.path.exists(conf["failOnce"]):
+    os.remove(conf["failOnce"])
+    answer({{"cniVersion": conf["cniVersion"], "code": 11, "msg": "DEL failed as told"}}, 1)
+"""
+
+
+def test_the_network_goes_while_the_pause_stops_and_a_failed_teardown_is_retried(
+    cni, dockerd, workdir
+) -> None:
+    """StopPodSandbox stops the pause while CNI DEL runs (in the namespace crishim
+    pinned, which outlives the pause): a DEL that waits for the pause to stop
+    completes. A DEL that fails fails the call and keeps the checkpoint and the
+    pinned namespace; the kubelet's retry runs DEL again and leaves nothing."""
+    plugins = Path(tempfile.mkdtemp(prefix="cni-bin-", dir=workdir))
+    plugin = plugins / "await-pause"
+    plugin.write_text(AWAIT_PAUSE_PLUGIN.format(python=sys.executable))
+    plugin.chmod(0o755)
+    n = cni(f"--cni-bin-dir=/usr/lib/cni:{plugins}")
+    log, fail_once = plugins / "del.log", plugins / "fail-once"
+    conflist = n.node.network.conflist()
+    conflist["plugins"].append(
+        {
+            "type": "await-pause",
+            "docker": shutil.which("docker"),
+            "dockerHost": dockerd.endpoint,
+            "waitSeconds": 20,
+            "log": str(log),
+            "failOnce": str(fail_once),
+        }
+    )
+    (n.node.conf_dir / "10-test.conflist").write_text(json.dumps(conflist))
+    wait_for(lambda: _loads(n) == 2, 10, "the chain with await-pause loaded")
+    sandbox_id = n.run()
+    ip = n.status(sandbox_id).status.network.ip
+    assert n.node.network.reservations() == [ip]
+
+    fail_once.write_text("")
+    with pytest.raises(grpc.RpcError) as failed:
+        n.stop(sandbox_id)
+    assert "DEL failed as told" in failed.value.details()
+    running = dockerd.docker("inspect", "-f", "{{.State.Running}}", sandbox_id).strip()
+    assert running == "false", "the pause stopped though the teardown failed"
+    assert n.node.checkpoints() == [sandbox_id]
+    assert n.node.netns_handles() == [sandbox_id], "the pinned namespace, for the retry"
+
+    n.stop(sandbox_id)  # the kubelet's retry
+    _assert_nothing_left(n)
+    assert log.read_text().splitlines() == ["DEL with the pause stopped"] * 2
     n.remove(sandbox_id)
     assert n.node.checkpoints() == []
 

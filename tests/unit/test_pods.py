@@ -88,3 +88,24 @@ def test_a_pod_with_only_the_required_fields_converts() -> None:
         )
     )
     assert (container.meta.name, container.image) == ("c", "busybox")
+
+
+def test_only_a_teardown_without_a_pinned_namespace_waits_for_the_pause(tmp_path) -> None:
+    """StopPodSandbox stops the pause while the network is torn down, unless the
+    teardown reads the running pause's namespace."""
+    from crishim.network.checkpoint import Checkpoint
+    from crishim.network.pods import PodNetworks
+
+    nets = PodNetworks("cni", tmp_path, str(tmp_path / "net.d"), "/usr/lib/cni")
+    pinned = Checkpoint("a", {}, netns=str(tmp_path / "netns" / "a"))
+    nets._cache = {
+        "a": pinned,
+        "torn": Checkpoint("torn", {}, netns="", torn_down=True),
+        "unpinned": Checkpoint("unpinned", {}, netns=""),
+    }
+    assert nets.teardown_needs_pause("a", "none") is False
+    assert nets.teardown_needs_pause("torn", "none") is False  # nothing left to do
+    assert nets.teardown_needs_pause("unpinned", "none") is True
+    # No checkpoint of ours: a pod cri-dockerd set up, adopted from its pause's namespace.
+    assert nets.teardown_needs_pause("cri-dockerd-pod", "none") is True
+    assert nets.teardown_needs_pause("docker-network-pod", "bridge") is False

@@ -331,6 +331,15 @@ class PodNetworks:
         cp = self._cache.get(sandbox_id)
         return cp.netns if cp is not None and not cp.torn_down and cp.netns else ""
 
+    def teardown_needs_pause(self, sandbox_id: str, docker_network_mode: str) -> bool:
+        """Whether tearing the pod's network down reads the running pause: a pod set up
+        by cri-dockerd is adopted from its pause's namespace, and a checkpoint without
+        a pinned namespace has no other. A pod of ours is torn down in its pinned one."""
+        cp = self._cache.get(sandbox_id)
+        if cp is None:
+            return docker_network_mode == "none" and self.mode == "cni"
+        return not cp.torn_down and not cp.netns
+
     async def setup(self, sandbox_id: str, pid: int, config: PodNetworkConfig) -> tuple[str, ...]:
         """Pin the namespace of `pid`, checkpoint, CNI ADD; undo all of it on failure."""
         network = self._loaded.network

@@ -399,8 +399,8 @@ class Sandboxes:
         await self.ops.run(("remove-pod", record.id), lambda: self._remove(record))
 
     async def _remove(self, record: Record) -> None:
-        for member in self._containers_of(record.id):
-            await self.remove_container(member.id)
+        members = self._containers_of(record.id)
+        await asyncio.gather(*(self.remove_container(r.id) for r in members))
         info = record.info
         # The network goes before the pause: a failed DEL keeps the pod listed for a retry.
         await self.networks.remove(info.id, info.state.pid, info.network_mode)

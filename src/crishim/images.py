@@ -518,16 +518,10 @@ class Images:
         await asyncio.shield(removal)
 
     async def _remove(self, details: ImageDetails, reference: str) -> None:
-        users = await self.docker.containers_using(details.id)
-        if users:
-            names = ", ".join(f"{c.name} ({c.id[:12]})" for c in users)
-            raise errors.FailedPrecondition(
-                f"image {reference} ({details.id[:19]}) is in use by container(s) {names}"
-            )
         self._own_removals.start(details.id)
         try:
             with contextlib.suppress(errors.NotFound):
-                await self.docker.remove_image(details.id)
+                await self._delete(details, reference)
         except BaseException:
             # Docker may have untagged some names before it failed, and those events
             # were passed over: the cache reads the list again.
@@ -537,6 +531,25 @@ class Images:
         self._own_removals.linger(details.id)
         self._removed(details.id)
         log.info("image_removed", image=reference, image_id=details.id)
+
+    async def _delete(self, details: ImageDetails, reference: str) -> None:
+        """One unforced DELETE, which Docker takes when no container uses the image and
+        one repository names it (the kubelet's image GC: a tag and its digest). Refused,
+        crishim looks at why: a container using the image (running or not, crishim's or
+        not) fails the call, named; names of several repositories take a forced DELETE.
+        Docker checks before it untags anything, so a refusal changed nothing."""
+        try:
+            await self.docker.remove_image(details.id, force=False)
+            return
+        except errors.FailedPrecondition:  # Docker's 409
+            pass
+        users = await self.docker.containers_using(details.id)
+        if users:
+            names = ", ".join(f"{c.name} ({c.id[:12]})" for c in users)
+            raise errors.FailedPrecondition(
+                f"image {reference} ({details.id[:19]}) is in use by container(s) {names}"
+            )
+        await self.docker.remove_image(details.id, force=True)
 
     # -- filesystem ---------------------------------------------------------------
 

@@ -252,7 +252,13 @@ def test_pull_and_remove_show_their_result_at_once_without_listing_every_image(
         assert ref in images[new].repo_tags
         assert ref not in images[old].repo_tags, "a tag names one image"
 
+        removing = proxy.mark()
         client.image.RemoveImage(pb.RemoveImageRequest(image=spec(pb, ref)), timeout=30)
+        asked = [str(r) for r in proxy.requests(removing)]
+        # Named by one repository and used by no container: Docker takes it unforced.
+        assert [r for r in asked if r.startswith(("DELETE", "GET /containers/json"))] == [
+            f"DELETE /images/{new}"
+        ]
         assert new not in listed()
         assert not status(client, ref).HasField("image")
         assert old in listed()

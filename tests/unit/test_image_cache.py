@@ -8,12 +8,14 @@ from collections.abc import AsyncIterator
 import pytest
 
 from crishim.docker.types import (
+    ContainerRef,
     ImageConfig,
     ImageDetails,
     ImageListEntry,
     PullProgress,
     RegistryAuth,
 )
+from crishim.errors import FailedPrecondition
 from crishim.images import Images
 
 A, B = "sha256:" + "a" * 64, "sha256:" + "b" * 64
@@ -105,16 +107,29 @@ class _Remover(_Docker):
     """Removes images: after the untag and delete events Docker sends while it removes,
     or failing with `error` after the first untag."""
 
-    def __init__(self, images: Images | None = None, error: Exception | None = None) -> None:
+    def __init__(
+        self,
+        images: Images | None = None,
+        error: Exception | None = None,
+        users: tuple[ContainerRef, ...] = (),
+        repositories: int = 1,
+    ) -> None:
         super().__init__([], [])
         self.go.set()
         self.images = images
         self.error = error
+        self.users = users  # containers created from the image
+        self.repositories = repositories  # how many repositories name it
+        self.calls: list[str] = []
 
-    async def containers_using(self, image_id: str) -> list:
-        return []
+    async def containers_using(self, image_id: str) -> list[ContainerRef]:
+        self.calls.append("containers_using")
+        return list(self.users)
 
-    async def remove_image(self, image_id: str) -> None:
+    async def remove_image(self, image_id: str, *, force: bool) -> None:
+        self.calls.append("remove forced" if force else "remove")
+        if self.users or (self.repositories > 1 and not force):  # as Docker, before untagging
+            raise FailedPrecondition("docker: conflict: unable to delete")
         self.images.image_event("untag", image_id)
         if self.error is not None:
             raise self.error
@@ -122,9 +137,9 @@ class _Remover(_Docker):
         self.images.image_event("delete", image_id)
 
 
-def _removable(error: Exception | None = None) -> tuple[_Remover, Images]:
+def _removable(error: Exception | None = None, **kw) -> tuple[_Remover, Images]:
     """A synced image cache that knows image A, named TAG, over a _Remover."""
-    docker = _Remover(error=error)
+    docker = _Remover(error=error, **kw)
     images = Images(docker, engine=None, pause_image="pause:1")  # type: ignore[arg-type]
     docker.images = images
     images._cache = {A: images._to_image(details(A, (TAG,)), (TAG,), (), 10)}
@@ -141,6 +156,29 @@ async def test_a_removal_of_ours_lists_no_image_for_its_events() -> None:
     images.image_event("untag", B)  # another image's: listed
     await images._relisting
     assert docker.lists == 1
+
+
+async def test_a_removal_docker_takes_unforced_asks_nothing_else() -> None:
+    docker, images = _removable()
+    await images.remove(TAG)
+    assert docker.calls == ["remove"]
+    assert await images.list() == []
+
+
+async def test_a_refused_removal_names_the_containers_using_the_image() -> None:
+    user = ContainerRef(id="c" * 64, name="someone-elses")
+    docker, images = _removable(users=(user,))
+    with pytest.raises(FailedPrecondition, match=r"in use by container\(s\) someone-elses"):
+        await images.remove(TAG)
+    assert docker.calls == ["remove", "containers_using"]
+    assert [i.id for i in await images.list()] == [A]
+
+
+async def test_an_image_several_repositories_name_is_removed_forced() -> None:
+    docker, images = _removable(repositories=2)
+    await images.remove(TAG)
+    assert docker.calls == ["remove", "containers_using", "remove forced"]
+    assert await images.list() == []
 
 
 async def test_an_image_id_that_comes_back_is_not_covered_by_an_earlier_removal() -> None:

@@ -689,12 +689,14 @@ class DockerClient:
             ),
         )
 
-    async def remove_image(self, image_id: str) -> None:
-        """Remove an image with all its tags. Callers check first that no container uses it."""
+    async def remove_image(self, image_id: str, *, force: bool) -> None:
+        """Remove an image with all its names. Unforced, Docker refuses (409) an image a
+        container uses or that names of several repositories share; forced, it removes
+        one only stopped containers use too: callers check first that none does."""
         await self.request(
             f"images/{quote(image_id, safe=REF_SAFE)}",
             "DELETE",
-            params={"force": "true"},
+            params={"force": "true" if force else "false"},
             op="image_remove",
         )
 

@@ -57,7 +57,7 @@ class RuntimeService(SandboxRPCs, ContainerRPCs, StreamRPCs, StatsRPCs, api.Runt
 
     def __mapping__(self) -> dict[str, grpclib.const.Handler]:
         """The generated handlers, but ListPodSandboxMetrics': its 3 MB answer (200 pods)
-        is sent from its entries (crishim.server.sending)."""
+        is sent from its pods' entries (crishim.server.sending)."""
         mapping = super().__mapping__()
         path = "/runtime.v1.RuntimeService/ListPodSandboxMetrics"
         mapping[path] = mapping[path]._replace(func=self.list_pod_sandbox_metrics_rpc)

@@ -62,6 +62,10 @@ OWN_EVENT_GRACE = 2.0
 _REMOVAL_EVENTS = frozenset({"untag", "delete"})
 
 
+class _InUse(errors.FailedPrecondition):
+    """RemoveImage of an image a container uses: Docker refused it and changed nothing."""
+
+
 @dataclass(frozen=True, slots=True)
 class Image:
     """An image in CRI terms: normalised names and the image's default user."""
@@ -522,6 +526,9 @@ class Images:
         try:
             with contextlib.suppress(errors.NotFound):
                 await self._delete(details, reference)
+        except _InUse:
+            self._own_removals.drop(details.id)  # refused before any untag: nothing to read
+            raise
         except BaseException:
             # Docker may have untagged some names before it failed, and those events
             # were passed over: the cache reads the list again.
@@ -546,9 +553,7 @@ class Images:
         users = await self.docker.containers_using(details.id)
         if users:
             names = ", ".join(f"{c.name} ({c.id[:12]})" for c in users)
-            raise errors.FailedPrecondition(
-                f"image {reference} ({details.id[:19]}) is in use by container(s) {names}"
-            )
+            raise _InUse(f"image {reference} ({details.id[:19]}) is in use by container(s) {names}")
         await self.docker.remove_image(details.id, force=True)
 
     # -- filesystem ---------------------------------------------------------------

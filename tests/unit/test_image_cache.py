@@ -172,6 +172,7 @@ async def test_a_refused_removal_names_the_containers_using_the_image() -> None:
         await images.remove(TAG)
     assert docker.calls == ["remove", "containers_using"]
     assert [i.id for i in await images.list()] == [A]
+    assert images._relisting is None, "refused before any untag: no list to read again"
 
 
 async def test_an_image_several_repositories_name_is_removed_forced() -> None:

@@ -337,8 +337,13 @@ class PodNetworks:
         a pinned namespace has no other. A pod of ours is torn down in its pinned one."""
         cp = self._cache.get(sandbox_id)
         if cp is None:
-            return docker_network_mode == "none" and self.mode == "cni"
+            return self._from_cri_dockerd(docker_network_mode)
         return not cp.torn_down and not cp.netns
+
+    def _from_cri_dockerd(self, docker_network_mode: str) -> bool:
+        """Whether a sandbox without a checkpoint of ours was set up by cri-dockerd's
+        CNI (to be adopted from what it left)."""
+        return docker_network_mode == "none" and self.mode == "cni"
 
     async def setup(self, sandbox_id: str, pid: int, config: PodNetworkConfig) -> tuple[str, ...]:
         """Pin the namespace of `pid`, checkpoint, CNI ADD; undo all of it on failure."""
@@ -387,7 +392,7 @@ class PodNetworks:
         """
         async with self._locked(sandbox_id):
             cp = self._cache.get(sandbox_id)
-            if cp is None and docker_network_mode == "none" and self.mode == "cni":
+            if cp is None and self._from_cri_dockerd(docker_network_mode):
                 cp = await self._adopt(sandbox_id, pid)
             if cp is None or cp.torn_down:
                 return

@@ -508,15 +508,10 @@ class StatsRPCs:
         entries.prune(self._containers.list(), everyone)
         return out
 
-    async def list_pod_sandbox_metrics(
-        self, message: api.ListPodSandboxMetricsRequest
-    ) -> api.ListPodSandboxMetricsResponse:
-        self._stats.metrics_asked()
-        return w.Encoded(b"".join(await self._pod_metrics()))  # type: ignore[return-value]
-
     async def list_pod_sandbox_metrics_rpc(self, stream: Any) -> None:
-        """The RPC as served (RuntimeService.__mapping__): as the generated handler, but
-        the answer goes out from its entries, not joined (crishim.server.sending)."""
+        """ListPodSandboxMetrics, in place of the generated handler (RuntimeService.
+        __mapping__): the answer goes out from its entries, not joined
+        (crishim.server.sending)."""
         request = await stream.recv_message()
         assert request is not None  # unary: grpclib has answered an empty stream already
         self._stats.metrics_asked()

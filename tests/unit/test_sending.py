@@ -10,6 +10,11 @@ from typing import Any
 import grpc
 import grpclib.const
 import grpclib.server
+import h2.config
+import h2.connection
+import h2.events
+import h2.settings
+import pytest
 from grpclib.encoding.base import CodecBase
 
 from crishim.server import sending
@@ -32,9 +37,13 @@ class _Raw(CodecBase):
 class _Service:
     def __init__(self, parts: list[bytes]) -> None:
         self.parts = parts
+        self.windows: list[int] = []  # the stream's send window as each answer began
 
     async def get(self, stream: grpclib.server.Stream) -> None:
         assert await stream.recv_message() == b"ask"
+        h2_stream = stream._stream
+        await stream.send_initial_metadata()
+        self.windows.append(h2_stream._h2_connection.local_flow_control_window(h2_stream.id))
         await sending.send_unary_parts(stream, self.parts)
 
     def __mapping__(self) -> dict[str, grpclib.const.Handler]:
@@ -42,34 +51,109 @@ class _Service:
         return {METHOD: grpclib.const.Handler(self.get, unary, bytes, bytes)}
 
 
-def _ask(socket: Path, times: int) -> list[bytes]:
-    with grpc.insecure_channel(f"unix:{socket}") as channel:
+def _ask(socket: Path, times: int, options: list[tuple[str, int]]) -> list[bytes]:
+    options = [("grpc.max_receive_message_length", 64 << 20), *options]
+    with grpc.insecure_channel(f"unix:{socket}", options=options) as channel:
         get = channel.unary_unary(METHOD)  # no (de)serializers: bytes as they are
         return [get(b"ask", timeout=30) for _ in range(times)]
 
 
-async def test_parts_arrive_as_their_join_over_many_pieces_and_windows(tmp_path) -> None:
-    # Parts smaller and larger than a piece and than a frame, past HTTP/2's first
-    # 64 KB flow-control window: ~1.4 MB in all, as a scrape of ~100 pods.
-    sizes = [10, 70_000, 5, 20_000, 65_531, 1, 300_000, 16_384, 0, 15_000] * 3
-    parts = [bytes([i % 251]) * n for i, n in enumerate(sizes)]
-    server = grpclib.server.Server([_Service(parts)], codec=_Raw())
+# Parts smaller and larger than a batch and than a frame, empty ones included: ~1.4 MB
+# in all, as a scrape of ~100 pods.
+SIZES = [10, 70_000, 5, 20_000, 65_531, 1, 300_000, 16_384, 0, 15_000] * 3
+# (client options, whether its window is smaller than the answer: the sender must wait)
+CLIENTS = {
+    # grpcio as it comes: its window grows past the answer (BDP probing)
+    "default": ([], False),
+    # no window growth: HTTP/2's first 64 KB, then the client's updates
+    "flow-controlled": (
+        [("grpc.http2.bdp_probe", 0), ("grpc.http2.lookahead_bytes", 16_384)],
+        True,
+    ),
+    # frames of up to 1 MB allowed: cut to that, not to 16 KB
+    "large frames": ([("grpc.http2.max_frame_size", 1 << 20)], False),
+}
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+async def test_parts_arrive_as_their_join_through_the_official_client(tmp_path, client) -> None:
+    options, waits = CLIENTS[client]
+    parts = [bytes([i % 251]) * n for i, n in enumerate(SIZES)]
+    service = _Service(parts)
+    server = grpclib.server.Server([service], codec=_Raw())
     socket = tmp_path / "parts.sock"
     await server.start(path=str(socket))
     try:
-        answers = await asyncio.to_thread(_ask, socket, 3)
+        answers = await asyncio.to_thread(_ask, socket, 3, options)
     finally:
         server.close()
         await server.wait_closed()
     assert answers == [b"".join(parts)] * 3
+    if waits:  # the answers went out window by window, as the client granted them
+        assert max(service.windows) < sum(SIZES)
 
 
-def test_pieces_stay_under_the_limit_and_a_larger_part_goes_as_it_is() -> None:
-    large = b"c" * 200_000
-    parts = [b"a" * 40_000, b"b" * 40_000, large, b"d" * 10]
-    got = list(sending.pieces(parts))
-    assert b"".join(got)[5:] == b"".join(parts)
-    assert [len(p) for p in got] == [5 + 40_000, 40_000, 200_000, 10]
-    assert got[2] is large, "not copied"
-    # No empty piece; a large first part goes after the header alone.
-    assert [len(p) for p in list(sending.pieces([b"x" * 70_000, b"", b"y"]))] == [5, 70_000, 1]
+def test_frames_are_cut_from_the_parts_in_order_at_the_frame_size() -> None:
+    cursor = sending._Cursor([b"ab", b"", b"cdefg", b"h"])
+    assert cursor.left == 8
+    first = cursor.frames(5, 3, 7)
+    assert [bytes(f) for f in first] == [
+        b"\x00\x00\x03\x00\x00\x00\x00\x00\x07",  # 3 bytes, DATA, no flags, stream 7
+        b"ab",
+        b"c",
+        b"\x00\x00\x02\x00\x00\x00\x00\x00\x07",
+        b"de",
+    ]
+    assert cursor.left == 3
+    rest = cursor.frames(3, 16_384, 7)
+    assert [bytes(f) for f in rest] == [b"\x00\x00\x03\x00\x00\x00\x00\x00\x07", b"fg", b"h"]
+    assert cursor.left == 0
+
+
+async def test_the_connection_window_holds_back_a_stream_with_room(tmp_path) -> None:
+    """A client (h2, in this test) whose streams may take everything but whose connection
+    takes 64 KB at a time: the answer waits for each connection-level update. A frame past
+    the client's window is an h2 FlowControlError here, not a silent success."""
+    parts = [bytes([i % 251]) * n for i, n in enumerate(SIZES)]
+    service = _Service(parts)
+    server = grpclib.server.Server([service], codec=_Raw())
+    socket = tmp_path / "parts.sock"
+    await server.start(path=str(socket))
+    reader, writer = await asyncio.open_unix_connection(str(socket))
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    try:
+        client.initiate_connection()
+        client.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 2**31 - 1})
+        client.send_headers(
+            1,
+            [
+                (":method", "POST"),
+                (":scheme", "http"),
+                (":path", METHOD),
+                (":authority", "test"),
+                ("content-type", "application/grpc"),
+                ("te", "trailers"),
+            ],
+        )
+        client.send_data(1, b"\x00\x00\x00\x00\x03ask", end_stream=True)
+        writer.write(client.data_to_send())
+        body, unacknowledged, ended = bytearray(), 0, False
+        while not ended:
+            data = await asyncio.wait_for(reader.read(1 << 20), 30)
+            assert data, "the server closed the connection"
+            for event in client.receive_data(data):  # raises on a frame past the window
+                if isinstance(event, h2.events.DataReceived):
+                    body += event.data
+                    unacknowledged += event.flow_controlled_length
+                elif isinstance(event, h2.events.StreamEnded):
+                    ended = True
+            if unacknowledged >= 65_535:  # the connection's window only, never the stream's
+                client.increment_flow_control_window(unacknowledged)
+                unacknowledged = 0
+            writer.write(client.data_to_send())
+    finally:
+        writer.close()
+        server.close()
+        await server.wait_closed()
+    assert bytes(body[5:]) == b"".join(parts)
+    assert max(service.windows) == 65_535  # the connection's first window, not the stream's

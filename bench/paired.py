@@ -8,8 +8,9 @@ two builds, run one after the other, the daemon's drift on a VM (its create
 time moved 12 -> 22 ms within an afternoon here) hides a change of half a
 millisecond. So both builds run at once, each a crishim from its own source
 tree behind its own recording proxy on the same private dockerd, and take turns
-in blocks: a block is `--per` kubelet-shaped CreateContainer + RemoveContainer
-calls in a pod of its own. A call's own time is its server time (the rpc log
+in blocks: a block is `--per` CreateContainer + RemoveContainer calls in a pod of
+its own, kubelet-shaped (mounts, ...) or the overhead table's small request
+(`--shape small`). A call's own time is its server time (the rpc log
 event) minus its Docker time (the union of its requests at the proxy), as the
 overhead table's; per block, the median. Then, over the blocks (the first of
 each build is a warm-up, left out), each build's median, the median of the
@@ -60,11 +61,17 @@ class Build:
         self.made = 0
         self.blocks: list[float] = []  # each block's median own time, ms
 
-    def block(self, per: int) -> None:
+    def block(self, per: int, shape: str) -> None:
         pb, rt = self.client.pb, self.client.runtime
         for _ in range(per):
             self.made += 1
-            request = overhead._kubelet_shaped_request(pb, self.pod, self.config, f"c{self.made}")
+            name = f"c{self.made}"
+            if shape == "kubelet":
+                request = overhead._kubelet_shaped_request(pb, self.pod, self.config, name)
+            else:  # the overhead table's small request: no mounts
+                request = overhead._create_request(
+                    pb, self.pod, self.config, name, ["sleep", "300"]
+                )
             made = self.rec.call(
                 "create", "CreateContainer", lambda r=request: rt.CreateContainer(r, timeout=60)
             )
@@ -92,6 +99,9 @@ def main() -> None:
     parser.add_argument("b", type=Path, help="source tree B")
     parser.add_argument("--blocks", type=int, default=12)
     parser.add_argument("--per", type=int, default=20, help="creates per block")
+    parser.add_argument(
+        "--shape", choices=("kubelet", "small"), default="kubelet", help="the create request"
+    )
     args = parser.parse_args()
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
     root = Path(tempfile.mkdtemp(prefix="crpaired-", dir="/tmp"))
@@ -107,10 +117,10 @@ def main() -> None:
         a, b = builds
         for i in range(args.blocks + 1):
             for build in (a, b) if i % 2 == 0 else (b, a):
-                build.block(args.per)
+                build.block(args.per, args.shape)
         pairs = list(zip(a.blocks[1:], b.blocks[1:], strict=True))
         result = {
-            "call": "CreateContainer (kubelet-shaped), own time = server - Docker, ms",
+            "call": f"CreateContainer ({args.shape}-shaped), own time = server - Docker, ms",
             "a": {"tree": str(a.tree), "p50_of_blocks": round(statistics.median(a.blocks[1:]), 3)},
             "b": {"tree": str(b.tree), "p50_of_blocks": round(statistics.median(b.blocks[1:]), 3)},
             "b_minus_a_p50": round(statistics.median(y - x for x, y in pairs), 3),

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import structlog
 
-from crishim import cgroupres, errors, labels, validate
+from crishim import cachedpath, cgroupres, errors, labels, validate
 from crishim.docker import DockerClient, versions
 from crishim.docker.types import ContainerSpec, ImageMount, Resources
 from crishim.logs import touch
@@ -157,6 +157,18 @@ def _real_path(path: str) -> str:
         return os.readlink(f"/proc/self/fd/{fd}")
     finally:
         os.close(fd)
+
+
+def _cached_sources(mounts: tuple[MountRequest, ...]) -> list[str] | None:
+    """_resolve_sources from the kernel's lookup cache, on the event loop
+    (crishim.cachedpath); None when any source needs the blocking lookup."""
+    sources = []
+    for mount in mounts:
+        real = "" if mount.image else cachedpath.real_path(mount.host_path)
+        if real is None:
+            return None
+        sources.append(real)
+    return sources
 
 
 def _retrieve(future: asyncio.Future[object]) -> None:
@@ -348,14 +360,18 @@ class Containers:
             log_file = Path(request.log_directory, request.log_path)
 
         def prepare() -> list[str]:
-            """Real mount sources, in the create's mark trip (one worker-thread trip, not two)."""
+            """Real mount sources, in a worker thread (the kernel's cache could not say)."""
             return _resolve_sources(request.mounts)
 
+        cached = _cached_sources(request.mounts)
+        blocking = prepare if request.mounts and cached is None else None
         # Whatever fails or is cancelled inside removes the container again.
         creator = self.sandboxes.creator
-        async with creator.marked(name, taken, prepare if request.mounts else None) as made:
+        async with creator.marked(name, taken, blocking) as made:
             if request.mounts:
-                sources = zip(request.mounts, made.prepared, strict=True)
+                sources = zip(
+                    request.mounts, made.prepared if cached is None else cached, strict=True
+                )
                 spec = replace(
                     spec, binds=tuple(_bind(m, src) for m, src in sources if not m.image)
                 )

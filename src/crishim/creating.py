@@ -7,15 +7,16 @@ retry with the same metadata got ALREADY_EXISTS forever:
   - the caller cancelled (its deadline passed) while Docker was creating: the
     create is now shielded, and if it completes for nobody the object is removed;
   - crishim was killed between the create and the end of the call: every create
-    is marked in the state dir (a line in `creating/.journal`, crishim.markjournal)
-    before it starts and unmarked after the call has finished either way; a mark
-    found at start names a leftover, which is removed if it never ran. Unmarks wait for the next
-    create's worker-thread trip (its mark) or UNMARK_DELAY, whichever comes
-    first, and go together: a trip costs a call ~1 ms here, and a kubelet's
-    creates come in pairs (RunPodSandbox, then CreateContainer). A crash in
-    that time removes at start a container that a finished CreateContainer made
-    and nobody started yet: the kubelet, finding it gone, creates it again (a
-    pause has run, and is never removed so);
+    carries a token of its own (a label, labels.CREATE_TOKEN_LABEL), and the
+    token of a finished create that has not run is written to the state dir
+    (`creating/.journal`, crishim.markjournal). Once the store has its first
+    view after a start, a container that never ran and whose token is not
+    written was left mid-create: it is removed. The mark is the create's own
+    request, so no file is written before it (a worker-thread trip cost a call
+    0.3-0.5 ms here); finished tokens are written together UNMARK_DELAY later,
+    off the calls' path. A crash in that time removes at start a container that
+    a finished CreateContainer made and nobody started yet: the kubelet, finding
+    it gone, creates it again (as it does for all of them if the journal is lost);
   - a RunPodSandbox retry meets such a leftover first: a pause that never ran,
     and that no call of this process is creating, is removed and the create
     retried once (RunPodSandbox always starts its pause, so one that never ran
@@ -33,8 +34,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -43,13 +46,13 @@ import structlog
 from crishim import errors, labels, tasks
 from crishim.docker import DockerClient
 from crishim.docker.types import ContainerInfo, ContainerSpec
-from crishim.markjournal import MarkJournal
-from crishim.store import Store
+from crishim.markjournal import LIMIT, FinishJournal
+from crishim.store import Record, Store
 
 log = structlog.get_logger(__name__)
 
 UNDO_TIMEOUT = 30.0
-UNMARK_DELAY = 1.0  # seconds a finished create's mark may wait for the next create's trip
+UNMARK_DELAY = 1.0  # seconds a finished create's token waits to be written with others
 
 
 def never_ran(info: ContainerInfo) -> bool:
@@ -64,33 +67,67 @@ class Creator:
         self.sweep_seconds = sweep_seconds
         self.store = store
         self.marks = state_dir / "creating"
-        self._journal = MarkJournal(self.marks)
+        self._journal = FinishJournal(self.marks)
+        self._prefix = secrets.token_hex(8) + "-"  # this process's tokens
+        self._made = 0  # tokens this process has given out
         self._names: set[str] = set()  # creates in flight in this process
         self._undoing: set[asyncio.Task[None]] = set()
-        self._finished: list[str] = []  # creates that finished: their marks go next
-        self._unmarking: dict[str, asyncio.Future[Any]] = {}  # name -> the trip unmarking it
+        self._done: list[str] = []  # tokens of finished creates, not written yet
+        self._kept: set[str] = set()  # tokens in the journal
+        self._writer: asyncio.Future[None] | None = None  # the journal's last trip
         self._flush_timer: asyncio.TimerHandle | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._leftovers: asyncio.Task[None] | None = None
 
     # -- start and stop -----------------------------------------------------------
 
     async def start(self) -> None:
-        """Remove what a killed process left mid-create, then sweep periodically."""
-        names = await asyncio.to_thread(self._journal.start)
-        for name in sorted(names):
+        """Remove what a killed process left mid-create (once the store has its view),
+        then sweep periodically."""
+        names, tokens = await asyncio.to_thread(self._journal.start)
+        self._kept = tokens
+        for name in sorted(names):  # marked by an older crishim
             with contextlib.suppress(errors.CrishimError):
                 await self._remove_if_never_ran(name)
-        await asyncio.to_thread(self._journal.clear)
+        if names:
+            await self._write(self._journal.rewrite, set(tokens))
+        self._leftovers = asyncio.create_task(self._remove_leftovers(), name="create-leftovers")
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="create-sweeper")
 
     async def close(self) -> None:
         await tasks.stop(self._sweeper)
+        await tasks.stop(self._leftovers)
         if self._undoing:
             await asyncio.wait(self._undoing, timeout=UNDO_TIMEOUT)
         self._flush()
-        if self._unmarking:
-            await asyncio.wait(list(self._unmarking.values()), timeout=UNDO_TIMEOUT)
+        if self._writer is not None:
+            await asyncio.wait({self._writer}, timeout=UNDO_TIMEOUT)
         await asyncio.to_thread(self._journal.close)
+
+    async def _remove_leftovers(self) -> None:
+        """Containers that never ran, with a token of an earlier process not written as
+        finished: their create was cut short."""
+        await self.store.synced.wait()
+        removed = 0
+        for record in self._never_ran():
+            token = record.info.labels.get(labels.CREATE_TOKEN_LABEL, "")
+            if not token or token in self._kept or token.startswith(self._prefix):
+                continue  # not crishim's make, finished, or being made now
+            with contextlib.suppress(errors.CrishimError):
+                removed += await self._remove_if_never_ran(record.id)
+        log.info("create_leftovers_checked", removed=removed)
+        # What is left to keep: tokens whose containers may still be started.
+        self._kept = self._needed()
+        await self._write(self._journal.rewrite, set(self._kept))
+
+    def _never_ran(self) -> list[Record]:
+        kinds = (labels.TYPE_SANDBOX, labels.TYPE_CONTAINER)
+        return [r for k in kinds for r in self.store.records(k) if never_ran(r.info)]
+
+    def _needed(self) -> set[str]:
+        """The kept tokens whose containers exist and never ran."""
+        have = {r.info.labels.get(labels.CREATE_TOKEN_LABEL) for r in self._never_ran()}
+        return self._kept & have
 
     # -- creating -------------------------------------------------------------------
 
@@ -121,40 +158,29 @@ class Creator:
         prepare: Callable[[], Any] | None = None,
     ):
         """`creating` in two steps, for a caller with blocking work before its create:
-        `async with creator.marked(name, taken, prepare) as made:` marks the create
-        and runs `prepare` in the same worker-thread trip (each trip costs 0.5-1 ms
-        of the call on a busy loop; made.prepared is what it returned); then
+        `async with creator.marked(name, taken, prepare) as made:` runs `prepare` in a
+        worker thread (made.prepared is what it returned), then
         `await creator.create(made, spec, taken)` inside the block.
         """
         if name in self._names:
             raise taken()  # the same object is being created by a call running now
         self._names.add(name)
-        made = _Made()
-        trip = None
+        self._made += 1
+        made = _Made(f"{self._prefix}{self._made}")
         try:
-            unmarking = self._unmarking.get(name)
-            if unmarking is not None:  # an earlier create's: it must not take the new mark
-                await asyncio.wait({unmarking})
-            # A finished create of this name is superseded: its mark file is this one's.
-            stale = [n for n in self._finished if n != name]
-            self._finished.clear()
-            trip = asyncio.ensure_future(asyncio.to_thread(self._mark, name, prepare, stale))
-            self._unmarking_in(trip, stale)
-            made.prepared = await asyncio.shield(trip)  # the others' unmarks are in it
-        except BaseException:
-            self._names.discard(name)
-            if trip is not None:
-                self._finish(name)  # cancelled or failed after the mark may have been made
-            raise
-        try:
+            if prepare is not None:
+                made.prepared = await asyncio.to_thread(prepare)
             yield made
         except BaseException:
             if made.id:
                 await self.undo(made.id)
             raise
+        else:
+            record = self.store.get(made.id) if made.id else None
+            if record is not None and never_ran(record.info):  # ran: never a leftover
+                self._finish(made.token)
         finally:
             self._names.discard(name)
-            self._finish(name)
 
     async def create(
         self,
@@ -164,39 +190,49 @@ class Creator:
         *,
         replace_never_ran: bool = False,
     ) -> str:
-        """The Docker create of a `marked` block (its name, its `taken`)."""
+        """The Docker create of a `marked` block (its name, its `taken`), with its token."""
+        spec = replace(spec, labels={**spec.labels, labels.CREATE_TOKEN_LABEL: made.token})
         made.id = await self._create(spec, taken, replace_never_ran)
         return made.id
 
-    def _finish(self, name: str) -> None:
-        """The create of `name` is over: its mark goes with the next trip (the call
-        answers without waiting for it)."""
-        self._finished.append(name)
+    def _finish(self, token: str) -> None:
+        """The create of `token` is over: written with others, soon (the call answers
+        without waiting for it)."""
+        self._done.append(token)
         if self._flush_timer is None:
             loop = asyncio.get_running_loop()
             self._flush_timer = loop.call_later(UNMARK_DELAY, self._flush)
 
     def _flush(self) -> None:
-        """Unmark the finished creates in a trip of their own (no create came to take them)."""
+        """Write the finished tokens, in a trip of their own; the journal is rewritten
+        with what it needs once it has grown past its limit."""
         if self._flush_timer is not None:
             self._flush_timer.cancel()
             self._flush_timer = None
-        names, self._finished = self._finished, []
-        if names:
-            trip = asyncio.ensure_future(asyncio.to_thread(self._unmark_all, names))
-            self._unmarking_in(trip, names)
+        tokens, self._done = self._done, []
+        if not tokens:
+            return
+        self._kept.update(tokens)
+        if self._journal.size > LIMIT:
+            self._kept = self._needed()
+            self._write(self._journal.rewrite, set(self._kept))
+        else:
+            self._write(self._journal.finished, tokens)
 
-    def _unmarking_in(self, trip: asyncio.Future[Any], names: list[str]) -> None:
-        """`trip` removes the marks of `names`: a new create of one of them waits for it."""
-        for name in names:
-            self._unmarking[name] = trip
+    def _write(self, write: Callable[[Any], None], tokens: Any) -> asyncio.Future[None]:
+        """A journal trip, after the one before it (one writes at a time)."""
+        previous = self._writer
 
-        def done(t: asyncio.Future[Any]) -> None:
-            for name in names:
-                if self._unmarking.get(name) is t:
-                    del self._unmarking[name]
+        async def trip() -> None:
+            if previous is not None:
+                await asyncio.wait({previous})
+            try:
+                await asyncio.to_thread(write, tokens)
+            except OSError as exc:  # never fails a call: a token lost only risks a restart
+                log.error("create_journal_failed", error=repr(exc))
 
-        trip.add_done_callback(done)
+        self._writer = asyncio.ensure_future(trip())
+        return self._writer
 
     async def _create(
         self, spec: ContainerSpec, taken: Callable[[], errors.CrishimError], replace: bool
@@ -285,34 +321,11 @@ class Creator:
                     removed += 1
         return removed
 
-    # -- marks (blocking) -------------------------------------------------------------
-
-    def _mark(
-        self, name: str, prepare: Callable[[], Any] | None = None, finished: Iterable[str] = ()
-    ) -> Any:
-        self._unmark_all(finished)
-        self._journal.mark(name)
-        if prepare is None:
-            return None
-        try:
-            return prepare()
-        except BaseException:
-            self._unmark_all([name])
-            raise
-
-    def _unmark_all(self, names: Iterable[str]) -> None:
-        """Never fails the create whose trip this is: a mark left is logged (at start, its
-        container is removed if it never ran)."""
-        names = list(names)
-        try:
-            self._journal.unmark(names)
-        except OSError as exc:
-            log.error("create_unmark_failed", names=names, error=repr(exc))
-
 
 class _Made:
-    __slots__ = ("id", "prepared")
+    __slots__ = ("id", "prepared", "token")
 
-    def __init__(self) -> None:
+    def __init__(self, token: str) -> None:
         self.id = ""
+        self.token = token
         self.prepared: Any = None

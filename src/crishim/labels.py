@@ -42,6 +42,8 @@ CONTAINER_NAME_LABEL = "io.kubernetes.container.name"
 ANNOTATION_PREFIX = "annotation."
 INTERNAL_LABELS = frozenset({TYPE_LABEL, SANDBOX_ID_LABEL, LOG_PATH_LABEL})
 CRISHIM_PREFIX = "io.crishim."  # crishim's own bookkeeping, never a CRI label
+# A token unique to each Docker create crishim makes: its mark (crishim.creating).
+CREATE_TOKEN_LABEL = CRISHIM_PREFIX + "create"
 
 _RANDOM_SUFFIX = re.compile(r"[0-9a-f]{8}")
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from crishim import labels, markjournal
 from tests.harness.clients import Official
 from tests.harness.dockerproxy import RecordingProxy
 from tests.harness.images import PAUSE_IMAGE
@@ -77,6 +78,21 @@ def killed_mid_run(proxy, proc, official: Official, config, pattern: str, reache
     thread.join(30)
 
 
+def token_of(dockerd, container_id: str) -> list[str]:
+    """The create token crishim gave the container (its label), as a one-item list."""
+    fmt = '{{index .Config.Labels "' + labels.CREATE_TOKEN_LABEL + '"}}'
+    return [dockerd.docker("inspect", "--format", fmt, container_id).strip()]
+
+
+def written_finished(proc, dockerd, container_id: str) -> None:
+    """Write the container's create token to the stopped crishim's journal, as its
+    call would have at its end."""
+    (token,) = token_of(dockerd, container_id)
+    assert token
+    with open(proc.state_dir / "creating" / markjournal.JOURNAL, "a") as f:
+        f.write(f'="{token}"\n')
+
+
 START = r"^POST /containers/[0-9a-f]{64}/start$"
 CREATE = r"^POST /containers/create$"
 
@@ -130,11 +146,14 @@ def test_a_retry_replaces_a_leftover_that_never_ran(node, dockerd) -> None:
     pb = official.pb
     config = sandbox_config(pb)
     killed_mid_run(proxy, proc, official, config, START, reached=False)
-    # As if left by a crishim without marks (or another process): no mark to find.
-    for mark in (proc.state_dir / "creating").iterdir():
-        mark.unlink()
-    proc.start()
     (leftover,) = named(dockerd, config.metadata.name)
+    # As if its create had been written finished: the start leaves it, the retry meets it.
+    written_finished(proc, dockerd, leftover[0])
+    offset = proc.log_size()
+    proc.start()
+    checked = '"event": "create_leftovers_checked"'
+    wait_for(lambda: checked in proc.log_since(offset), 30, "the start's check of leftovers")
+    assert named(dockerd, config.metadata.name) == [leftover]
     official = client(proc)
     retry = official.runtime.RunPodSandbox(pb.RunPodSandboxRequest(config=config), timeout=60)
     assert retry.pod_sandbox_id != leftover[0]
@@ -279,10 +298,13 @@ def test_the_sweep_removes_a_never_run_pause_but_not_a_created_container(
             timeout=60,
         ).container_id
 
+        # Its token is written (UNMARK_DELAY after the call) before the kill below.
+        (token,) = token_of(dockerd, waiting)
+        wait_for(lambda: token in markjournal.read(proc.state_dir / "creating")[1], 10, "written")
         config = sandbox_config(pb)
         killed_mid_run(proxy, proc, official, config, START, reached=False)
-        for mark in (proc.state_dir / "creating").iterdir():
-            mark.unlink()  # as if left by a process without marks: only the sweep finds it
+        (leftover,) = named(dockerd, config.metadata.name)
+        written_finished(proc, dockerd, leftover[0])  # as if finished: only the sweep finds it
         proc.start()
         wait_for(lambda: not named(dockerd, config.metadata.name), 30, "the sweep removing it")
         assert any(e.get("event") == "leftover_pauses_removed" for e in proc.events())

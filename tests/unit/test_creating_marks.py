@@ -1,124 +1,164 @@
-"""Create marks: gone after the call without the call waiting for it, and never taken
-from a newer create of the same name."""
+"""Create marks: each create carries a token of its own; a finished create's token is
+written after the call without the call waiting for it; at start, a container that
+never ran and whose token was not written is removed, and nothing else is."""
 
 from __future__ import annotations
 
 import asyncio
-import threading
 from types import SimpleNamespace
 
-from crishim import errors
+from crishim import errors, labels, markjournal
 from crishim.creating import Creator
-from crishim.markjournal import read_marks
+from crishim.docker.types import ContainerSpec
+from crishim.markjournal import JOURNAL, read
+
+TOKEN = labels.CREATE_TOKEN_LABEL
+
+
+def _info(cid: str, token: str | None, ran: bool) -> SimpleNamespace:
+    tags = {labels.TYPE_LABEL: labels.TYPE_CONTAINER}
+    if token is not None:
+        tags[TOKEN] = token
+    state = SimpleNamespace(status="exited" if ran else "created", started_at_ns=int(ran))
+    return SimpleNamespace(id=cid, name=f"/{cid}", labels=tags, state=state, created_at_ns=0)
 
 
 class Docker:
-    def __init__(self) -> None:
-        self.created: list[str] = []
+    """Creates, inspects and removes containers in `self.infos` (by id or name)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.specs: list = []
+        self.removed: list[str] = []
 
     async def create_container(self, spec) -> str:
-        self.created.append(spec.name)
-        return f"id{len(self.created)}"
+        self.specs.append(spec)
+        cid = f"id{len(self.specs)}"
+        self.store.put(_info(cid, spec.labels[TOKEN], ran=False))
+        return cid
+
+    async def inspect_container(self, cid: str):
+        info = self.store.infos.get(cid)
+        if info is None:
+            raise errors.NotFound(cid)
+        return info
+
+    async def remove_container(self, cid: str) -> None:
+        self.removed.append(cid)
+        self.store.infos.pop(cid, None)
 
 
 class Store:
-    def removed(self, container_id: str) -> None:
-        pass
+    def __init__(self) -> None:
+        self.infos: dict[str, SimpleNamespace] = {}
+        self.synced = asyncio.Event()
+        self.synced.set()
+
+    def put(self, info: SimpleNamespace) -> None:
+        self.infos[info.id] = info
+
+    def get(self, cid: str):
+        info = self.infos.get(cid)
+        return SimpleNamespace(id=cid, info=info) if info is not None else None
+
+    def records(self, kind: str):
+        return tuple(
+            SimpleNamespace(id=i.id, info=i)
+            for i in self.infos.values()
+            if i.labels.get(labels.TYPE_LABEL) == kind
+        )
+
+    def removed(self, cid: str) -> None:
+        self.infos.pop(cid, None)
+
+
+def _spec(name: str) -> ContainerSpec:
+    return ContainerSpec(name=name, image="busybox")
 
 
 def _taken() -> errors.CrishimError:
     return errors.AlreadyExists("taken")
 
 
-def _hold_unmarks(creator: Creator, gate: threading.Event) -> None:
-    """Unmarks (of at least one name) wait in their worker thread until `gate` is set."""
-    real = creator._unmark_all
-
-    def held(names) -> None:
-        names = list(names)
-        if names:
-            gate.wait(10)
-        real(names)
-
-    creator._unmark_all = held  # type: ignore[method-assign]
+def _creator(tmp_path) -> tuple[Creator, Docker, Store]:
+    store = Store()
+    docker = Docker(store)
+    return Creator(docker, store, tmp_path), docker, store  # type: ignore[arg-type]
 
 
-def _marked(creator: Creator) -> set[str]:
-    return read_marks(creator.marks)
-
-
-async def test_the_mark_goes_after_the_block_without_the_block_waiting(tmp_path) -> None:
-    creator = Creator(Docker(), Store(), tmp_path)  # type: ignore[arg-type]
+async def test_a_finished_create_s_token_is_written_after_the_call(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr("crishim.creating.UNMARK_DELAY", 0.3)
+    creator, docker, _ = _creator(tmp_path)
     await creator.start()
-    gate = threading.Event()
-    _hold_unmarks(creator, gate)
-    spec = SimpleNamespace(name="k8s_web_pod_ns_uid_0")
-    async with creator.creating(spec, _taken) as made:  # type: ignore[arg-type]
-        assert spec.name in _marked(creator)
-    assert made.id == "id1"
-    assert spec.name in _marked(creator)  # the unmark is still held: not awaited
-    gate.set()
+    for name in ("k8s_web_pod_ns_uid_0", "k8s_db_pod_ns_uid_0"):
+        async with creator.creating(_spec(name), _taken):
+            pass
+    tokens = [spec.labels[TOKEN] for spec in docker.specs]
+    assert len(set(tokens)) == 2, "a token of its own"
+    assert read(creator.marks)[1] == set(), "the calls answered before it was written"
+    await asyncio.sleep(0.6)
+    assert read(creator.marks)[1] == set(tokens)
     await creator.close()
-    assert _marked(creator) == set()
 
 
-async def test_a_new_create_of_the_same_name_waits_for_the_earlier_unmark(tmp_path) -> None:
-    docker = Docker()
-    creator = Creator(docker, Store(), tmp_path)  # type: ignore[arg-type]
+async def test_a_create_that_ran_or_failed_writes_no_token(tmp_path) -> None:
+    creator, docker, store = _creator(tmp_path)
     await creator.start()
-    gate = threading.Event()
-    _hold_unmarks(creator, gate)
-    spec = SimpleNamespace(name="k8s_POD_pod_ns_uid_0")
-    async with creator.creating(spec, _taken):  # type: ignore[arg-type]
+    async with creator.creating(_spec("k8s_POD_a_ns_u_0"), _taken) as made:
+        store.put(_info(made.id, docker.specs[-1].labels[TOKEN], ran=True))  # started: a pause
+    try:
+        async with creator.creating(_spec("k8s_app_a_ns_u_0"), _taken):
+            raise errors.Unavailable("the call failed after the create")
+    except errors.Unavailable:
         pass
-    creator._flush()  # no other create came: the unmark runs (and is held) on its own
-    inside = asyncio.Event()
-    leave = asyncio.Event()
-    marked_inside: list[bool] = []
+    assert docker.removed == ["id2"], "the failed call's container is removed"
+    await creator.close()  # writes what is due
+    assert read(creator.marks)[1] == set()
 
-    async def again() -> None:
-        async with creator.creating(spec, _taken):  # type: ignore[arg-type]
-            marked_inside.append(spec.name in _marked(creator))
-            inside.set()
-            await leave.wait()
 
-    second = asyncio.create_task(again())
-    await asyncio.sleep(0.2)
-    assert docker.created == [spec.name]  # still waiting for the first unmark
-    gate.set()
-    await inside.wait()
-    assert marked_inside == [True]
-    assert spec.name in _marked(creator)  # its own mark, not taken by the old unmark
-    leave.set()
-    await second
+async def test_at_start_only_an_unfinished_create_that_never_ran_is_removed(tmp_path) -> None:
+    directory = tmp_path / "creating"
+    journal = markjournal.FinishJournal(directory)
+    journal.start()
+    journal.finished(["old-1", "old-2"])  # old-2's container has gone since
+    journal.close()
+    with (directory / JOURNAL).open("a") as f:
+        f.write('+"marked-by-an-older-crishim"\n')
+    creator, docker, store = _creator(tmp_path)
+    for info in (
+        _info("cut", "old-3", ran=False),  # its call never finished: a leftover
+        _info("done", "old-1", ran=False),  # finished, not started yet by the kubelet
+        _info("ran", "old-4", ran=True),  # unfinished but it ran: not a create's leftover
+        _info("foreign", None, ran=False),  # no token: not made by crishim's creates
+        _info("marked-by-an-older-crishim", None, ran=False),
+    ):
+        store.put(info)
+    store.synced.clear()  # the store has no view yet: nothing is decided
+    await creator.start()
+    assert docker.removed == ["marked-by-an-older-crishim"]  # by its mark, at once
+    store.synced.set()
+    await asyncio.sleep(0.1)
+    assert docker.removed == ["marked-by-an-older-crishim", "cut"]
+    assert set(store.infos) == {"done", "ran", "foreign"}
     await creator.close()
-    assert _marked(creator) == set()
+    assert read(directory) == (set(), {"old-1"}), "rewritten with what is still needed"
 
 
-async def test_finished_marks_go_in_the_next_create_s_trip_or_after_a_delay(
+async def test_past_its_limit_the_journal_keeps_the_tokens_of_containers_not_yet_started(
     tmp_path, monkeypatch
 ) -> None:
-    monkeypatch.setattr("crishim.creating.UNMARK_DELAY", 0.5)
-    creator = Creator(Docker(), Store(), tmp_path)  # type: ignore[arg-type]
+    monkeypatch.setattr("crishim.creating.LIMIT", 200)
+    creator, docker, store = _creator(tmp_path)
     await creator.start()
-    trips = 0  # unmark trips of their own
-    real = creator._flush
-
-    def counted() -> None:
-        nonlocal trips
-        trips += bool(creator._finished)
-        real()
-
-    creator._flush = counted  # type: ignore[method-assign]
-    pod, app = SimpleNamespace(name="k8s_POD_p_ns_u_0"), SimpleNamespace(name="k8s_app_p_ns_u_0")
-    async with creator.creating(pod, _taken):  # type: ignore[arg-type]
-        pass
-    assert pod.name in _marked(creator)  # the call answered; the mark waits
-    async with creator.creating(app, _taken):  # type: ignore[arg-type]
-        assert pod.name not in _marked(creator), "gone in this create's own trip"
-        assert app.name in _marked(creator)
-    assert trips == 0, "no trip of its own"
-    await asyncio.sleep(1.0)
-    assert _marked(creator) == set(), "no create came: it went after the delay"
-    assert trips == 1
+    for i in range(12):
+        async with creator.creating(_spec(f"k8s_c{i}_p_ns_u_0"), _taken) as made:
+            pass
+        if i % 3:  # the kubelet started it (or removed it)
+            store.put(_info(made.id, docker.specs[-1].labels[TOKEN], ran=True))
+        creator._flush()
+        await creator._writer
+    tokens = [spec.labels[TOKEN] for spec in docker.specs]
+    assert read(creator.marks)[1] >= {tokens[0], tokens[3], tokens[6], tokens[9]}
+    assert not read(creator.marks)[1] & {tokens[1], tokens[2], tokens[4]}, "rewritten"
+    assert (creator.marks / JOURNAL).stat().st_size <= 400
     await creator.close()

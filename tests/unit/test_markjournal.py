@@ -1,69 +1,36 @@
-"""The create marks' journal: what a killed crishim left is found at start, whatever
-was cut short, and the file stays small."""
+"""The finished creates' journal: what it holds is found at start, whatever was cut
+short, and a rewrite keeps only what it is given."""
 
 from __future__ import annotations
 
-from crishim import markjournal
-from crishim.markjournal import JOURNAL, MarkJournal, read_marks
+from crishim.markjournal import JOURNAL, FinishJournal, read
 
 
-def test_open_marks_are_those_whose_last_line_is_a_mark(tmp_path) -> None:
-    journal = MarkJournal(tmp_path / "creating")
-    assert journal.start() == set()
-    journal.mark("k8s_POD_a_ns_u_0")
-    journal.mark("k8s_app_a_ns_u_0")
-    journal.unmark(["k8s_POD_a_ns_u_0"])
-    journal.mark("k8s_POD_a_ns_u_0")  # the same name again: marked again
-    journal.unmark(["k8s_app_a_ns_u_0"])
-    journal.mark('odd"name\nwith a newline')
-    journal.close()
-    assert read_marks(tmp_path / "creating") == {"k8s_POD_a_ns_u_0", 'odd"name\nwith a newline'}
-
-
-def test_a_line_cut_short_by_a_kill_is_passed_over(tmp_path) -> None:
+def test_finished_tokens_are_found_and_a_line_cut_short_is_passed_over(tmp_path) -> None:
     directory = tmp_path / "creating"
-    journal = MarkJournal(directory)
-    journal.start()
-    journal.mark("k8s_POD_a_ns_u_0")
+    journal = FinishJournal(directory)
+    assert journal.start() == (set(), set())
+    journal.finished(["a1-1", "a1-2"])
+    journal.finished(['odd"token\nwith a newline'])
     journal.close()
     with open(directory / JOURNAL, "ab") as f:
-        f.write(b'+"k8s_POD_b_n')  # killed mid-write
-    assert read_marks(directory) == {"k8s_POD_a_ns_u_0"}
+        f.write(b'="a1-3')  # killed mid-write
+    assert read(directory) == (set(), {"a1-1", "a1-2", 'odd"token\nwith a newline'})
 
 
-def test_start_returns_what_was_left_and_clear_forgets_it(tmp_path) -> None:
+def test_an_older_crishim_s_marks_are_read_and_a_rewrite_drops_them(tmp_path) -> None:
     directory = tmp_path / "creating"
-    first = MarkJournal(directory)
-    first.start()
-    first.mark("k8s_POD_left_ns_u_0")
-    first.mark("k8s_POD_done_ns_u_0")
-    first.unmark(["k8s_POD_done_ns_u_0"])
-    first.close()  # as a killed process: its open mark stays in the file
+    directory.mkdir()
+    (directory / JOURNAL).write_text(
+        '+"k8s_POD_left_ns_u_0"\n+"k8s_POD_done_ns_u_0"\n-"k8s_POD_done_ns_u_0"\n="a1-1"\n'
+    )
     (directory / "k8s_app_old_ns_u_0").touch()  # a mark of a crishim with a file per mark
-
-    second = MarkJournal(directory)
-    assert second.start() == {"k8s_POD_left_ns_u_0", "k8s_app_old_ns_u_0"}
-    second.clear()
-    assert read_marks(directory) == set()
+    journal = FinishJournal(directory)
+    assert journal.start() == ({"k8s_POD_left_ns_u_0", "k8s_app_old_ns_u_0"}, {"a1-1"})
+    journal.rewrite({"a1-1"})
+    assert read(directory) == (set(), {"a1-1"})
     assert [p.name for p in directory.iterdir()] == [JOURNAL]
-    second.mark("k8s_POD_new_ns_u_0")  # the cleared journal still takes marks
-    second.close()
-    assert read_marks(directory) == {"k8s_POD_new_ns_u_0"}
-
-
-def test_the_file_is_emptied_once_no_mark_is_left(tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(markjournal, "LIMIT", 1000)
-    directory = tmp_path / "creating"
-    journal = MarkJournal(directory)
-    journal.start()
-    journal.mark("k8s_app_long_lived_ns_u_0")  # open throughout: the file keeps it
-    for i in range(100):
-        journal.mark(f"k8s_POD_p{i}_ns_u_0")
-        journal.unmark([f"k8s_POD_p{i}_ns_u_0"])
-    assert (directory / JOURNAL).stat().st_size > 1000
-    assert read_marks(directory) == {"k8s_app_long_lived_ns_u_0"}
-    journal.unmark(["k8s_app_long_lived_ns_u_0"])
-    assert (directory / JOURNAL).stat().st_size == 0
-    journal.mark("k8s_POD_next_ns_u_0")
+    journal.finished(["a1-2"])  # the rewritten journal still takes lines
+    assert journal.size == (directory / JOURNAL).stat().st_size
     journal.close()
-    assert read_marks(directory) == {"k8s_POD_next_ns_u_0"}
+    assert read(directory) == (set(), {"a1-1", "a1-2"})

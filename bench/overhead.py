@@ -32,9 +32,10 @@ the overhead corrected for it as `overhead_corrected_ms`.
 
 `thread_trip_us`: what one worker-thread trip (`asyncio.to_thread` of a
 no-op) costs on this machine, measured in the bench's own process, back to
-back and after 20 ms idle (as calls come from a kubelet). CreateContainer
-and RunPodSandbox make one such trip before Docker's create (the create's
-mark); on a VM, waking a thread that slept costs most of it.
+back and after 20 ms idle (as calls come from a kubelet). A CreateContainer
+whose mount sources are not all in the kernel's lookup cache makes one such
+trip before Docker's create (crishim.cachedpath); on a VM, waking a thread that
+slept costs most of it.
 
 Then a table of the polled calls at 0, 200 and 1000 containers: 10 running
 pods and the rest created (not started: a started container per slot would

@@ -10,7 +10,9 @@ millisecond. So both builds run at once, each a crishim from its own source
 tree behind its own recording proxy on the same private dockerd, and take turns
 in blocks: a block is `--per` CreateContainer + RemoveContainer calls in a pod of
 its own, kubelet-shaped (mounts, ...) or the overhead table's small request
-(`--shape small`). A call's own time is its server time (the rpc log
+(`--shape small`); or, with `--shape metrics`, `--per` ListPodSandboxMetrics
+scrapes over `--pods` pods that A made (both builds serve them), whose own time is
+their server time. A call's own time is its server time (the rpc log
 event) minus its Docker time (the union of its requests at the proxy), as the
 overhead table's; per block, the median. Then, over the blocks (the first of
 each build is a warm-up, left out), each build's median, the median of the
@@ -34,7 +36,7 @@ import structlog
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import overhead
+from bench import overhead, stats
 from tests.harness import images as test_images
 from tests.harness.clients import Official, generate_official_stubs
 from tests.harness.crishim import CrishimProcess
@@ -63,6 +65,18 @@ class Build:
 
     def block(self, per: int, shape: str) -> None:
         pb, rt = self.client.pb, self.client.runtime
+        if shape == "metrics":  # the fleet's scrape: no Docker request, own time = server time
+            for _ in range(per):
+                self.rec.call(
+                    "scrape",
+                    "ListPodSandboxMetrics",
+                    lambda: rt.ListPodSandboxMetrics(pb.ListPodSandboxMetricsRequest(), timeout=60),
+                )
+            self.rec.collect()
+            self.blocks.append(statistics.median(s for s, _ in self.rec.calls["scrape"]))
+            self.rec.calls.clear()
+            self.rec.cpu.clear()
+            return
         for _ in range(per):
             self.made += 1
             name = f"c{self.made}"
@@ -100,14 +114,19 @@ def main() -> None:
     parser.add_argument("--blocks", type=int, default=12)
     parser.add_argument("--per", type=int, default=20, help="creates per block")
     parser.add_argument(
-        "--shape", choices=("kubelet", "small"), default="kubelet", help="the create request"
+        "--shape",
+        choices=("kubelet", "small", "metrics"),
+        default="kubelet",
+        help="the create request, or metrics: ListPodSandboxMetrics over --pods pods",
     )
+    parser.add_argument("--pods", type=int, default=200, help="with --shape metrics")
     args = parser.parse_args()
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
     root = Path(tempfile.mkdtemp(prefix="crpaired-", dir="/tmp"))
     overhead.LOGS = root / "logs"
     dockerd = PrivateDockerd(root / "dockerd", unique_name("crpaired")).start()
     builds: list[Build] = []
+    fleet = None
     try:
         stubs = generate_official_stubs(root / "stubs")
         test_images.build(dockerd, root / "build")
@@ -115,12 +134,19 @@ def main() -> None:
         for name, tree in (("a", args.a), ("b", args.b)):
             builds.append(Build(tree.resolve(), root / name, socket, stubs))
         a, b = builds
+        if args.shape == "metrics":  # made through A; both builds serve them
+            fleet = stats.Fleet(a.client, per_pod=1)
+            fleet.grow(args.pods)
         for i in range(args.blocks + 1):
             for build in (a, b) if i % 2 == 0 else (b, a):
                 build.block(args.per, args.shape)
         pairs = list(zip(a.blocks[1:], b.blocks[1:], strict=True))
         result = {
-            "call": f"CreateContainer ({args.shape}-shaped), own time = server - Docker, ms",
+            "call": (
+                f"ListPodSandboxMetrics over {args.pods} pods, server time, ms"
+                if args.shape == "metrics"
+                else f"CreateContainer ({args.shape}-shaped), own time = server - Docker, ms"
+            ),
             "a": {"tree": str(a.tree), "p50_of_blocks": round(statistics.median(a.blocks[1:]), 3)},
             "b": {"tree": str(b.tree), "p50_of_blocks": round(statistics.median(b.blocks[1:]), 3)},
             "b_minus_a_p50": round(statistics.median(y - x for x, y in pairs), 3),
@@ -129,6 +155,8 @@ def main() -> None:
         }
         print(json.dumps(result, indent=1))
     finally:
+        if fleet is not None:
+            fleet.remove()
         for build in builds:
             build.close()
         dockerd.destroy()

@@ -247,8 +247,8 @@ class StatsEntries:
         self._container_attributes = WireEntries(1)  # ContainerStats.attributes
         self._pod_attributes = WireEntries(1)  # PodSandboxStats.attributes
         # pod id -> (what its metrics entry shows, the entry: ListPodSandboxMetricsResponse
-        # field 1)
-        self._metrics: dict[str, tuple[tuple, bytes]] = {}
+        # field 1, the reading last asked for: the same one shows the same)
+        self._metrics: dict[str, tuple[tuple, bytes, collector.PodStats]] = {}
         # kind -> (the collector's list, its entries, their join)
         self._answers: dict[str, tuple[object, list[bytes], bytes]] = {}
         self._asked_at: dict[str, float] = {}  # kind -> monotonic time of its last call
@@ -298,14 +298,19 @@ class StatsEntries:
 
     def has_metrics(self, p: collector.PodStats) -> bool:
         kept = self._metrics.get(p.view.id)
-        return kept is not None and kept[0] == _shown_by_metrics(p)
+        return kept is not None and (kept[2] is p or kept[0] == _shown_by_metrics(p))
 
     def metrics(self, p: collector.PodStats, encode) -> bytes:
         """The pod's metrics entry, encoded once per reading it shows."""
-        shown = _shown_by_metrics(p)
         kept = self._metrics.get(p.view.id)
+        if kept is not None and kept[2] is p:  # the same (frozen) reading: what it shows too
+            return kept[1]
+        shown = _shown_by_metrics(p)
         if kept is None or kept[0] != shown:
-            kept = self._metrics[p.view.id] = (shown, w.message(1, encode(p)))
+            kept = (shown, w.message(1, encode(p)), p)
+        else:
+            kept = (shown, kept[1], p)
+        self._metrics[p.view.id] = kept
         return kept[1]
 
 

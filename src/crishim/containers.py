@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -159,32 +160,23 @@ def _real_path(path: str) -> str:
         os.close(fd)
 
 
-def _cached_sources(mounts: tuple[MountRequest, ...]) -> list[str] | None:
-    """_resolve_sources from the kernel's lookup cache, on the event loop
-    (crishim.cachedpath); None when any source needs the blocking lookup."""
-    sources = []
-    for mount in mounts:
-        real = "" if mount.image else cachedpath.real_path(mount.host_path)
-        if real is None:
-            return None
-        sources.append(real)
-    return sources
-
-
 def _retrieve(future: asyncio.Future[object]) -> None:
     """Mark a side trip's error as seen when the call failed first (it has its own error)."""
     if not future.cancelled():
         future.exception()
 
 
-def _resolve_sources(mounts: tuple[MountRequest, ...]) -> list[str]:
-    """Real host paths (symlinks followed); a missing one is an error (CRI)."""
+def _resolve_sources(
+    mounts: tuple[MountRequest, ...], real_path: Callable[[str], str | None] = _real_path
+) -> list[str] | None:
+    """Real host paths (symlinks followed); a missing one is an error (CRI). With
+    cachedpath.real_path (on the event loop): None when any needs the blocking lookup."""
     sources = []
     for mount in mounts:
-        if mount.image:
-            sources.append("")
-            continue
-        sources.append(_real_path(mount.host_path))
+        real = "" if mount.image else real_path(mount.host_path)
+        if real is None:
+            return None
+        sources.append(real)
     return sources
 
 
@@ -359,22 +351,15 @@ class Containers:
         if request.log_directory and request.log_path:
             log_file = Path(request.log_directory, request.log_path)
 
-        def prepare() -> list[str]:
-            """Real mount sources, in a worker thread (the kernel's cache could not say)."""
-            return _resolve_sources(request.mounts)
-
-        cached = _cached_sources(request.mounts)
-        blocking = prepare if request.mounts and cached is None else None
         # Whatever fails or is cancelled inside removes the container again.
         creator = self.sandboxes.creator
-        async with creator.marked(name, taken, blocking) as made:
+        async with creator.marked(name, taken) as made:
             if request.mounts:
-                sources = zip(
-                    request.mounts, made.prepared if cached is None else cached, strict=True
-                )
-                spec = replace(
-                    spec, binds=tuple(_bind(m, src) for m, src in sources if not m.image)
-                )
+                sources = _resolve_sources(request.mounts, cachedpath.real_path)
+                if sources is None:  # the kernel's cache could not say: ask in a thread
+                    sources = await asyncio.to_thread(_resolve_sources, request.mounts)
+                pairs = zip(request.mounts, sources, strict=True)
+                spec = replace(spec, binds=tuple(_bind(m, src) for m, src in pairs if not m.image))
             # The log file (not StartContainer's to make) is made while Docker creates:
             # a trip of its own, off the call's path (a new file costs 0.1-0.5 ms here).
             touching = None

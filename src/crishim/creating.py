@@ -151,15 +151,9 @@ class Creator:
             yield made
 
     @contextlib.asynccontextmanager
-    async def marked(
-        self,
-        name: str,
-        taken: Callable[[], errors.CrishimError],
-        prepare: Callable[[], Any] | None = None,
-    ):
-        """`creating` in two steps, for a caller with blocking work before its create:
-        `async with creator.marked(name, taken, prepare) as made:` runs `prepare` in a
-        worker thread (made.prepared is what it returned), then
+    async def marked(self, name: str, taken: Callable[[], errors.CrishimError]):
+        """`creating` in two steps, for a caller with work of its own before its create:
+        `async with creator.marked(name, taken) as made:`, then
         `await creator.create(made, spec, taken)` inside the block.
         """
         if name in self._names:
@@ -168,8 +162,6 @@ class Creator:
         self._made += 1
         made = _Made(f"{self._prefix}{self._made}")
         try:
-            if prepare is not None:
-                made.prepared = await asyncio.to_thread(prepare)
             yield made
         except BaseException:
             if made.id:
@@ -323,9 +315,8 @@ class Creator:
 
 
 class _Made:
-    __slots__ = ("id", "prepared", "token")
+    __slots__ = ("id", "token")
 
     def __init__(self, token: str) -> None:
         self.id = ""
         self.token = token
-        self.prepared: Any = None

@@ -271,6 +271,21 @@ def test_pull_and_remove_show_their_result_at_once_without_listing_every_image(
                 dockerd.docker("rmi", name)
 
 
+def lists_settled(proxy, quiet: float = 0.5) -> None:
+    """Until the image cache has listed for every change made so far: a change's events can
+    reach crishim after the cache already shows it (`docker rmi` of two names is an untag
+    each, then a delete), and a list for them must not land in what a test counts next.
+    Settled: no list of every image open, and none started in the last `quiet` seconds
+    (the cache lists 20 ms after an event)."""
+
+    def settled() -> bool:
+        lists = [r for r in proxy.requests() if str(r) == "GET /images/json"]
+        start = proxy.mark() - quiet
+        return not [r for r in lists if r.done is None or r.at >= start]
+
+    wait_for(settled, 30, "the image cache's lists for earlier changes")
+
+
 def test_a_pull_lists_no_image_for_its_own_event_and_a_foreign_change_still_does(
     recorded_puller, registry, dockerd, test_images, workdir
 ) -> None:
@@ -285,6 +300,7 @@ def test_a_pull_lists_no_image_for_its_own_event_and_a_foreign_change_still_does
     other = f"crishim-test/foreign-tag-{os.getpid()}:1"
     try:
         wait_for(lambda: not status(client, ref).HasField("image"), 30, "the cache to settle")
+        lists_settled(proxy)
         since = proxy.mark()
         image_id = pull(client, ref, auth, timeout=30).image_ref
         assert status(client, ref).image.id == image_id
@@ -344,6 +360,7 @@ def test_a_removal_lists_no_image_for_its_own_events_and_a_foreign_change_still_
     other = f"crishim-test/foreign-after-removal-{os.getpid()}:1"
     try:
         wait_for(lambda: status(client, second).HasField("image"), 30, "the cache to see it")
+        lists_settled(proxy)
         since = proxy.mark()
         client.image.RemoveImage(pb.RemoveImageRequest(image=spec(pb, local)), timeout=30)
         assert not status(client, second).HasField("image")

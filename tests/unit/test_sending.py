@@ -4,6 +4,7 @@ official gRPC client, as the message their join makes."""
 from __future__ import annotations
 
 import asyncio
+import socket as socket_module
 from pathlib import Path
 from typing import Any
 
@@ -157,3 +158,68 @@ async def test_the_connection_window_holds_back_a_stream_with_room(tmp_path) -> 
         await server.wait_closed()
     assert bytes(body[5:]) == b"".join(parts)
     assert max(service.windows) == 65_535  # the connection's first window, not the stream's
+
+
+class _Queue:
+    """A transport's write queue, as _write_through hands it what the socket left."""
+
+    def __init__(self) -> None:
+        self.queued: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.queued.append(data)
+
+
+def _pieces() -> list[Any]:
+    """Headers and slices, as a batch is made: ~1 MB, more than a socket's buffer."""
+    blob = bytes(range(256)) * 4096
+    return [b"head", memoryview(blob)[:300_000], b"", b"x" * 9, memoryview(blob)[300_000:]]
+
+
+def _drain(sock: socket_module.socket) -> bytes:
+    sock.setblocking(False)
+    got = bytearray()
+    while True:
+        try:
+            data = sock.recv(1 << 20)
+        except BlockingIOError:
+            return bytes(got)
+        if not data:
+            return bytes(got)
+        got += data
+
+
+def test_what_the_socket_does_not_take_is_queued_after_what_it_took() -> None:
+    ours, peer = socket_module.socketpair(socket_module.AF_UNIX, socket_module.SOCK_STREAM)
+    with ours, peer:
+        ours.setblocking(False)
+        queue = _Queue()
+        pieces = _pieces()
+        sending._write_through(queue, ours.fileno(), pieces)
+        taken = _drain(peer)
+        assert taken  # in part: the socket took some, not all
+        assert len(queue.queued) == 1
+        assert taken + queue.queued[0] == b"".join(pieces)
+
+
+def test_a_batch_the_socket_takes_whole_queues_nothing() -> None:
+    ours, peer = socket_module.socketpair(socket_module.AF_UNIX, socket_module.SOCK_STREAM)
+    with ours, peer:
+        ours.setblocking(False)
+        queue = _Queue()
+        pieces = [b"\x00\x00\x05\x00\x00\x00\x00\x00\x01", memoryview(b"hello world")[:5], b""]
+        sending._write_through(queue, ours.fileno(), pieces)
+        assert queue.queued == []
+        assert _drain(peer) == b"".join(pieces)
+
+
+def test_a_socket_that_fails_leaves_the_batch_to_the_transport() -> None:
+    """The transport meets the error itself and reports it as it would any write's."""
+    ours, peer = socket_module.socketpair(socket_module.AF_UNIX, socket_module.SOCK_STREAM)
+    peer.close()
+    with ours:
+        ours.setblocking(False)
+        queue = _Queue()
+        pieces = _pieces()
+        sending._write_through(queue, ours.fileno(), pieces)
+        assert queue.queued == [b"".join(pieces)]

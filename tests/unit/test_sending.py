@@ -36,14 +36,16 @@ class _Raw(CodecBase):
 
 
 class _Service:
-    def __init__(self, parts: list[bytes]) -> None:
+    def __init__(self, parts: list[bytes], headers_first: bool = False) -> None:
         self.parts = parts
+        self.headers_first = headers_first  # grpclib sends them, not send_unary_parts
         self.windows: list[int] = []  # the stream's send window as each answer began
 
     async def get(self, stream: grpclib.server.Stream) -> None:
         assert await stream.recv_message() == b"ask"
         h2_stream = stream._stream
-        await stream.send_initial_metadata()
+        if self.headers_first:
+            await stream.send_initial_metadata()
         self.windows.append(h2_stream._h2_connection.local_flow_control_window(h2_stream.id))
         await sending.send_unary_parts(stream, self.parts)
 
@@ -76,11 +78,14 @@ CLIENTS = {
 }
 
 
+@pytest.mark.parametrize("headers_first", [False, True], ids=["headers-with-data", "headers-first"])
 @pytest.mark.parametrize("client", CLIENTS)
-async def test_parts_arrive_as_their_join_through_the_official_client(tmp_path, client) -> None:
+async def test_parts_arrive_as_their_join_through_the_official_client(
+    tmp_path, client, headers_first
+) -> None:
     options, waits = CLIENTS[client]
     parts = [bytes([i % 251]) * n for i, n in enumerate(SIZES)]
-    service = _Service(parts)
+    service = _Service(parts, headers_first)
     server = grpclib.server.Server([service], codec=_Raw())
     socket = tmp_path / "parts.sock"
     await server.start(path=str(socket))

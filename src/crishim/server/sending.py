@@ -39,7 +39,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from grpclib.exceptions import ProtocolError
+from grpclib.metadata import encode_metadata
 from h2.exceptions import StreamClosedError
+from multidict import MultiDict
 
 # Bytes per socket write. A scrape at 200 pods took 0.35 ms less with 128 KB than with
 # 64 KB, and 0.1 ms less than with 256 KB (bench/paired.py --shape metrics). Below 128 KB
@@ -82,7 +84,7 @@ async def send_unary_parts(stream: Any, parts: Sequence[bytes]) -> None:
     """Send the unary response whose encoding is the concatenation of `parts` on
     `stream` (a grpclib.server.Stream), as its send_message would send it joined."""
     if not stream._send_initial_metadata_done:
-        await stream.send_initial_metadata()
+        await _initial_metadata(stream)
     if stream._send_message_done:
         raise ProtocolError("Message was already sent")
     header = struct.pack(">?I", False, sum(map(len, parts)))
@@ -92,6 +94,23 @@ async def send_unary_parts(stream: Any, parts: Sequence[bytes]) -> None:
     h2_stream = stream._stream
     h2_stream.connection.messages_sent += 1
     h2_stream.connection.last_message_sent = time.monotonic()
+
+
+async def _initial_metadata(stream: Any) -> None:
+    """grpclib's Stream.send_initial_metadata, but the HEADERS frame stays in h2's
+    buffer, to go out in the first batch's write rather than in a write of its own
+    (~0.15 ms of a scrape). h2's buffer keeps every stream's frames in the order
+    they were made, as HPACK needs."""
+    headers = [(":status", "200"), ("content-type", stream._content_type)]
+    (metadata,) = await stream._dispatch.send_initial_metadata(MultiDict())
+    headers.extend(encode_metadata(metadata))
+    h2_stream = stream._stream
+    await h2_stream.connection.write_ready.wait()
+    if h2_stream.id not in h2_stream._h2_connection.streams:  # as grpclib's send_headers
+        raise StreamClosedError(h2_stream.id)
+    h2_stream._h2_connection.send_headers(h2_stream.id, headers)
+    h2_stream.connection.headers_send_process()
+    stream._send_initial_metadata_done = True
 
 
 async def _send_data(h2_stream: Any, cursor: _Cursor) -> None:

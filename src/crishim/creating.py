@@ -4,8 +4,12 @@ RunPodSandbox and CreateContainer start with a Docker create. Three ways that
 used to leave a "created" object no call would ever finish, after which a
 retry with the same metadata got ALREADY_EXISTS forever:
 
-  - the caller cancelled (its deadline passed) while Docker was creating: the
-    create is now shielded, and if it completes for nobody the object is removed;
+  - the caller cancelled (its deadline passed) while Docker was creating, or
+    the daemon's answer was lost: the create's token is watched for, and the
+    object it makes for nobody is removed as soon as the store sees it (the
+    store sees every create, from Docker's events or a resync). The create is
+    awaited in the call's own task: shielding it in a task of its own cost a
+    kubelet-shaped CreateContainer ~0.25 ms of loop passes (bench/paired.py);
   - crishim was killed between the create and the end of the call: every create
     carries a token of its own (a label, labels.CREATE_TOKEN_LABEL), and the
     token of a finished create that has not run is written to the state dir
@@ -52,6 +56,7 @@ from crishim.store import Record, Store
 log = structlog.get_logger(__name__)
 
 UNDO_TIMEOUT = 30.0
+ABANDONED_WATCH = 600.0  # seconds a cancelled create's token is watched for
 UNMARK_DELAY = 1.0  # seconds a finished create's token waits to be written with others
 
 
@@ -72,6 +77,9 @@ class Creator:
         self._made = 0  # tokens this process has given out
         self._names: set[str] = set()  # creates in flight in this process
         self._undoing: set[asyncio.Task[None]] = set()
+        # token -> monotonic time: creates whose call ended before Docker's answer
+        self._abandoned: dict[str, float] = {}
+        store.subscribe(self._on_record)
         self._done: list[str] = []  # tokens of finished creates, not written yet
         self._kept: set[str] = set()  # tokens in the journal
         self._writer: asyncio.Future[None] | None = None  # the journal's last trip
@@ -230,11 +238,10 @@ class Creator:
         self, spec: ContainerSpec, taken: Callable[[], errors.CrishimError], replace: bool
     ) -> str:
         for attempt in (1, 2):
-            create = asyncio.ensure_future(self.docker.create_container(spec))
             try:
-                return await asyncio.shield(create)
-            except asyncio.CancelledError:
-                create.add_done_callback(self._undo_if_created)
+                return await self.docker.create_container(spec)
+            except (asyncio.CancelledError, errors.Unavailable):
+                self._abandon(spec)  # Docker may create it all the same
                 raise
             except errors.FailedPrecondition as exc:  # 409: the name is taken
                 if attempt == 2 or not replace or not await self._remove_if_never_ran(spec.name):
@@ -242,10 +249,31 @@ class Creator:
                 log.warning("create_leftover_replaced", name=spec.name)
         raise AssertionError("unreachable")
 
-    def _undo_if_created(self, create: asyncio.Future[str]) -> None:
-        if create.cancelled() or create.exception() is not None:
+    def _abandon(self, spec: ContainerSpec) -> None:
+        """The create of `spec` ended without Docker's answer: what it makes is removed,
+        now if the store has it already, else when it shows up."""
+        token = spec.labels[labels.CREATE_TOKEN_LABEL]
+        now = time.monotonic()
+        for old, since in list(self._abandoned.items()):
+            if now - since > ABANDONED_WATCH:
+                del self._abandoned[old]
+        for record in self._never_ran():
+            if record.info.labels.get(labels.CREATE_TOKEN_LABEL) == token:
+                self._remove_abandoned(record.id)
+                return
+        self._abandoned[token] = now
+
+    def _on_record(self, container_id: str, record: Record | None) -> None:
+        """Store listener: an object an abandoned create made has shown up."""
+        if record is None or not self._abandoned:
             return
-        task = asyncio.ensure_future(self.undo(create.result()))
+        token = record.info.labels.get(labels.CREATE_TOKEN_LABEL)
+        if token is not None and self._abandoned.pop(token, None) is not None:
+            self._remove_abandoned(container_id)
+
+    def _remove_abandoned(self, container_id: str) -> None:
+        log.warning("create_abandoned_removed", container_id=container_id)
+        task = asyncio.ensure_future(self.undo(container_id))
         self._undoing.add(task)
         task.add_done_callback(self._undoing.discard)
 

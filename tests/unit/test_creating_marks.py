@@ -53,9 +53,16 @@ class Store:
         self.infos: dict[str, SimpleNamespace] = {}
         self.synced = asyncio.Event()
         self.synced.set()
+        self.listeners: list = []
+
+    def subscribe(self, listener) -> None:
+        self.listeners.append(listener)
 
     def put(self, info: SimpleNamespace) -> None:
+        """A container Docker made (or changed): the store's listeners hear of it."""
         self.infos[info.id] = info
+        for listener in self.listeners:
+            listener(info.id, SimpleNamespace(id=info.id, info=info))
 
     def get(self, cid: str):
         info = self.infos.get(cid)
@@ -161,4 +168,107 @@ async def test_past_its_limit_the_journal_keeps_the_tokens_of_containers_not_yet
     assert read(creator.marks)[1] >= {tokens[0], tokens[3], tokens[6], tokens[9]}
     assert not read(creator.marks)[1] & {tokens[1], tokens[2], tokens[4]}, "rewritten"
     assert (creator.marks / JOURNAL).stat().st_size <= 400
+    await creator.close()
+
+
+class HeldDocker(Docker):
+    """A Docker whose create is under way until the test says what became of it."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(store)
+        self.asked = asyncio.Event()
+        self.answer: asyncio.Future[str] | None = None
+
+    async def create_container(self, spec) -> str:
+        self.specs.append(spec)
+        self.answer = asyncio.get_running_loop().create_future()
+        self.asked.set()
+        return await self.answer
+
+    def made(self, cid: str) -> None:
+        """Docker made what the last create asked for (whoever still waits for it)."""
+        self.store.put(_info(cid, self.specs[-1].labels[TOKEN], ran=False))
+
+
+def _held_creator(tmp_path) -> tuple[Creator, HeldDocker, Store]:
+    store = Store()
+    docker = HeldDocker(store)
+    return Creator(docker, store, tmp_path), docker, store  # type: ignore[arg-type]
+
+
+async def _create(creator: Creator, name: str) -> None:
+    async with creator.creating(_spec(name), _taken):
+        pass
+
+
+async def _settled(creator: Creator) -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+    if creator._undoing:
+        await asyncio.wait(creator._undoing, timeout=5)
+
+
+async def test_what_a_cancelled_create_makes_later_is_removed_when_it_shows_up(tmp_path) -> None:
+    creator, docker, store = _held_creator(tmp_path)
+    await creator.start()
+    call = asyncio.create_task(_create(creator, "k8s_late_pod_ns_uid_0"))
+    await docker.asked.wait()
+    call.cancel()  # the caller's deadline, while Docker creates
+    await asyncio.gather(call, return_exceptions=True)
+    assert call.cancelled()
+    store.put(_info("other", "a-token-of-another-create", ran=False))
+    docker.made("late")  # Docker finishes it for nobody
+    await _settled(creator)
+    assert docker.removed == ["late"], "only what the cancelled create made"
+    assert "late" not in store.infos
+    docker.made("late")  # seen again (an event, a resync): already dealt with
+    await _settled(creator)
+    assert docker.removed == ["late"]
+    await creator.close()
+
+
+async def test_what_a_cancelled_create_made_already_is_removed_at_once(tmp_path) -> None:
+    """Docker made it and the store has it, but the call ended before it read the
+    answer: nothing more will show up, so it is removed from what the store has."""
+    creator, docker, _ = _held_creator(tmp_path)
+    await creator.start()
+    call = asyncio.create_task(_create(creator, "k8s_late_pod_ns_uid_0"))
+    await docker.asked.wait()
+    docker.made("late")
+    call.cancel()
+    await asyncio.gather(call, return_exceptions=True)
+    await _settled(creator)
+    assert docker.removed == ["late"]
+    await creator.close()
+
+
+async def test_a_create_whose_answer_was_lost_is_removed_when_it_shows_up(tmp_path) -> None:
+    creator, docker, _ = _held_creator(tmp_path)
+    await creator.start()
+    call = asyncio.create_task(_create(creator, "k8s_late_pod_ns_uid_0"))
+    await docker.asked.wait()
+    assert docker.answer is not None
+    docker.answer.set_exception(errors.Unavailable("docker: the connection broke"))
+    (outcome,) = await asyncio.gather(call, return_exceptions=True)
+    assert isinstance(outcome, errors.Unavailable)
+    docker.made("late")
+    await _settled(creator)
+    assert docker.removed == ["late"]
+    await creator.close()
+
+
+async def test_a_create_that_failed_plainly_watches_for_nothing(tmp_path) -> None:
+    """Docker refused it: nothing it asked for will appear, and a container with its
+    token (not possible, but the test of it) is left alone."""
+    creator, docker, _ = _held_creator(tmp_path)
+    await creator.start()
+    call = asyncio.create_task(_create(creator, "k8s_bad_pod_ns_uid_0"))
+    await docker.asked.wait()
+    assert docker.answer is not None
+    docker.answer.set_exception(errors.InvalidArgument("docker: invalid reference format"))
+    (outcome,) = await asyncio.gather(call, return_exceptions=True)
+    assert isinstance(outcome, errors.InvalidArgument)
+    docker.made("bad")
+    await _settled(creator)
+    assert docker.removed == []
     await creator.close()

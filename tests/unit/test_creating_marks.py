@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 from types import SimpleNamespace
 
+import pytest
+
 from crishim import errors, labels, markjournal
 from crishim.creating import Creator
 from crishim.docker.types import ContainerSpec
@@ -242,33 +244,29 @@ async def test_what_a_cancelled_create_made_already_is_removed_at_once(tmp_path)
     await creator.close()
 
 
-async def test_a_create_whose_answer_was_lost_is_removed_when_it_shows_up(tmp_path) -> None:
+@pytest.mark.parametrize(
+    ("error", "removed"),
+    [
+        # the answer was lost: Docker may have made it, so it is watched for
+        (errors.Unavailable("docker: the connection broke"), ["late"]),
+        # Docker refused it: nothing it asked for will appear, and a container with its
+        # token (not possible, but the test of it) is left alone
+        (errors.InvalidArgument("docker: invalid reference format"), []),
+    ],
+    ids=["answer-lost", "refused"],
+)
+async def test_a_create_that_failed_is_watched_for_only_when_its_outcome_is_unknown(
+    tmp_path, error, removed
+) -> None:
     creator, docker, _ = _held_creator(tmp_path)
     await creator.start()
     call = asyncio.create_task(_create(creator, "k8s_late_pod_ns_uid_0"))
     await docker.asked.wait()
     assert docker.answer is not None
-    docker.answer.set_exception(errors.Unavailable("docker: the connection broke"))
+    docker.answer.set_exception(error)
     (outcome,) = await asyncio.gather(call, return_exceptions=True)
-    assert isinstance(outcome, errors.Unavailable)
+    assert outcome is error
     docker.made("late")
     await _settled(creator)
-    assert docker.removed == ["late"]
-    await creator.close()
-
-
-async def test_a_create_that_failed_plainly_watches_for_nothing(tmp_path) -> None:
-    """Docker refused it: nothing it asked for will appear, and a container with its
-    token (not possible, but the test of it) is left alone."""
-    creator, docker, _ = _held_creator(tmp_path)
-    await creator.start()
-    call = asyncio.create_task(_create(creator, "k8s_bad_pod_ns_uid_0"))
-    await docker.asked.wait()
-    assert docker.answer is not None
-    docker.answer.set_exception(errors.InvalidArgument("docker: invalid reference format"))
-    (outcome,) = await asyncio.gather(call, return_exceptions=True)
-    assert isinstance(outcome, errors.InvalidArgument)
-    docker.made("bad")
-    await _settled(creator)
-    assert docker.removed == []
+    assert docker.removed == removed
     await creator.close()

@@ -327,7 +327,7 @@ class Containers:
             runtime=sandbox.docker_runtime,
             log_max_size=LOG_MAX_SIZE,
             log_max_file=LOG_MAX_FILE,
-            binds=(),  # made from the mounts' real paths, in the mark's trip (below)
+            binds=(),  # made from the mounts' real paths, inside the create's block (below)
             image_mounts=image_mounts,
             devices=request.devices,
             cap_add=request.cap_add,

@@ -59,6 +59,11 @@ def read(directory: Path) -> tuple[set[str], set[str]]:
     return names, tokens
 
 
+def _lines(tokens: Iterable[str]) -> bytes:
+    """Finished tokens as the journal's lines (`read` reads them back)."""
+    return "".join("=" + json.dumps(t) + "\n" for t in tokens).encode()
+
+
 class FinishJournal:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -75,7 +80,7 @@ class FinishJournal:
         return found
 
     def finished(self, tokens: Iterable[str]) -> None:
-        data = "".join("=" + json.dumps(t) + "\n" for t in tokens).encode()
+        data = _lines(tokens)
         with self._lock:
             os.write(self._fd, data)  # O_APPEND: one write, whole lines
             self.size += len(data)
@@ -83,7 +88,7 @@ class FinishJournal:
     def rewrite(self, tokens: Iterable[str]) -> None:
         """The journal holds `tokens` alone (an older crishim's marks go too). Written
         aside and renamed over it: a kill midway leaves one file or the other whole."""
-        data = "".join("=" + json.dumps(t) + "\n" for t in sorted(tokens)).encode()
+        data = _lines(sorted(tokens))
         aside = self.directory / (JOURNAL + ".new")
         with self._lock:
             fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)

@@ -161,10 +161,8 @@ def _write_through(transport: Any, fd: int, pieces: list[Any]) -> None:
     empty: straight to the socket, then what it did not take onto the queue."""
     try:
         sent = os.writev(fd, pieces)
-    except (BlockingIOError, InterruptedError):
+    except OSError:  # full (EAGAIN), or failed: the transport meets an error again itself
         sent = 0
-    except OSError:
-        sent = 0  # the transport meets the error again and reports it as its own
     rest = []
     for piece in pieces:
         if sent >= len(piece):

@@ -14,6 +14,7 @@ import grpclib.server
 import h2.config
 import h2.connection
 import h2.events
+import h2.exceptions
 import h2.settings
 import pytest
 from grpclib.encoding.base import CodecBase
@@ -228,3 +229,50 @@ def test_a_socket_that_fails_leaves_the_batch_to_the_transport() -> None:
         pieces = _pieces()
         sending._write_through(queue, ours.fileno(), pieces)
         assert queue.queued == [b"".join(pieces)]
+
+
+class _GrpclibSide:
+    """What _send_data reads of grpclib's stream and connection, over a real h2 server
+    connection."""
+
+    def __init__(self, h2_conn: h2.connection.H2Connection, stream_id: int) -> None:
+        self._h2_connection = h2_conn
+        self.id = stream_id
+        self._transport = _Queue()
+        self._transport.get_extra_info = lambda name: None  # no socket of its own
+        self.connection = self
+        self.write_ready = asyncio.Event()
+        self.write_ready.set()
+        self.data_sent = 0
+
+    def data_send_process(self) -> None:
+        pass
+
+
+async def test_a_stream_the_client_reset_gets_h2s_error_and_no_frame() -> None:
+    """The client reset the stream while the answer waited; h2 still knows it (closed).
+    Nothing more goes out on it, and the windows stay as they were."""
+    server = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    server.initiate_connection()
+    client.initiate_connection()
+    client.send_headers(
+        1,
+        [
+            (":method", "POST"),
+            (":scheme", "http"),
+            (":path", METHOD),
+            (":authority", "test"),
+            ("content-type", "application/grpc"),
+        ],
+    )
+    client.reset_stream(1)
+    server.receive_data(client.data_to_send())
+    assert server.streams[1].closed
+    window = server.outbound_flow_control_window
+    side = _GrpclibSide(server, 1)
+    with pytest.raises(h2.exceptions.StreamClosedError):
+        await sending._send_data(side, sending._Cursor([b"x" * 1000]))
+    assert side._transport.queued == []
+    assert side.data_sent == 0
+    assert server.outbound_flow_control_window == window

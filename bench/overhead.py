@@ -14,6 +14,10 @@ in turn after the pods, and PullImage once more with the image present
 ("PullImage present": the kubelet's Always pull policy, which Docker answers
 "up to date").
 
+ExecSync runs `true` in the started container, as a kubelet's exec probe runs its
+command: Docker's exec create, its start (a hijacked stream, timed until the
+daemon ends it) and the inspects that read the exit code.
+
 CreateContainer is measured twice: the bench's small request, and a request
 shaped as the kubelet sends one (mounts, environment, labels, annotations,
 resources, security context), made in the same pod after RemoveContainer.
@@ -297,6 +301,7 @@ def lifecycle(rec: Recorder, client: Official, cycles: int) -> None:
         )
         for name, request in (
             ("StartContainer", pb.StartContainerRequest(container_id=cid)),
+            ("ExecSync", pb.ExecSyncRequest(container_id=cid, cmd=["true"], timeout=10)),
             ("StopContainer", pb.StopContainerRequest(container_id=cid, timeout=0)),
             ("RemoveContainer", pb.RemoveContainerRequest(container_id=cid)),
             ("StopPodSandbox", pb.StopPodSandboxRequest(pod_sandbox_id=sid)),

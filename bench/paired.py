@@ -10,7 +10,8 @@ millisecond. So both builds run at once, each a crishim from its own source
 tree behind its own recording proxy on the same private dockerd, and take turns
 in blocks: a block is `--per` CreateContainer + RemoveContainer calls in a pod of
 its own, kubelet-shaped (mounts, ...) or the overhead table's small request
-(`--shape small`); or, with `--shape metrics`, `--per` ListPodSandboxMetrics
+(`--shape small`); with `--shape exec`, `--per` ExecSync calls of `true` in a
+started container of its pod; or, with `--shape metrics`, `--per` ListPodSandboxMetrics
 scrapes over `--pods` pods that A made (both builds serve them), whose own time is
 their server time. A call's own time is its server time (the rpc log
 event) minus its Docker time (the union of its requests at the proxy), as the
@@ -61,6 +62,7 @@ class Build:
         request = pb.RunPodSandboxRequest(config=self.config)
         self.pod = rt.RunPodSandbox(request, timeout=60).pod_sandbox_id
         self.made = 0
+        self.probe: str | None = None  # the started container that --shape exec runs in
         self.blocks: list[float] = []  # each block's median own time, ms
 
     def block(self, per: int, shape: str) -> None:
@@ -77,6 +79,9 @@ class Build:
             self.rec.calls.clear()
             self.rec.cpu.clear()
             return
+        if shape == "exec":
+            self._exec_block(per)
+            return
         for _ in range(per):
             self.made += 1
             name = f"c{self.made}"
@@ -92,6 +97,24 @@ class Build:
             rt.RemoveContainer(pb.RemoveContainerRequest(container_id=made.container_id))
         self.rec.collect()
         own = [server - overhead._union_ms(asked) for server, asked in self.rec.calls["create"]]
+        self.rec.calls.clear()
+        self.rec.cpu.clear()
+        self.blocks.append(statistics.median(own))
+
+    def _exec_block(self, per: int) -> None:
+        """`per` ExecSync calls of `true` in a started container of the build's pod, as a
+        kubelet's exec probe makes them."""
+        pb, rt = self.client.pb, self.client.runtime
+        if self.probe is None:
+            sleeper = ["sleep", "3000"]
+            request = overhead._create_request(pb, self.pod, self.config, "probe", sleeper)
+            self.probe = rt.CreateContainer(request, timeout=60).container_id
+            rt.StartContainer(pb.StartContainerRequest(container_id=self.probe), timeout=60)
+        request = pb.ExecSyncRequest(container_id=self.probe, cmd=["true"], timeout=10)
+        for _ in range(per):
+            self.rec.call("exec", "ExecSync", lambda: rt.ExecSync(request, timeout=60))
+        self.rec.collect()
+        own = [server - overhead._union_ms(asked) for server, asked in self.rec.calls["exec"]]
         self.rec.calls.clear()
         self.rec.cpu.clear()
         self.blocks.append(statistics.median(own))
@@ -115,9 +138,10 @@ def main() -> None:
     parser.add_argument("--per", type=int, default=20, help="creates per block")
     parser.add_argument(
         "--shape",
-        choices=("kubelet", "small", "metrics"),
+        choices=("kubelet", "small", "metrics", "exec"),
         default="kubelet",
-        help="the create request, or metrics: ListPodSandboxMetrics over --pods pods",
+        help="the create request; metrics: ListPodSandboxMetrics over --pods pods; exec:"
+        " ExecSync of `true` in a started container",
     )
     parser.add_argument("--pods", type=int, default=200, help="with --shape metrics")
     args = parser.parse_args()
@@ -145,6 +169,8 @@ def main() -> None:
             "call": (
                 f"ListPodSandboxMetrics over {args.pods} pods, server time, ms"
                 if args.shape == "metrics"
+                else "ExecSync of `true`, own time = server - Docker, ms"
+                if args.shape == "exec"
                 else f"CreateContainer ({args.shape}-shaped), own time = server - Docker, ms"
             ),
             "a": {"tree": str(a.tree), "p50_of_blocks": round(statistics.median(a.blocks[1:]), 3)},

@@ -29,7 +29,7 @@ class Request:
     method: str
     path: str  # without the /vX.YY prefix and the query
     sent: float = 0.0  # when its body was passed on to the daemon
-    done: float | None = None  # when the daemon's response had ended (None: open, hijacked)
+    done: float | None = None  # when the daemon's response had ended (None: still open)
     status: int = 0
 
     @property
@@ -240,6 +240,7 @@ class RecordingProxy:
             framed = "transfer-encoding" in headers or "content-length" in headers
             if status == 101 or (not framed and status not in (204, 304)):
                 await self._pipe(up, client)  # hijacked or read to the end: stays open
+                request.done = time.monotonic()  # until the daemon ended it
                 return
             if status not in (204, 304):
                 await self._body(up, client, headers)

@@ -550,7 +550,7 @@ class DockerClient:
 
     async def update_container(self, container_id: str, res: Resources) -> None:
         """`POST /containers/{id}/update` (not in aiodocker). Zero fields are left unchanged."""
-        await self.request(
+        await self._json(
             f"containers/{container_id}/update",
             "POST",
             body=_resources_body(res),
@@ -664,9 +664,7 @@ class DockerClient:
 
     async def inspect_image(self, ref: str) -> ImageDetails:
         """By ID, tag or digest reference; DockerNotFound when absent."""
-        raw: JSON = await self.request(
-            f"images/{quote(ref, safe=REF_SAFE)}/json", op="image_inspect"
-        )
+        raw: JSON = await self._json(f"images/{ref}/json", op="image_inspect")
         cfg = raw.get("Config") or {}
         return ImageDetails(
             id=str(raw.get("Id", "")),
@@ -693,8 +691,8 @@ class DockerClient:
         """Remove an image with all its names. Unforced, Docker refuses (409) an image a
         container uses or that names of several repositories share; forced, it removes
         one only stopped containers use too: callers check first that none does."""
-        await self.request(
-            f"images/{quote(image_id, safe=REF_SAFE)}",
+        await self._json(
+            f"images/{image_id}",
             "DELETE",
             params={"force": "true" if force else "false"},
             op="image_remove",
@@ -802,7 +800,7 @@ class DockerClient:
             "Tty": tty,
             "User": user,
         }
-        raw: JSON = await self.request(
+        raw: JSON = await self._json(
             f"containers/{container_id}/exec", "POST", body=body, op="exec_create"
         )
         return str(raw["Id"])
@@ -815,7 +813,7 @@ class DockerClient:
         )
 
     async def exec_resize(self, exec_id: str, width: int, height: int) -> None:
-        await self.request(
+        await self._json(
             f"exec/{exec_id}/resize",
             "POST",
             params={"h": str(height), "w": str(width)},
@@ -842,7 +840,7 @@ class DockerClient:
 
     async def exec_inspect(self, exec_id: str) -> tuple[bool, int | None, int]:
         """(running, exit code, pid) of an exec."""
-        raw: JSON = await self.request(f"exec/{exec_id}/json", op="exec_inspect")
+        raw: JSON = await self._json(f"exec/{exec_id}/json", op="exec_inspect")
         return bool(raw.get("Running")), raw.get("ExitCode"), int(raw.get("Pid") or 0)
 
     async def checkpoint_create(

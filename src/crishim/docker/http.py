@@ -5,8 +5,9 @@ aiohttp's client (under aiodocker) was a large part of that work: an inspect
 of a container took 0.70 ms and 0.45 ms of CPU through it, 0.43 ms and
 0.21 ms through a plain keep-alive connection (this machine, private dockerd,
 500 calls each). So the calls every pod makes (inspect, create, start, stop,
-remove, ping) go through here; streams, pulls and hijacked connections stay
-on aiohttp.
+remove, ping), those of every exec probe (exec create and inspect), updates
+and image inspect/remove go through here; streams, pulls, lists and hijacked
+connections stay on aiohttp.
 
 A pool of keep-alive connections, one request at a time on each, opened on
 demand without a bound (as the aiohttp pool: a slow call must never queue

@@ -38,7 +38,7 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 
 import structlog
@@ -370,6 +370,12 @@ class Images:
                 return by_prefix[0]
         return None
 
+    def current(self) -> Mapping[str, Image] | None:
+        """Every image by ID while the cache is trusted (events flow), else None. The
+        very same mapping until something changes (it is replaced, never altered), so
+        an answer made from it can be kept while it is."""
+        return self._cache if self._synced else None
+
     async def list(self, reference: str = "") -> list[Image]:
         # A repository without a tag lists every tag of it (`crictl images busybox`).
         wanted = imageref.parse(reference, default_tag=False) if reference else None
@@ -392,9 +398,10 @@ class Images:
                     details = await self._inspect(entry.id)
                 except errors.NotFound:  # removed between list and inspect
                     continue
-            images[entry.id] = self._to_image(
-                details, entry.repo_tags, entry.repo_digests, entry.size
-            )
+            image = self._to_image(details, entry.repo_tags, entry.repo_digests, entry.size)
+            known = self._cache.get(entry.id)
+            # An unchanged image stays the same object: ListImages keeps its encoding.
+            images[entry.id] = known if known == image else image
         return images
 
     # -- the cache ------------------------------------------------------------------

@@ -265,3 +265,24 @@ async def test_a_pull_by_image_id_is_answered_by_the_cache_or_an_inspect() -> No
     images._cache = {}  # an ID the cache does not know: Docker is asked
     assert await images.pull(A, RegistryAuth()) == A
     assert docker.inspected == [A]
+
+
+async def test_a_list_again_keeps_the_unchanged_images_as_they_were() -> None:
+    """A relist makes a new mapping, but an image whose names did not change stays the
+    same object (ListImages keeps its encoding); a retagged one is new."""
+    docker = _Docker(
+        [ImageListEntry(A, (TAG,), (), 10), ImageListEntry(B, (), (), 10)],
+        [ImageListEntry(A, (TAG,), (), 10), ImageListEntry(B, ("docker.io/library/b:2",), (), 10)],
+    )
+    docker.go.set()
+    images = Images(docker, engine=None, pause_image="pause:1")  # type: ignore[arg-type]
+    await images.resubscribed()
+    first = images.current()
+    assert first is not None
+    images.image_event("tag", B)
+    await images._relisting
+    second = images.current()
+    assert second is not first
+    assert second[A] is first[A]
+    assert second[B] is not first[B]
+    assert second[B].repo_tags == ("docker.io/library/b:2",)

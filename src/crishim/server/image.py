@@ -10,7 +10,8 @@ from crishim import errors
 from crishim.api.runtime import v1 as api
 from crishim.docker.types import RegistryAuth
 from crishim.images import FsUsage, Image, Images
-from crishim.server.listing import chunks
+from crishim.server.listing import WireEntries, chunks
+from crishim.server.protowire import Encoded
 from crishim.server.resources import or_empty
 
 
@@ -60,12 +61,33 @@ def _fs(usage: FsUsage) -> api.FilesystemUsage:
     )
 
 
+def _wanted(filter_: api.ImageFilter | None) -> str:
+    return filter_.image.image if filter_ is not None and filter_.image is not None else ""
+
+
+def _entry(entries: WireEntries, image: Image) -> bytes:
+    """One image's ListImagesResponse entry, encoded once per Image object (frozen;
+    the cache makes a new one for any change)."""
+    return entries.entry(image.id, image, lambda: to_cri(image))
+
+
 class ImageService(api.ImageServiceBase):
     def __init__(self, images: Images) -> None:
         self._images = images
+        # ~40 µs of betterproto2 per image: a node's 100 images took a ListImages 4 ms
+        self._entries = WireEntries(1)  # ListImagesResponse.images
 
-    async def list_images(self, message: api.ListImagesRequest) -> api.ListImagesResponse:
-        return api.ListImagesResponse(images=[to_cri(i) for i in await self._list(message.filter)])
+    async def list_images(self, message: api.ListImagesRequest) -> Encoded:
+        entries = self._entries
+        current = self._images.current()
+        if current is not None and not _wanted(message.filter):  # the kubelet's poll
+            images = list(current.values())
+            data = entries.join(current, lambda: (_entry(entries, i) for i in images))
+        else:
+            images = await self._list(message.filter)
+            data = b"".join(_entry(entries, i) for i in images)
+        entries.prune(lambda: current or {}, len(current or images))
+        return Encoded(data)  # ListImagesResponse: field 1 repeated
 
     async def stream_images(
         self, message: api.StreamImagesRequest
@@ -74,8 +96,7 @@ class ImageService(api.ImageServiceBase):
             yield api.StreamImagesResponse(images=chunk)
 
     async def _list(self, filter_: api.ImageFilter | None) -> list[Image]:
-        wanted = filter_.image.image if filter_ is not None and filter_.image is not None else ""
-        return await self._images.list(wanted)
+        return await self._images.list(_wanted(filter_))
 
     async def image_status(self, message: api.ImageStatusRequest) -> api.ImageStatusResponse:
         image = await self._images.status(_reference(message.image, "image"))

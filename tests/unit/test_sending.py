@@ -22,6 +22,14 @@ from grpclib.encoding.base import CodecBase
 from crishim.server import sending
 
 METHOD = "/test.Parts/Get"
+REQUEST_HEADERS = [  # a gRPC call of METHOD, as a raw h2 client sends it
+    (":method", "POST"),
+    (":scheme", "http"),
+    (":path", METHOD),
+    (":authority", "test"),
+    ("content-type", "application/grpc"),
+    ("te", "trailers"),
+]
 
 
 class _Raw(CodecBase):
@@ -131,17 +139,7 @@ async def test_the_connection_window_holds_back_a_stream_with_room(tmp_path) -> 
     try:
         client.initiate_connection()
         client.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 2**31 - 1})
-        client.send_headers(
-            1,
-            [
-                (":method", "POST"),
-                (":scheme", "http"),
-                (":path", METHOD),
-                (":authority", "test"),
-                ("content-type", "application/grpc"),
-                ("te", "trailers"),
-            ],
-        )
+        client.send_headers(1, REQUEST_HEADERS)
         client.send_data(1, b"\x00\x00\x00\x00\x03ask", end_stream=True)
         writer.write(client.data_to_send())
         body, unacknowledged, ended = bytearray(), 0, False
@@ -256,16 +254,7 @@ async def test_a_stream_the_client_reset_gets_h2s_error_and_no_frame() -> None:
     client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
     server.initiate_connection()
     client.initiate_connection()
-    client.send_headers(
-        1,
-        [
-            (":method", "POST"),
-            (":scheme", "http"),
-            (":path", METHOD),
-            (":authority", "test"),
-            ("content-type", "application/grpc"),
-        ],
-    )
+    client.send_headers(1, REQUEST_HEADERS)
     client.reset_stream(1)
     server.receive_data(client.data_to_send())
     assert server.streams[1].closed

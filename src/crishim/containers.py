@@ -247,6 +247,8 @@ class Containers:
         self._users: dict[str, tuple[int, ProcessUser]] = {}
         self._views: dict[str, tuple[Record, ContainerView | None]] = {}  # id -> (record, view)
         self._listed: tuple[object, tuple[ContainerView, ...]] = (None, ())  # (records, views)
+        # (views, sandbox id -> its containers' views): grouped once per list
+        self._grouped: tuple[object, dict[str, tuple[ContainerView, ...]]] = (None, {})
         self._log_made: set[str] = set()  # ids whose create made their log file, not started yet
 
     @staticmethod
@@ -526,3 +528,13 @@ class Containers:
                 out.append(view)
         self._listed = (records, tuple(out))
         return self._listed[1]
+
+    def in_sandbox(self, sandbox_id: str) -> tuple[ContainerView, ...]:
+        """The containers of one sandbox, any state, in list order."""
+        views = self.list()
+        if self._grouped[0] is not views:
+            grouped: dict[str, list[ContainerView]] = {}
+            for view in views:
+                grouped.setdefault(view.sandbox_id, []).append(view)
+            self._grouped = (views, {k: tuple(v) for k, v in grouped.items()})
+        return self._grouped[1].get(sandbox_id, ())

@@ -247,6 +247,39 @@ def test_list_containers_filters(official: Official, pod) -> None:
     assert listed.image_id.startswith("sha256:")
 
 
+def test_pod_sandbox_status_carries_every_container_of_the_pod(official: Official, pod) -> None:
+    """With its timestamp set, the kubelet's evented PLEG takes PodSandboxStatus's
+    containers_statuses as the pod's every container, in any state: each as
+    ContainerStatus shows it (but the process's user, which that call reads live)."""
+    pb = official.pb
+    sandbox_id = pod[0]
+
+    def in_pod():
+        response = official.runtime.PodSandboxStatus(
+            pb.PodSandboxStatusRequest(pod_sandbox_id=sandbox_id), timeout=30
+        )
+        assert response.timestamp > 0
+        assert response.status.id == sandbox_id
+        return {c.id: c for c in response.containers_statuses}
+
+    assert in_pod() == {}
+    running = create(official, pod, "runner", ["sleep", "300"])
+    created = create(official, pod, "waiter", ["sleep", "300"], start=False)
+    exited = create(official, pod, "done", ["sh", "-c", "sleep 1; exit 3"])
+    assert in_pod()[exited].state == pb.CONTAINER_RUNNING
+    wait_exited(official, exited)
+    statuses = in_pod()  # as the container is now, not as it was at the last call
+    assert set(statuses) == {running, created, exited}
+    for container_id, carried in statuses.items():
+        alone = status(official, container_id)
+        alone.ClearField("user")
+        assert carried == alone
+    assert statuses[exited].exit_code == 3
+    assert statuses[created].state == pb.CONTAINER_CREATED
+    official.runtime.RemoveContainer(pb.RemoveContainerRequest(container_id=exited), timeout=60)
+    assert set(in_pod()) == {running, created}
+
+
 def test_same_name_and_attempt_twice_already_exists(official: Official, pod) -> None:
     create(official, pod, "twice", ["true"], start=False)
     with pytest.raises(grpc.RpcError) as err:

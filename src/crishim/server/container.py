@@ -14,7 +14,7 @@ from crishim.checkpoints import Checkpointer
 from crishim.containers import ContainerRequest, Containers, ContainerView, MountRequest
 from crishim.execsync import exec_sync
 from crishim.logs import LogManager
-from crishim.server.listing import chunks
+from crishim.server.listing import WireEntries, chunks
 from crishim.server.protowire import Encoded
 from crishim.server.resources import (
     cgroup_resources,
@@ -273,6 +273,7 @@ class ContainerRPCs:
     _containers: Containers
     _logs: LogManager
     _checkpointer: Checkpointer
+    _status_entries: WireEntries  # PodSandboxStatusResponse.containers_statuses
 
     async def create_container(
         self, message: api.CreateContainerRequest
@@ -333,6 +334,19 @@ class ContainerRPCs:
                 )
             )
         return api.ContainerStatusResponse(status=status, info=info)
+
+    def _statuses_in(self, sandbox_id: str) -> bytes:
+        """PodSandboxStatusResponse.containers_statuses for a sandbox's containers (the
+        kubelet's evented PLEG takes them as the pod's every container), joined from
+        entries encoded once per view."""
+        entries = self._status_entries
+        data = b"".join(
+            entries.entry(v.id, v, lambda v=v: to_status(v))
+            for v in self._containers.in_sandbox(sandbox_id)
+        )
+        everyone = self._containers.list()
+        entries.prune(lambda: [v.id for v in everyone], len(everyone))
+        return data
 
     def _listed(self, f: api.ContainerFilter | None) -> list[api.Container]:
         return [to_container(v) for v in self._containers.list() if _matches(v, f)]

@@ -51,6 +51,7 @@ class RuntimeService(SandboxRPCs, ContainerRPCs, StreamRPCs, StatsRPCs, api.Runt
         self._checkpointer = checkpointer
         self._container_entries = WireEntries(1)  # ListContainersResponse.containers
         self._sandbox_entries = WireEntries(1)  # ListPodSandboxResponse.items
+        self._status_entries = WireEntries(3)  # PodSandboxStatusResponse.containers_statuses
         self._stats_entries = StatsEntries()
         self._status_answer: tuple[Readiness, Encoded] | None = None
         stats.on_sample = self.warm_stats_lists

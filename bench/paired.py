@@ -74,10 +74,7 @@ class Build:
                     "ListPodSandboxMetrics",
                     lambda: rt.ListPodSandboxMetrics(pb.ListPodSandboxMetricsRequest(), timeout=60),
                 )
-            self.rec.collect()
-            self.blocks.append(statistics.median(s for s, _ in self.rec.calls["scrape"]))
-            self.rec.calls.clear()
-            self.rec.cpu.clear()
+            self._end_block("scrape", docker=False)
             return
         if shape == "exec":
             self._exec_block(per)
@@ -95,11 +92,7 @@ class Build:
                 "create", "CreateContainer", lambda r=request: rt.CreateContainer(r, timeout=60)
             )
             rt.RemoveContainer(pb.RemoveContainerRequest(container_id=made.container_id))
-        self.rec.collect()
-        own = [server - overhead._union_ms(asked) for server, asked in self.rec.calls["create"]]
-        self.rec.calls.clear()
-        self.rec.cpu.clear()
-        self.blocks.append(statistics.median(own))
+        self._end_block("create")
 
     def _exec_block(self, per: int) -> None:
         """`per` ExecSync calls of `true` in a started container of the build's pod, as a
@@ -113,8 +106,16 @@ class Build:
         request = pb.ExecSyncRequest(container_id=self.probe, cmd=["true"], timeout=10)
         for _ in range(per):
             self.rec.call("exec", "ExecSync", lambda: rt.ExecSync(request, timeout=60))
+        self._end_block("exec")
+
+    def _end_block(self, name: str, docker: bool = True) -> None:
+        """The block's median own time: each `name` call's server time, less its Docker
+        time unless `docker` is False (a scrape's own time is its server time)."""
         self.rec.collect()
-        own = [server - overhead._union_ms(asked) for server, asked in self.rec.calls["exec"]]
+        own = [
+            server - (overhead._union_ms(asked) if docker else 0.0)
+            for server, asked in self.rec.calls[name]
+        ]
         self.rec.calls.clear()
         self.rec.cpu.clear()
         self.blocks.append(statistics.median(own))

@@ -27,9 +27,9 @@ from crishim.config import Config, split_host_port
 from crishim.containers import Containers
 from crishim.creating import Creator
 from crishim.docker import DockerClient
-from crishim.engine import Engine
+from crishim.engine import DAEMON_ACTIONS, Engine
 from crishim.events import EventHub
-from crishim.images import Images
+from crishim.images import IMAGE_ACTIONS, Images
 from crishim.listen import open_listener
 from crishim.logs import LogManager
 from crishim.network.pods import PodNetworks
@@ -144,8 +144,8 @@ async def _serve(config: Config, stack: contextlib.AsyncExitStack) -> int:
 
     store.on_connect = resubscribed
     store.on_lost = lost
-    store.watch("daemon", engine.daemon_event)
-    store.watch("image", images.image_event)
+    store.watch("daemon", DAEMON_ACTIONS, engine.daemon_event)
+    store.watch("image", IMAGE_ACTIONS, images.image_event)
     stack.push_async_callback(images.close)
     await store.start()
     stack.push_async_callback(store.close)

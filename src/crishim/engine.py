@@ -34,6 +34,7 @@ from crishim.docker.types import EngineInfo, NetworkState
 log = structlog.get_logger(__name__)
 
 HEARTBEAT = 2.0  # seconds between pings
+DAEMON_ACTIONS = frozenset({"reload"})  # the daemon events followed (daemon_event)
 
 
 @dataclass(frozen=True, slots=True)

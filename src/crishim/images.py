@@ -60,6 +60,9 @@ EVENT_SETTLE = 0.02
 # ours, the `untag` and `delete` events of the image it removed (see _removed).
 OWN_EVENT_GRACE = 2.0
 _REMOVAL_EVENTS = frozenset({"untag", "delete"})
+# The image events that change names or the set of images (not push, save, prune's
+# summary): the ones followed.
+IMAGE_ACTIONS = frozenset({"pull", "import", "load", "tag", *_REMOVAL_EVENTS})
 
 
 class _InUse(errors.FailedPrecondition):

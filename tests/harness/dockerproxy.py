@@ -31,6 +31,7 @@ class Request:
     sent: float = 0.0  # when its body was passed on to the daemon
     done: float | None = None  # when the daemon's response had ended (None: still open)
     status: int = 0
+    received: int = 0  # bytes of the response's body relayed so far (an event stream's too)
 
     @property
     def seconds(self) -> float | None:
@@ -171,9 +172,13 @@ class RecordingProxy:
 
     @staticmethod
     async def _body(
-        reader: asyncio.StreamReader, out: asyncio.StreamWriter, headers: dict[str, str]
+        reader: asyncio.StreamReader,
+        out: asyncio.StreamWriter,
+        headers: dict[str, str],
+        response_of: Request | None = None,
     ) -> None:
-        """Relay one message body framed by chunks or by Content-Length."""
+        """Relay one message body framed by chunks or by Content-Length (counted in
+        `response_of`, the request whose response it is)."""
         if headers.get("transfer-encoding", "").lower() == "chunked":
             while True:
                 size_line = await reader.readuntil(b"\r\n")
@@ -185,6 +190,8 @@ class RecordingProxy:
                     out.write(line)
                     break
                 out.write(await reader.readexactly(size + 2))
+                if response_of is not None:
+                    response_of.received += size
                 await out.drain()
         else:
             length = int(headers.get("content-length", "0"))
@@ -194,6 +201,8 @@ class RecordingProxy:
                     raise asyncio.IncompleteReadError(b"", length)
                 out.write(data)
                 length -= len(data)
+                if response_of is not None:
+                    response_of.received += len(data)
                 await out.drain()
         await out.drain()
 
@@ -243,5 +252,5 @@ class RecordingProxy:
                 request.done = time.monotonic()  # until the daemon ended it
                 return
             if status not in (204, 304):
-                await self._body(up, client, headers)
+                await self._body(up, client, headers, request)
             request.done = time.monotonic()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import signal
 import uuid
 
 import pytest
@@ -11,6 +14,9 @@ from crishim import errors
 from crishim.docker import DockerClient
 from crishim.docker.streams import Demuxer
 from crishim.docker.types import RegistryAuth, Resources
+from crishim.engine import DAEMON_ACTIONS
+from crishim.images import IMAGE_ACTIONS
+from crishim.store.cache import CONTAINER_ACTIONS
 
 
 @pytest.fixture
@@ -124,6 +130,72 @@ async def test_exec_stdin_half_close_ends_the_process(docker, container) -> None
     assert b"".join(c.data for c in chunks if c.stream == "stderr") == b"done\n"
     running, exit_code, _ = await docker.exec_inspect(exec_id)
     assert (running, exit_code) == (False, 0)
+
+
+async def test_docker_sends_only_the_events_crishim_follows(docker, dockerd, test_images) -> None:
+    """The store's subscription (the actions of every kind it follows), on a real daemon:
+    an exec's three events, a kill's and a top's never leave Docker, and each that can
+    change what the CRI reports arrives."""
+    events = docker.events(
+        ("container", "image", "daemon"), CONTAINER_ACTIONS | IMAGE_ACTIONS | DAEMON_ACTIONS
+    )
+    assert await anext(events) == ("", "subscribed", "")
+    seen: list[tuple[str, str, str]] = []
+
+    async def collect() -> None:
+        async for event in events:
+            seen.append(event)
+
+    reader = asyncio.create_task(collect())
+    name, ref = (
+        f"filtered-{uuid.uuid4().hex[:8]}",
+        f"crishim-test/filtered-{uuid.uuid4().hex[:8]}:1",
+    )
+    run = dockerd.docker
+    try:
+        cid = (
+            await asyncio.to_thread(
+                run, "create", "--name", name, test_images.busybox, "sleep", "300"
+            )
+        ).strip()
+        for args in (
+            ("start", cid),
+            ("exec", cid, "true"),  # exec_create, exec_start, exec_die
+            ("kill", "--signal", "WINCH", cid),  # kill (ignored by sleep)
+            ("top", cid),
+            ("pause", cid),
+            ("unpause", cid),
+            ("update", "--cpu-shares", "512", cid),
+            ("rename", cid, f"{name}-renamed"),
+            ("stop", "-t", "1", cid),  # kill twice, die, stop
+            ("rm", cid),
+            ("tag", test_images.busybox, ref),
+            ("rmi", ref),
+        ):
+            await asyncio.to_thread(run, *args)
+        os.kill(dockerd.pid, signal.SIGHUP)  # reload: runtimes may have changed
+        for _ in range(100):
+            if ("daemon", "reload") in [(k, a) for k, a, _ in seen]:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
+        await events.aclose()
+    mine = [a for k, a, actor in seen if k == "container" and actor == cid]
+    assert mine == [
+        "create",
+        "start",
+        "pause",
+        "unpause",
+        "update",
+        "rename",
+        "die",
+        "stop",
+        "destroy",
+    ]
+    assert [a for k, a, _ in seen if k == "image"] == ["tag", "untag"]
+    assert [a for k, a, _ in seen if k == "daemon"] == ["reload"]
 
 
 async def test_exec_in_a_missing_container_is_not_found(docker) -> None:

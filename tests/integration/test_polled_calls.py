@@ -136,21 +136,32 @@ def test_the_image_cache_follows_changes_made_behind_crishims_back(
     assert [str(r) for r in proxy.requests() if "images" in str(r)].count("GET /images/json") >= 2
 
 
-def test_an_exec_costs_no_container_inspect(recorded) -> None:
+def _event_bytes(proxy: RecordingProxy) -> int:
+    """What Docker has sent so far on crishim's (one, open) event stream."""
+    (stream,) = [r for r in proxy.requests() if str(r) == "GET /events" and r.done is None]
+    return stream.received
+
+
+def test_an_exec_costs_no_container_inspect_and_no_event(recorded) -> None:
     proxy, client = recorded
     pb = client.pb
     with running_pod(client) as the_pod:
         cid = create(client, the_pod, "probe", ["sleep", "300"])
         wait_for(lambda: not proxy.requests(time.monotonic() - 1.0), 30, "a quiet second")
-        since = proxy.mark()
+        since, streamed = proxy.mark(), _event_bytes(proxy)
         for _ in range(3):  # what an exec probe does
             response = client.runtime.ExecSync(
                 pb.ExecSyncRequest(container_id=cid, cmd=["true"], timeout=10), timeout=30
             )
             assert response.exit_code == 0
-        time.sleep(1)  # Docker's exec events have come and gone
+        time.sleep(1)  # Docker's exec events would have come
         asked = [str(r) for r in proxy.requests(since) if str(r) != "GET /_ping"]
-    # The exec's own calls only: its events (exec_create/start/die) change no CRI state.
+        # Its events (exec_create, exec_start, exec_die) change no CRI state: Docker's
+        # filter keeps them (nine lines of the container's labels) from crishim.
+        assert _event_bytes(proxy) == streamed
+        client.runtime.StopContainer(pb.StopContainerRequest(container_id=cid, timeout=1))
+        wait_for(lambda: _event_bytes(proxy) > streamed, 10, "the stop's events (die, stop)")
+    # The exec's own calls only.
     assert f"GET /containers/{cid}/json" not in asked, asked
     assert sum(r.startswith("POST /containers/") and r.endswith("/exec") for r in asked) == 3
 

@@ -32,7 +32,7 @@ class EventsThenQuiet:
     async def inspect_container(self, cid: str) -> ContainerInfo:
         return exited()
 
-    async def events(self, types):
+    async def events(self, types, actions):
         yield "", "subscribed", ""
         for action in self.actions:
             yield "container", action, "c1"

@@ -81,7 +81,7 @@ class CountingDocker:
     async def list_container_ids(self, label: str) -> list[str]:
         return []
 
-    async def events(self, types):
+    async def events(self, types, actions):
         yield "", "subscribed", ""
         for event in self.burst:
             yield event
@@ -158,7 +158,7 @@ class SteppedDocker(CountingDocker):
         super().__init__([])
         self.queue: asyncio.Queue[tuple[str, str, str]] = asyncio.Queue()
 
-    async def events(self, types):
+    async def events(self, types, actions):
         yield "", "subscribed", ""
         while True:
             yield await self.queue.get()

@@ -19,7 +19,7 @@ class FlakyEvents:
     async def list_container_ids(self, label: str) -> list[str]:
         return []
 
-    async def events(self, types):
+    async def events(self, types, actions):
         self.attempt += 1
         if self.attempt in (1, 2, 4):
             raise errors.Unavailable("docker is away")

@@ -758,8 +758,11 @@ class DockerClient:
             op="container_remove",
         )
 
-    async def events(self, types: tuple[str, ...]) -> AsyncIterator[tuple[str, str, str]]:
-        """(type, action, actor id) for every event of `types`, until the stream ends.
+    async def events(
+        self, types: tuple[str, ...], actions: frozenset[str]
+    ) -> AsyncIterator[tuple[str, str, str]]:
+        """(type, action, actor id) for every event of `types` whose action is one of
+        `actions` (exactly: "exec_start: sh" is not "start"), until the stream ends.
 
         The first item is ("", "subscribed", ""), yielded once Docker has accepted
         the subscription: a caller can then list without missing anything in
@@ -767,7 +770,9 @@ class DockerClient:
         object serves one filter set), on the unbounded pool.
         """
         response = await self._open_stream(
-            "events", "GET", params={"filters": json.dumps({"type": list(types)})}
+            "events",
+            "GET",
+            params={"filters": json.dumps({"type": list(types), "event": sorted(actions)})},
         )
         try:
             yield "", "subscribed", ""

@@ -50,26 +50,25 @@ from crishim.docker.types import ContainerInfo
 log = structlog.get_logger(__name__)
 
 RECONNECT_DELAYS = (0.5, 1, 2, 5)  # seconds, then every 5 s
-# Container events that change nothing the CRI reports: no inspect for them. An
-# exec (ExecSync, every exec probe) alone sent three (exec_create, exec_start, exec_die).
-# A kill is the signal being sent, before any effect: if the process ends, `die` says
-# so (a graceful stop that times out sent two kills, each inspected while running).
-QUIET_ACTIONS = frozenset(
+# The container events that can change what the CRI reports: the only ones asked of
+# Docker (its `event` filter matches an action exactly). Any other costs a JSON line
+# sent, read and dropped: an exec (ExecSync, every exec probe) alone sent three
+# (exec_create, exec_start, exec_die), and a health check one per run. A kill is the
+# signal being sent, before any effect: if the process ends, `die` says so.
+CONTAINER_ACTIONS = frozenset(
     {
-        "kill",
-        "exec_create",
-        "exec_start",
-        "exec_detach",
-        "exec_die",
-        "attach",
-        "detach",
-        "resize",
-        "top",
-        "archive-path",
-        "extract-to-dir",
-        "export",
-        "commit",
-        "copy",
+        "create",
+        "start",
+        "restart",
+        "stop",
+        "die",
+        "oom",
+        "destroy",
+        "pause",
+        "unpause",
+        "rename",
+        "update",
+        "checkpoint",
     }
 )
 EXIT_SETTLE_TIMEOUT = 10.0
@@ -127,11 +126,16 @@ class Store:
         self.on_lost: Callable[[str], None] | None = None
         # Other kinds of Docker events ride on the same stream: type -> callback(action, id).
         self._watchers: dict[str, Callable[[str, str], None]] = {}
+        self._actions = set(CONTAINER_ACTIONS)  # of every kind followed: Docker's filter
         self.synced = asyncio.Event()
 
-    def watch(self, kind: str, callback: Callable[[str, str], None]) -> None:
-        """Also follow Docker events of type `kind` (e.g. "image"); before start()."""
+    def watch(
+        self, kind: str, actions: frozenset[str], callback: Callable[[str, str], None]
+    ) -> None:
+        """Also follow Docker events of type `kind` (e.g. "image") whose action is one of
+        `actions`; before start()."""
         self._watchers[kind] = callback
+        self._actions |= actions
 
     def subscribe(self, listener: Callable[[str, Record | None], None]) -> None:
         """Call `listener(id, record or None when gone)` after every applied change."""
@@ -350,7 +354,8 @@ class Store:
         attempt = 0  # failures since the last good subscription: the next delay
         while True:
             try:
-                events = self._docker.events(("container", *self._watchers))
+                kinds = ("container", *self._watchers)
+                events = self._docker.events(kinds, frozenset(self._actions))
                 await anext(events)  # subscribed: list now, and nothing is missed
                 if self.on_connect is not None:
                     await self.on_connect()
@@ -363,9 +368,8 @@ class Store:
                         continue
                     if action == "oom" and actor:
                         self._oom.add(actor)
-                    # "exec_create: sh -c ..." carries the command after a colon.
-                    quiet = action.split(":", 1)[0] in QUIET_ACTIONS
-                    if actor and not quiet and not self._is_covered(actor, action):
+                    wanted = action in CONTAINER_ACTIONS  # (the filter is every kind's actions)
+                    if actor and wanted and not self._is_covered(actor, action):
                         self._event(actor)
                 raise errors.Unavailable("docker closed the event stream")
             except asyncio.CancelledError:

@@ -75,8 +75,7 @@ async def exec_sync(
 ) -> ExecResult:
     if not cmd:
         raise errors.InvalidArgument("cmd is required")
-    exec_id = await docker.exec_create(container_id, cmd, stdin=False, tty=False)
-    stream = await docker.exec_start(exec_id, tty=False)
+    exec_id, stream = await docker.exec_run(container_id, cmd, stdin=False, tty=False)
     out = {"stdout": bytearray(), "stderr": bytearray()}
     finished = False
     try:

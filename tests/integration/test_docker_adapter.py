@@ -115,10 +115,9 @@ async def test_logs_keep_stdout_and_stderr_apart(docker, dockerd, test_images) -
 
 
 async def test_exec_stdin_half_close_ends_the_process(docker, container) -> None:
-    exec_id = await docker.exec_create(
+    exec_id, stream = await docker.exec_run(
         container, ["sh", "-c", "cat; echo done >&2"], stdin=True, tty=False
     )
-    stream = await docker.exec_start(exec_id, tty=False)
     try:
         await stream.send(b"hello through stdin\n")
         stream.close_stdin()  # without the half-close, cat would wait forever
@@ -198,9 +197,18 @@ async def test_docker_sends_only_the_events_crishim_follows(docker, dockerd, tes
     assert [a for k, a, _ in seen if k == "daemon"] == ["reload"]
 
 
-async def test_exec_in_a_missing_container_is_not_found(docker) -> None:
-    with pytest.raises(errors.NotFound):
-        await docker.exec_create("no-such-container", ["true"], stdin=False, tty=False)
+async def test_exec_in_a_missing_container_is_not_found_and_leaves_no_connection(
+    docker,
+) -> None:
+    """exec_run opens the start's connection while Docker creates the exec: when the
+    create fails, that connection is closed, not left open."""
+    with pytest.raises(errors.NotFound):  # the pool's connection is open from here on
+        await docker.exec_run("no-such-container", ["true"], stdin=False, tty=False)
+    fds = len(os.listdir("/proc/self/fd"))
+    for _ in range(20):
+        with pytest.raises(errors.NotFound):
+            await docker.exec_run("no-such-container", ["true"], stdin=False, tty=False)
+    assert len(os.listdir("/proc/self/fd")) == fds
 
 
 async def test_registry_credentials_travel_in_the_auth_header(docker, registry, dockerd) -> None:

@@ -97,11 +97,8 @@ class _ClosedStream:
 class _SlowExit(_Execs):
     """Docker records the exec's end only after a while, as on a busy node."""
 
-    async def exec_create(self, container_id: str, cmd, *, stdin: bool, tty: bool) -> str:
-        return "e1"
-
-    async def exec_start(self, exec_id: str, *, tty: bool) -> _ClosedStream:
-        return _ClosedStream()
+    async def exec_run(self, container_id: str, cmd, *, stdin: bool, tty: bool):
+        return "e1", _ClosedStream()
 
 
 async def test_exec_sync_waits_for_docker_to_record_the_exit_code(monkeypatch) -> None:

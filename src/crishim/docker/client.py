@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -29,7 +30,7 @@ from crishim.docker.errors import (
     DockerUnavailable,
     from_status,
 )
-from crishim.docker.streams import Demuxer, Hijacked, hijack
+from crishim.docker.streams import Demuxer, Hijacked, hijack, open_raw, upgrade
 from crishim.docker.types import (
     ContainerInfo,
     ContainerRef,
@@ -810,12 +811,24 @@ class DockerClient:
         )
         return str(raw["Id"])
 
-    async def exec_start(self, exec_id: str, *, tty: bool) -> Hijacked:
-        """A hijacked exec: stdin can be half-closed (not possible through aiodocker)."""
+    async def exec_run(
+        self, container_id: str, cmd: list[str], *, stdin: bool, tty: bool
+    ) -> tuple[str, Hijacked]:
+        """Create an exec and start it hijacked (stdin can be half-closed, which aiodocker
+        cannot do): its id and stream. The start's own connection is opened while Docker
+        creates the exec, not after it."""
         await self._client()
-        return await hijack(
-            self.endpoint, f"{self.api_prefix}/exec/{exec_id}/start", {"Detach": False, "Tty": tty}
-        )
+        connecting = asyncio.create_task(open_raw(self.endpoint))
+        try:
+            exec_id = await self.exec_create(container_id, cmd, stdin=stdin, tty=tty)
+            connection = await connecting
+        except BaseException:
+            connecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, OSError):
+                await Hijacked(*await connecting).close()
+            raise
+        path = f"{self.api_prefix}/exec/{exec_id}/start"
+        return exec_id, await upgrade(connection, path, {"Detach": False, "Tty": tty})
 
     async def exec_resize(self, exec_id: str, width: int, height: int) -> None:
         await self._json(

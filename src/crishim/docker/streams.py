@@ -91,7 +91,16 @@ async def open_raw(endpoint: str) -> tuple[asyncio.StreamReader, asyncio.StreamW
 
 async def hijack(endpoint: str, path: str, body: dict[str, Any] | None) -> Hijacked:
     """POST `path` with `Upgrade: tcp` and return the raw stream behind it."""
-    reader, writer = await open_raw(endpoint)
+    return await upgrade(await open_raw(endpoint), path, body)
+
+
+async def upgrade(
+    connection: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+    path: str,
+    body: dict[str, Any] | None,
+) -> Hijacked:
+    """`hijack` on a fresh connection already open (open_raw)."""
+    reader, writer = connection
     payload = json.dumps(body).encode() if body is not None else b""
     kind = "Content-Type: application/json\r\n" if body is not None else ""
     head = (

@@ -122,8 +122,8 @@ async def _pump(
 
 async def run_exec(docker: DockerClient, container_id: str, cmd: list[str], io: Stdio) -> int:
     """Run `cmd` in the container wired to `io`; its exit code."""
-    exec_id = await docker.exec_create(container_id, cmd, stdin=io.stdin is not None, tty=io.tty)
-    hijacked = await docker.exec_start(exec_id, tty=io.tty)
+    stdin = io.stdin is not None
+    exec_id, hijacked = await docker.exec_run(container_id, cmd, stdin=stdin, tty=io.tty)
     finished = False
     try:
         finished = await _pump(hijacked, io, lambda w, h: docker.exec_resize(exec_id, w, h))

@@ -193,3 +193,32 @@ def test_a_list_joined_from_cached_entries_is_the_whole_response(pb) -> None:
         pb.CONTAINER_RUNNING
     )
     assert built == ["c" * 64, "d" * 64, "d" * 64]
+
+
+def test_a_status_entry_is_made_again_for_its_process_user_only(pb) -> None:
+    """PodSandboxStatus's containers_statuses: an entry per view and process user (the
+    user is read once the process runs, and kept per process)."""
+    from crishim.containers import ProcessUser
+    from crishim.server.container import to_status
+    from crishim.server.listing import WireEntries
+
+    view = _container_view()
+    entries = WireEntries(3)  # PodSandboxStatusResponse.containers_statuses
+    root, other = ProcessUser(0, 0, ()), ProcessUser(1000, 1000, (5, 6))
+    built = []
+
+    def carried(user):
+        def build():
+            built.append(user)
+            return to_status(view, user)
+
+        data = entries.entry(view.id, view, build, user)
+        (status,) = pb.PodSandboxStatusResponse.FromString(data).containers_statuses
+        return status
+
+    assert not carried(None).HasField("user")
+    assert carried(root).user.linux.uid == 0
+    assert carried(root).user.linux.uid == 0  # the same view and user: kept
+    linux = carried(other).user.linux
+    assert (linux.uid, linux.gid, list(linux.supplemental_groups)) == (1000, 1000, [5, 6])
+    assert built == [None, root, other]

@@ -11,7 +11,13 @@ from crishim import errors, labels
 from crishim.api.runtime import v1 as api
 from crishim.cgroupres import CgroupResources
 from crishim.checkpoints import Checkpointer
-from crishim.containers import ContainerRequest, Containers, ContainerView, MountRequest
+from crishim.containers import (
+    ContainerRequest,
+    Containers,
+    ContainerView,
+    MountRequest,
+    ProcessUser,
+)
 from crishim.execsync import exec_sync
 from crishim.logs import LogManager
 from crishim.server.listing import WireEntries, chunks
@@ -230,9 +236,10 @@ def to_container(view: ContainerView) -> api.Container:
     )
 
 
-def to_status(view: ContainerView) -> api.ContainerStatus:
+def to_status(view: ContainerView, user: ProcessUser | None = None) -> api.ContainerStatus:
+    """The container's status; `user` is its first process's (Containers.user)."""
     info = view.record.info
-    return api.ContainerStatus(
+    status = api.ContainerStatus(
         id=view.id,
         metadata=_meta(view),
         state=_STATES[view.state],
@@ -265,6 +272,13 @@ def to_status(view: ContainerView) -> api.ContainerStatus:
         ),
         image_id=view.image_id,
     )
+    if user is not None:
+        status.user = api.ContainerUser(
+            linux=api.LinuxContainerUser(
+                uid=user.uid, gid=user.gid, supplemental_groups=list(user.groups)
+            )
+        )
+    return status
 
 
 class ContainerRPCs:
@@ -325,25 +339,19 @@ class ContainerRPCs:
                     }
                 )
             }
-        status = to_status(view)
-        user = await self._containers.user(view)
-        if user is not None:
-            status.user = api.ContainerUser(
-                linux=api.LinuxContainerUser(
-                    uid=user.uid, gid=user.gid, supplemental_groups=list(user.groups)
-                )
-            )
+        status = to_status(view, await self._containers.user(view))
         return api.ContainerStatusResponse(status=status, info=info)
 
-    def _statuses_in(self, sandbox_id: str) -> bytes:
+    async def _statuses_in(self, sandbox_id: str) -> bytes:
         """PodSandboxStatusResponse.containers_statuses for a sandbox's containers (the
-        kubelet's evented PLEG takes them as the pod's every container), joined from
-        entries encoded once per view."""
+        kubelet's evented PLEG takes them as the pod's every container), each as
+        ContainerStatus shows it, joined from entries encoded once per view and user."""
         entries = self._status_entries
-        data = b"".join(
-            entries.entry(v.id, v, lambda v=v: to_status(v))
-            for v in self._containers.in_sandbox(sandbox_id)
-        )
+        parts = []
+        for v in self._containers.in_sandbox(sandbox_id):
+            user = await self._containers.user(v)  # kept per process: read once
+            parts.append(entries.entry(v.id, v, lambda v=v, u=user: to_status(v, u), user))
+        data = b"".join(parts)
         everyone = self._containers.list()
         entries.prune(lambda: [v.id for v in everyone], len(everyone))
         return data

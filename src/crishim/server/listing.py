@@ -30,7 +30,7 @@ class WireEntries:
 
     def __init__(self, number: int) -> None:
         self._number = number
-        self._entries: dict[str, tuple[object, bytes]] = {}
+        self._entries: dict[str, tuple[object, object, bytes]] = {}
         self._joined: tuple[object, bytes] = (None, b"")
 
     def join(self, listed: object | None, entries: Callable[[], Iterable[bytes]]) -> bytes:
@@ -43,12 +43,16 @@ class WireEntries:
             self._joined = (listed, b"".join(entries()))
         return self._joined[1]
 
-    def entry(self, key: str, version: object, build: Callable[[], Any]) -> bytes:
+    def entry(
+        self, key: str, version: object, build: Callable[[], Any], also: object = None
+    ) -> bytes:
+        """`build()`'s entry, made again unless `version` and `also` (a second object it
+        is made from, or None) are the very objects it was made from."""
         hit = self._entries.get(key)
-        if hit is not None and hit[0] is version:
-            return hit[1]
+        if hit is not None and hit[0] is version and hit[1] is also:
+            return hit[2]
         data = protowire.message(self._number, bytes(build()))
-        self._entries[key] = (version, data)
+        self._entries[key] = (version, also, data)
         return data
 
     def prune(self, alive: Callable[[], Collection[str]], count: int) -> None:

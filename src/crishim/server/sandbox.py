@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 from crishim import errors, labels
 from crishim.api.runtime import v1 as api
@@ -188,7 +188,8 @@ class SandboxRPCs:
     """The sandbox part of RuntimeService (mixed into it)."""
 
     _sandboxes: Sandboxes
-    _statuses_in: Callable[[str], bytes]  # ContainerRPCs': containers_statuses, in wire form
+    # ContainerRPCs': containers_statuses, in wire form
+    _statuses_in: Callable[[str], Awaitable[bytes]]
 
     async def run_pod_sandbox(self, message: api.RunPodSandboxRequest) -> api.RunPodSandboxResponse:
         return api.RunPodSandboxResponse(
@@ -228,7 +229,7 @@ class SandboxRPCs:
         # With a timestamp the kubelet's evented PLEG takes containers_statuses as the pod's
         # every container (without one, it lists them itself): both, as containerd.
         response = api.PodSandboxStatusResponse(status=status, info=info, timestamp=time.time_ns())
-        return Encoded(bytes(response) + self._statuses_in(view.id))  # + field 3 entries
+        return Encoded(bytes(response) + await self._statuses_in(view.id))  # + field 3
 
     def _pod_sandboxes(self, f: api.PodSandboxFilter | None) -> list[api.PodSandbox]:
         return [_pod_sandbox(v) for v in self._sandboxes.list() if _matches(v, f)]

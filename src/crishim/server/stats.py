@@ -538,7 +538,10 @@ class StatsRPCs:
             sandbox = None
             with contextlib.suppress(errors.NotFound):
                 sandbox = to_sandbox_status(self._sandboxes.get(event.sandbox_id))
-            statuses = [to_status(c) for c in self._containers.in_sandbox(event.sandbox_id)]
+            statuses = [
+                to_status(c, await self._containers.user(c))
+                for c in self._containers.in_sandbox(event.sandbox_id)
+            ]
             yield api.ContainerEventResponse(
                 container_id=event.container_id,
                 container_event_type=_EVENT_TYPES[event.kind],

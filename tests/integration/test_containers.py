@@ -382,8 +382,14 @@ def test_a_container_created_by_cri_dockerd_is_adopted(
 def test_stream_rpcs_return_what_list_returns(official: Official, pod) -> None:
     pb = official.pb
     sandbox_id = pod[0]
-    create(official, pod, "one", ["sleep", "300"])
+    one = create(official, pod, "one", ["sleep", "300"])
     create(official, pod, "two", ["sleep", "300"], start=False)
+    running = pb.ContainerFilter(
+        pod_sandbox_id=sandbox_id, state=pb.ContainerStateValue(state=pb.CONTAINER_RUNNING)
+    )
+    request = pb.StreamContainersRequest(filter=running)
+    streamed = [c.id for r in official.runtime.StreamContainers(request) for c in r.containers]
+    assert streamed == [one]  # the filter holds
     f = pb.ContainerFilter(pod_sandbox_id=sandbox_id)
     listed = official.runtime.ListContainers(
         pb.ListContainersRequest(filter=f), timeout=30
@@ -393,14 +399,21 @@ def test_stream_rpcs_return_what_list_returns(official: Official, pod) -> None:
         for r in official.runtime.StreamContainers(pb.StreamContainersRequest(filter=f), timeout=30)
         for c in r.containers
     ]
-    assert sorted(c.id for c in streamed) == sorted(c.id for c in listed)
     assert len(streamed) == 2
+    assert {c.id: c for c in streamed} == {c.id: c for c in listed}  # whole, field by field
     pods = [
         s
         for r in official.runtime.StreamPodSandboxes(pb.StreamPodSandboxesRequest(), timeout=30)
         for s in r.pod_sandboxes
     ]
     assert [s.id for s in pods].count(sandbox_id) == 1
-    assert {s.id for s in pods} == {
-        s.id for s in official.runtime.ListPodSandbox(pb.ListPodSandboxRequest(), timeout=30).items
-    }
+    listed_pods = official.runtime.ListPodSandbox(pb.ListPodSandboxRequest(), timeout=30).items
+    assert {s.id: s for s in pods} == {s.id: s for s in listed_pods}
+    images = [
+        i
+        for r in official.image.StreamImages(pb.StreamImagesRequest(), timeout=30)
+        for i in r.images
+    ]
+    assert images  # busybox and the pause image at least
+    listed_images = official.image.ListImages(pb.ListImagesRequest(), timeout=30).images
+    assert {i.id: i for i in images} == {i.id: i for i in listed_images}

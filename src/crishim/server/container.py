@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 
 from crishim import errors, labels
 from crishim.api.runtime import v1 as api
@@ -356,31 +356,35 @@ class ContainerRPCs:
         entries.prune(lambda: [v.id for v in everyone], len(everyone))
         return data
 
-    def _listed(self, f: api.ContainerFilter | None) -> list[api.Container]:
-        return [to_container(v) for v in self._containers.list() if _matches(v, f)]
+    def _selected_containers(
+        self, views: Sequence[ContainerView], f: api.ContainerFilter | None
+    ) -> Iterator[bytes]:
+        """The wire entries (field 1 of ListContainersResponse and of
+        StreamContainersResponse) of the views `f` selects."""
+        entries = self._container_entries
+        for v in views:
+            if _matches(v, f):
+                yield entries.entry(v.id, v, lambda v=v: to_container(v))
 
     async def list_containers(self, message: api.ListContainersRequest) -> Encoded:
         views = self._containers.list()
         entries = self._container_entries
         f = message.filter
-
-        def selected_entries() -> Iterator[bytes]:
-            for v in views:
-                if _matches(v, f):
-                    yield entries.entry(v.id, v, lambda v=v: to_container(v))
-
         unfiltered = f is None or not (
             f.id or f.state is not None or f.pod_sandbox_id or f.label_selector
         )  # the kubelet's poll: its answer is kept
-        data = entries.join(views if unfiltered else None, selected_entries)
+        data = entries.join(
+            views if unfiltered else None, lambda: self._selected_containers(views, f)
+        )
         entries.prune(lambda: [v.id for v in views], len(views))
         return Encoded(data)  # ListContainersResponse: field 1 repeated
 
     async def stream_containers(
         self, message: api.StreamContainersRequest
     ) -> AsyncIterator[api.StreamContainersResponse]:
-        for chunk in chunks(self._listed(message.filter)):
-            yield api.StreamContainersResponse(containers=chunk)
+        views = self._containers.list()
+        for chunk in chunks(list(self._selected_containers(views, message.filter))):
+            yield Encoded(b"".join(chunk))  # type: ignore[misc]
 
     async def exec_sync(self, message: api.ExecSyncRequest) -> api.ExecSyncResponse:
         _require_id(message.container_id)

@@ -92,8 +92,9 @@ class ImageService(api.ImageServiceBase):
     async def stream_images(
         self, message: api.StreamImagesRequest
     ) -> AsyncIterator[api.StreamImagesResponse]:
-        for chunk in chunks([to_cri(i) for i in await self._list(message.filter)]):
-            yield api.StreamImagesResponse(images=chunk)
+        entries = self._entries
+        for chunk in chunks([_entry(entries, i) for i in await self._list(message.filter)]):
+            yield Encoded(b"".join(chunk))  # type: ignore[misc]
 
     async def _list(self, filter_: api.ImageFilter | None) -> list[Image]:
         return await self._images.list(_wanted(filter_))

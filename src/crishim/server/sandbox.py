@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 
 from crishim import errors, labels
 from crishim.api.runtime import v1 as api
@@ -231,9 +231,6 @@ class SandboxRPCs:
         response = api.PodSandboxStatusResponse(status=status, info=info, timestamp=time.time_ns())
         return Encoded(bytes(response) + await self._statuses_in(view.id))  # + field 3
 
-    def _pod_sandboxes(self, f: api.PodSandboxFilter | None) -> list[api.PodSandbox]:
-        return [_pod_sandbox(v) for v in self._sandboxes.list() if _matches(v, f)]
-
     async def update_pod_sandbox_resources(
         self, message: api.UpdatePodSandboxResourcesRequest
     ) -> api.UpdatePodSandboxResourcesResponse:
@@ -244,23 +241,31 @@ class SandboxRPCs:
         )
         return api.UpdatePodSandboxResourcesResponse()
 
+    def _selected_sandboxes(
+        self, views: Sequence[SandboxView], f: api.PodSandboxFilter | None
+    ) -> Iterator[bytes]:
+        """The wire entries (field 1 of ListPodSandboxResponse and of
+        StreamPodSandboxesResponse) of the views `f` selects."""
+        entries = self._sandbox_entries
+        for v in views:
+            if _matches(v, f):
+                yield entries.entry(v.id, v.record, lambda v=v: _pod_sandbox(v))
+
     async def list_pod_sandbox(self, message: api.ListPodSandboxRequest) -> Encoded:
         views = self._sandboxes.list()
         entries = self._sandbox_entries
         f = message.filter
-
-        def selected_entries() -> Iterator[bytes]:
-            for v in views:
-                if _matches(v, f):
-                    yield entries.entry(v.id, v.record, lambda v=v: _pod_sandbox(v))
-
         unfiltered = f is None or not (f.id or f.state is not None or f.label_selector)
-        data = entries.join(views if unfiltered else None, selected_entries)  # kept: no filter
+        data = entries.join(
+            views if unfiltered else None,  # kept: no filter
+            lambda: self._selected_sandboxes(views, f),
+        )
         entries.prune(lambda: [v.id for v in views], len(views))
         return Encoded(data)  # ListPodSandboxResponse: field 1 repeated
 
     async def stream_pod_sandboxes(
         self, message: api.StreamPodSandboxesRequest
     ) -> AsyncIterator[api.StreamPodSandboxesResponse]:
-        for chunk in chunks(self._pod_sandboxes(message.filter)):
-            yield api.StreamPodSandboxesResponse(pod_sandboxes=chunk)
+        views = self._sandboxes.list()
+        for chunk in chunks(list(self._selected_sandboxes(views, message.filter))):
+            yield Encoded(b"".join(chunk))  # type: ignore[misc]

@@ -11,7 +11,8 @@ tree behind its own recording proxy on the same private dockerd, and take turns
 in blocks: a block is `--per` CreateContainer + RemoveContainer calls in a pod of
 its own, kubelet-shaped (mounts, ...) or the overhead table's small request
 (`--shape small`); with `--shape exec`, `--per` ExecSync calls of `true` in a
-started container of its pod; or, with `--shape metrics`, `--per` ListPodSandboxMetrics
+started container of its pod; with `--shape pod`, `--per` RunPodSandbox calls (each
+pod then stopped and removed); or, with `--shape metrics`, `--per` ListPodSandboxMetrics
 scrapes over `--pods` pods that A made (both builds serve them), whose own time is
 their server time. A call's own time is its server time (the rpc log
 event) minus its Docker time (the union of its requests at the proxy), as the
@@ -79,6 +80,9 @@ class Build:
         if shape == "exec":
             self._exec_block(per)
             return
+        if shape == "pod":
+            self._pod_block(per)
+            return
         for _ in range(per):
             self.made += 1
             name = f"c{self.made}"
@@ -107,6 +111,19 @@ class Build:
         for _ in range(per):
             self.rec.call("exec", "ExecSync", lambda: rt.ExecSync(request, timeout=60))
         self._end_block("exec")
+
+    def _pod_block(self, per: int) -> None:
+        """`per` RunPodSandbox calls (the overhead table's pod), each stopped and removed."""
+        pb, rt = self.client.pb, self.client.runtime
+        for _ in range(per):
+            request = pb.RunPodSandboxRequest(config=overhead._sandbox_config(pb))
+            made = self.rec.call(
+                "run", "RunPodSandbox", lambda r=request: rt.RunPodSandbox(r, timeout=60)
+            )
+            sid = made.pod_sandbox_id
+            rt.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=sid), timeout=60)
+            rt.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=sid), timeout=60)
+        self._end_block("run")
 
     def _end_block(self, name: str, docker: bool = True) -> None:
         """The block's median own time: each `name` call's server time, less its Docker
@@ -139,10 +156,10 @@ def main() -> None:
     parser.add_argument("--per", type=int, default=20, help="creates per block")
     parser.add_argument(
         "--shape",
-        choices=("kubelet", "small", "metrics", "exec"),
+        choices=("kubelet", "small", "metrics", "exec", "pod"),
         default="kubelet",
         help="the create request; metrics: ListPodSandboxMetrics over --pods pods; exec:"
-        " ExecSync of `true` in a started container",
+        " ExecSync of `true` in a started container; pod: RunPodSandbox",
     )
     parser.add_argument("--pods", type=int, default=200, help="with --shape metrics")
     args = parser.parse_args()
@@ -172,6 +189,8 @@ def main() -> None:
                 if args.shape == "metrics"
                 else "ExecSync of `true`, own time = server - Docker, ms"
                 if args.shape == "exec"
+                else "RunPodSandbox, own time = server - Docker, ms"
+                if args.shape == "pod"
                 else f"CreateContainer ({args.shape}-shaped), own time = server - Docker, ms"
             ),
             "a": {"tree": str(a.tree), "p50_of_blocks": round(statistics.median(a.blocks[1:]), 3)},

@@ -359,12 +359,9 @@ class ContainerRPCs:
     def _selected_containers(
         self, views: Sequence[ContainerView], f: api.ContainerFilter | None
     ) -> Iterator[bytes]:
-        """The wire entries (field 1 of ListContainersResponse and of
-        StreamContainersResponse) of the views `f` selects."""
-        entries = self._container_entries
-        for v in views:
-            if _matches(v, f):
-                yield entries.entry(v.id, v, lambda v=v: to_container(v))
+        """The entries (field 1 of ListContainersResponse and StreamContainersResponse)
+        of the views `f` selects."""
+        return self._container_entries.selected(views, _matches, f, to_container)
 
     async def list_containers(self, message: api.ListContainersRequest) -> Encoded:
         views = self._containers.list()

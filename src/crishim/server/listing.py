@@ -55,6 +55,21 @@ class WireEntries:
         self._entries[key] = (version, also, data)
         return data
 
+    def selected(
+        self,
+        items: Iterable[Any],
+        matches: Callable[[Any, Any], bool],
+        f: Any,
+        build: Callable[[Any], Any],
+        version: Callable[[Any], object] | None = None,
+    ) -> Iterator[bytes]:
+        """The entries of the `items` (store views, keyed by id) that filter `f` selects
+        (`matches(item, f)`); an entry is made once per item, or per `version(item)`."""
+        for item in items:
+            if matches(item, f):
+                made_from = item if version is None else version(item)
+                yield self.entry(item.id, made_from, lambda item=item: build(item))
+
     def prune(self, alive: Callable[[], Collection[str]], count: int) -> None:
         if len(self._entries) > 2 * count + 64:
             keep = set(alive())

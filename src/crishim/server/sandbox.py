@@ -244,12 +244,11 @@ class SandboxRPCs:
     def _selected_sandboxes(
         self, views: Sequence[SandboxView], f: api.PodSandboxFilter | None
     ) -> Iterator[bytes]:
-        """The wire entries (field 1 of ListPodSandboxResponse and of
-        StreamPodSandboxesResponse) of the views `f` selects."""
-        entries = self._sandbox_entries
-        for v in views:
-            if _matches(v, f):
-                yield entries.entry(v.id, v.record, lambda v=v: _pod_sandbox(v))
+        """The entries (field 1 of ListPodSandboxResponse and StreamPodSandboxesResponse)
+        of the views `f` selects; a view's entry is made once per record."""
+        return self._sandbox_entries.selected(
+            views, _matches, f, _pod_sandbox, version=lambda v: v.record
+        )
 
     async def list_pod_sandbox(self, message: api.ListPodSandboxRequest) -> Encoded:
         views = self._sandboxes.list()

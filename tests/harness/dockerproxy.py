@@ -19,7 +19,7 @@ import contextlib
 import re
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -31,7 +31,8 @@ class Request:
     sent: float = 0.0  # when its body was passed on to the daemon
     done: float | None = None  # when the daemon's response had ended (None: still open)
     status: int = 0
-    received: int = 0  # bytes of the response's body relayed so far (an event stream's too)
+    # The body relayed so far of an event stream (GET /events): its JSON lines.
+    events: bytearray = field(default_factory=bytearray)
 
     @property
     def seconds(self) -> float | None:
@@ -177,8 +178,8 @@ class RecordingProxy:
         headers: dict[str, str],
         response_of: Request | None = None,
     ) -> None:
-        """Relay one message body framed by chunks or by Content-Length (counted in
-        `response_of`, the request whose response it is)."""
+        """Relay one message body framed by chunks or by Content-Length (an event
+        stream's kept in `response_of`, the request whose response it is)."""
         if headers.get("transfer-encoding", "").lower() == "chunked":
             while True:
                 size_line = await reader.readuntil(b"\r\n")
@@ -189,9 +190,10 @@ class RecordingProxy:
                         out.write(line)  # trailers
                     out.write(line)
                     break
-                out.write(await reader.readexactly(size + 2))
-                if response_of is not None:
-                    response_of.received += size
+                data = await reader.readexactly(size + 2)
+                out.write(data)
+                if response_of is not None and response_of.path == "/events":
+                    response_of.events += data[:-2]
                 await out.drain()
         else:
             length = int(headers.get("content-length", "0"))
@@ -201,8 +203,6 @@ class RecordingProxy:
                     raise asyncio.IncompleteReadError(b"", length)
                 out.write(data)
                 length -= len(data)
-                if response_of is not None:
-                    response_of.received += len(data)
                 await out.drain()
         await out.drain()
 

@@ -322,6 +322,27 @@ def test_one_log_event_per_rpc_with_method_code_duration_and_ids(
     assert all(e["level"] == "debug" for e in version if e["code"] == "OK"), "polled calls at debug"
 
 
+def test_an_exec_probe_is_a_debug_line_and_its_failure_a_warning(
+    official: Official,
+    crishim,
+    pod,  # noqa: F811
+) -> None:
+    """The kubelet's exec probes call ExecSync every period, as it polls: at info they
+    would be a line per container and period."""
+    pb = official.pb
+    container_id = create(official, pod, "probed", ["sleep", "300"])
+    request = pb.ExecSyncRequest(container_id=container_id, cmd=["true"], timeout=10)
+    assert official.runtime.ExecSync(request, timeout=30).exit_code == 0
+    with pytest.raises(grpc.RpcError):
+        official.runtime.ExecSync(
+            pb.ExecSyncRequest(container_id="c0ffee", cmd=["true"]), timeout=30
+        )
+    execs = [e for e in crishim.events() if e.get("event") == "rpc" and e["rpc"] == "ExecSync"]
+    ok = [e for e in execs if e["code"] == "OK"][-1]
+    assert (ok["level"], ok["container_id"]) == ("debug", container_id)
+    assert [e for e in execs if e["code"] == "NOT_FOUND"][-1]["level"] == "warning"
+
+
 def test_the_rpc_line_of_a_create_names_what_it_made(official: Official, crishim, pod) -> None:  # noqa: F811
     sandbox_id, _ = pod
     container_id = create(official, pod, "named", ["true"], start=False)

@@ -467,6 +467,9 @@ def test_container_events_reach_every_subscriber_in_order(official, pod) -> None
         cid = create(official, pod, "ev", ["sleep", "300"])
         for reader in readers:  # created and started, before the stop
             wait_for(lambda r=reader: len(r.of(cid)) >= 2, 30, "two events")
+        running = official.runtime.ContainerStatus(
+            pb.ContainerStatusRequest(container_id=cid), timeout=30
+        ).status
         official.runtime.StopContainer(
             pb.StopContainerRequest(container_id=cid, timeout=0), timeout=60
         )
@@ -485,9 +488,8 @@ def test_container_events_reach_every_subscriber_in_order(official, pod) -> None
             assert all(e.created_at > 0 for e in events)
             started = events[1]
             (status,) = [s for s in started.containers_statuses if s.id == cid]
-            assert status.state == pb.CONTAINER_RUNNING
-            assert status.HasField("user")  # as ContainerStatus: sleep runs as root
-            assert status.user.linux.uid == status.user.linux.gid == 0
+            assert status == running  # as ContainerStatus shows it, the user included
+            assert status.user.linux.uid == status.user.linux.gid == 0  # sleep runs as root
             assert not [s for s in events[3].containers_statuses if s.id == cid]
     finally:
         for reader in readers:

@@ -342,15 +342,18 @@ class ContainerRPCs:
         status = to_status(view, await self._containers.user(view))
         return api.ContainerStatusResponse(status=status, info=info)
 
-    async def _statuses_in(self, sandbox_id: str) -> bytes:
-        """PodSandboxStatusResponse.containers_statuses for a sandbox's containers (the
-        kubelet's evented PLEG takes them as the pod's every container), each as
-        ContainerStatus shows it, joined from entries encoded once per view and user."""
+    async def _statuses_in(self, sandbox_id: str, key: bytes | None = None) -> bytes:
+        """PodSandboxStatusResponse.containers_statuses (field 3) for a sandbox's
+        containers (the kubelet's evented PLEG takes them as the pod's every container),
+        each as ContainerStatus shows it, joined from entries encoded once per view and
+        user; with `key`, each entry under that one-byte key instead (another message's
+        field of ContainerStatus: ContainerEventResponse's is field 5)."""
         entries = self._status_entries
         parts = []
         for v in self._containers.in_sandbox(sandbox_id):
             user = await self._containers.user(v)  # kept per process: read once
-            parts.append(entries.entry(v.id, v, lambda v=v, u=user: to_status(v, u), user))
+            entry = entries.entry(v.id, v, lambda v=v, u=user: to_status(v, u), user)
+            parts.append(entry if key is None else key + entry[1:])
         data = b"".join(parts)
         everyone = self._containers.list()
         entries.prune(lambda: [v.id for v in everyone], len(everyone))

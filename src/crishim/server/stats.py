@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 from crishim import errors, tasks
@@ -16,7 +16,7 @@ from crishim.events import CREATED, DELETED, STARTED, STOPPED, EventHub
 from crishim.sandboxes import Sandboxes, SandboxView
 from crishim.server import protowire as w
 from crishim.server import sending
-from crishim.server.container import selected, to_status
+from crishim.server.container import selected
 from crishim.server.listing import WireEntries, chunks
 from crishim.server.sandbox import to_sandbox_status
 from crishim.stats import collector, metrics, netdev
@@ -231,9 +231,11 @@ def pod_metrics(
 
 
 # A list entry (field 1) and a pod's member entry (field 5) differ in their key
-# byte only: a member is made from the container's list entry.
+# byte only: a member is made from the container's list entry. So do an event's
+# container status (field 5) and PodSandboxStatus's (field 3).
 _ENTRY_KEY, _MEMBER_KEY = w.key(1, w.LEN), w.key(5, w.LEN)
-assert len(_ENTRY_KEY) == len(_MEMBER_KEY) == 1
+_EVENT_STATUS_KEY = w.key(5, w.LEN)  # ContainerEventResponse.containers_statuses
+assert len(_ENTRY_KEY) == len(_MEMBER_KEY) == len(_EVENT_STATUS_KEY) == len(w.key(3, w.LEN)) == 1
 
 
 class StatsEntries:
@@ -352,6 +354,8 @@ class StatsRPCs:
     _stats: collector.StatsCollector
     _events: EventHub
     _stats_entries: StatsEntries
+    # ContainerRPCs': a sandbox's container statuses, in wire form, under a given key
+    _statuses_in: Callable[[str, bytes | None], Awaitable[bytes]]
 
     async def warm_stats_lists(self, metrics: bool = False) -> None:
         """After a sampler round (collector.on_sample): encode the unfiltered lists asked
@@ -538,14 +542,12 @@ class StatsRPCs:
             sandbox = None
             with contextlib.suppress(errors.NotFound):
                 sandbox = to_sandbox_status(self._sandboxes.get(event.sandbox_id))
-            statuses = [
-                to_status(c, await self._containers.user(c))
-                for c in self._containers.in_sandbox(event.sandbox_id)
-            ]
-            yield api.ContainerEventResponse(
+            head = api.ContainerEventResponse(
                 container_id=event.container_id,
                 container_event_type=_EVENT_TYPES[event.kind],
                 created_at=event.created_at_ns,
                 pod_sandbox_status=sandbox,
-                containers_statuses=statuses,
             )
+            # containers_statuses (field 5): PodSandboxStatus's cached entries, re-keyed
+            statuses = await self._statuses_in(event.sandbox_id, _EVENT_STATUS_KEY)
+            yield w.Encoded(bytes(head) + statuses)  # type: ignore[misc]

@@ -124,9 +124,9 @@ class Store:
         # Called on every (re)subscription before the resync, and when the stream is lost.
         self.on_connect: Callable[[], Awaitable[None]] | None = None
         self.on_lost: Callable[[str], None] | None = None
-        # Other kinds of Docker events ride on the same stream: type -> callback(action, id).
-        self._watchers: dict[str, Callable[[str, str], None]] = {}
-        self._actions = set(CONTAINER_ACTIONS)  # of every kind followed: Docker's filter
+        # Other kinds of Docker events ride on the same stream:
+        # type -> (the actions followed, callback(action, id)).
+        self._watchers: dict[str, tuple[frozenset[str], Callable[[str, str], None]]] = {}
         self.synced = asyncio.Event()
 
     def watch(
@@ -134,8 +134,7 @@ class Store:
     ) -> None:
         """Also follow Docker events of type `kind` (e.g. "image") whose action is one of
         `actions`; before start()."""
-        self._watchers[kind] = callback
-        self._actions |= actions
+        self._watchers[kind] = (actions, callback)
 
     def subscribe(self, listener: Callable[[str, Record | None], None]) -> None:
         """Call `listener(id, record or None when gone)` after every applied change."""
@@ -355,7 +354,8 @@ class Store:
         while True:
             try:
                 kinds = ("container", *self._watchers)
-                events = self._docker.events(kinds, frozenset(self._actions))
+                actions = CONTAINER_ACTIONS.union(*(a for a, _ in self._watchers.values()))
+                events = self._docker.events(kinds, actions)
                 await anext(events)  # subscribed: list now, and nothing is missed
                 if self.on_connect is not None:
                     await self.on_connect()
@@ -393,6 +393,6 @@ class Store:
         if watcher is None:
             return
         try:
-            watcher(action, actor)
+            watcher[1](action, actor)
         except Exception:
             log.exception("store_watcher_failed", kind=kind, action=action)

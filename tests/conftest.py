@@ -29,6 +29,14 @@ from tests.harness.registry import Registry
 from tests.harness.tokens import TokenServer
 
 
+def pytest_terminal_summary(terminalreporter) -> None:
+    """The conformance leg's counts, in the test command's own output."""
+    from tests.harness import conformance
+
+    for line in conformance.SUMMARY:
+        terminalreporter.write_line(f"conformance: {line}")
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     if os.geteuid() != 0:
         raise pytest.UsageError("the suite starts its own dockerd and must run as root")

@@ -221,8 +221,8 @@ def _validate_resources(res: Resources, where: str) -> None:
 
 
 def _validate(request: ContainerRequest) -> None:
-    """What Kubernetes validates for these fields (crishim.validate), before Docker."""
-    validate.dns_label(request.meta.name, "config.metadata.name")
+    """What Docker, runc or crishim's names cannot carry (crishim.validate), before Docker."""
+    validate.name_part(request.meta.name, "config.metadata.name")
     for i, mount in enumerate(request.mounts):
         validate.container_path(mount.container_path, f"config.mounts[{i}].container_path")
     for i, (_host, container, permissions) in enumerate(request.devices):

@@ -198,11 +198,11 @@ class Sandboxes:
         return sandbox_id
 
     def _validate(self, request: SandboxRequest) -> None:
-        """What Kubernetes validates for these fields (crishim.validate as rules), before Docker."""
+        """What Docker, runc or crishim's names cannot carry (crishim.validate as rules)."""
         meta = request.meta
-        rules.dns_subdomain(meta.name, "config.metadata.name")
-        rules.dns_label(meta.namespace, "config.metadata.namespace")
-        rules.pod_uid(meta.uid, "config.metadata.uid")
+        rules.name_part(meta.name, "config.metadata.name")
+        rules.name_part(meta.namespace, "config.metadata.namespace")
+        rules.name_part(meta.uid, "config.metadata.uid")
         rules.hostname(request.hostname, "config.hostname")
         for server in request.dns_servers:
             rules.ip(server, "config.dns_config.servers")

@@ -1,10 +1,13 @@
 """What a pod or container request must satisfy before Docker sees it.
 
 Docker answers many invalid inputs with a 500 (which would be INTERNAL here) or,
-worse, accepts them. Each rule below is what Kubernetes itself validates for
-the field the kubelet fills in (so a kubelet request always passes), or what
-runc refuses at start; the rule is written next to its check. A failure is
-INVALID_ARGUMENT naming the field and the value.
+worse, accepts them. A rule here refuses only what Docker, runc, the kernel or
+crishim's own formats (the Docker names of crishim.labels) cannot carry: it is
+never stricter than what the CRI conformance suite, cri-dockerd and containerd
+accept for the same field. Kubernetes' own rules (DNS names and the like) are
+the API server's to enforce: critest and crictl users name pods with capitals.
+Each rule says next to it why it exists. A failure is INVALID_ARGUMENT naming
+the field and the value.
 """
 
 from __future__ import annotations
@@ -15,20 +18,22 @@ from collections.abc import Iterable, Mapping
 
 from crishim import errors
 
-# Kubernetes apimachinery: IsDNS1123Label / IsDNS1123Subdomain.
-_LABEL = r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?"
-DNS1123_LABEL = re.compile(_LABEL)
-DNS1123_SUBDOMAIN = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
-# Pod UIDs are UUIDs from the API server, or hashes for static pods; what the
-# Docker name needs is a word of letters, digits, '-' and '.' that is not dots only.
-_UID = re.compile(r"[A-Za-z0-9](?:[-.A-Za-z0-9]*[A-Za-z0-9])?")
+# A part of a Docker name (crishim.labels: k8s_<container>_<pod>_<namespace>_<uid>_<n>):
+# Docker allows letters, digits, '_', '.' and '-' in names, and '_' is the format's
+# delimiter. A part starts and ends alphanumeric, so that no part is dots only and
+# none reads as a path ('..'). 253 bytes bounds it (a DNS subdomain's length, more
+# than the API server lets any of these names have).
+_NAME_PART = re.compile(r"[A-Za-z0-9](?:[-.A-Za-z0-9]*[A-Za-z0-9])?")
+NAME_PART_MAX = 253
 # Hostnames: a DNS-1123 subdomain (the kubelet lowercases; a node's name may keep
 # capitals in host-network pods), at most 64 bytes: the kernel's HOST_NAME_MAX.
 _HOST_LABEL = r"[A-Za-z0-9](?:[-A-Za-z0-9]*[A-Za-z0-9])?"
 _HOSTNAME = re.compile(rf"{_HOST_LABEL}(?:\.{_HOST_LABEL})*")
 HOST_NAME_MAX = 64
-# Kubernetes' sysctl name syntax (validation.IsValidSysctlName), dots or slashes.
-_SYSCTL = re.compile(r"(?:[a-z0-9](?:[-_a-z0-9]*[a-z0-9])?[./])*[a-z0-9](?:[-_a-z0-9]*[a-z0-9])?")
+# A sysctl name, dotted or slashed: runc writes it under /proc/sys, so no empty
+# component and nothing but a name's characters (interface names may have capitals).
+_SYSCTL_PART = r"[A-Za-z0-9](?:[-_A-Za-z0-9]*[A-Za-z0-9])?"
+_SYSCTL = re.compile(rf"(?:{_SYSCTL_PART}[./])*{_SYSCTL_PART}")
 # runc sets only namespaced sysctls (libcontainer/configs/validate): the IPC ones,
 # fs.mqueue.*, and net.* outside the host's network namespace. kernel.hostname
 # and kernel.domainname belong to the UTS namespace but conflict with the
@@ -45,8 +50,9 @@ _IPC_SYSCTLS = frozenset(
         "kernel.shm_rmid_forced",
     }
 )
-# Kubernetes: runAsUser, runAsGroup and supplementalGroups are 0..2^31-1.
-MAX_ID = 2**31 - 1
+# The kernel's uid_t and gid_t are 32 bits and 2^32-1 is (uid_t)-1, "no id": runc
+# refuses anything else (Kubernetes' own 2^31-1 bound is the API server's).
+MAX_ID = 2**32 - 2
 DEVICE_PERMISSIONS = frozenset("rwm")
 
 
@@ -55,19 +61,17 @@ def _fail(field: str, value: object, rule: str) -> None:
     raise errors.InvalidArgument(f"{field} {shown!r}: {rule}")
 
 
-def dns_label(value: str, field: str) -> None:
-    if len(value) > 63 or not DNS1123_LABEL.fullmatch(value):
-        _fail(field, value, "must be a DNS-1123 label (a-z, 0-9, '-', at most 63)")
-
-
-def dns_subdomain(value: str, field: str) -> None:
-    if len(value) > 253 or not DNS1123_SUBDOMAIN.fullmatch(value):
-        _fail(field, value, "must be a DNS-1123 subdomain (a-z, 0-9, '-', '.', at most 253)")
-
-
-def pod_uid(value: str, field: str) -> None:
-    if len(value) > 253 or not _UID.fullmatch(value):
-        _fail(field, value, "must be letters, digits, '-' and '.', and start and end alphanumeric")
+def name_part(value: str, field: str) -> None:
+    """A pod's name, namespace or uid, or a container's name: one part of its Docker name."""
+    if not value:
+        _fail(field, value, "is required")
+    if len(value) > NAME_PART_MAX or not _NAME_PART.fullmatch(value):
+        _fail(
+            field,
+            value,
+            f"must be letters, digits, '-' and '.' (no '_': it separates the parts of the"
+            f" Docker name), start and end with a letter or digit, at most {NAME_PART_MAX}",
+        )
 
 
 def hostname(value: str, field: str) -> None:
@@ -152,11 +156,13 @@ def port_mappings(
             ip(host_ip, f"{field}.host_ip")
         if not host_port:
             continue
-        # Kubernetes refuses two host ports alike (protocol, port, IP) in one pod.
+        if not docker_bridge:
+            continue  # CNI's portmap takes whatever it is given, as containerd passes it
+        # Docker's port publishing fails the start on a host port bound twice in one
+        # container (protocol, port, IP), and has no SCTP proxy.
         key = (protocol, host_port, host_ip)
         if key in seen:
             _fail(f"{field}.host_port", host_port, f"is mapped twice for {protocol}")
         seen.add(key)
-        # Docker's own port publishing (docker network mode) has no SCTP proxy.
-        if docker_bridge and protocol == "sctp":
+        if protocol == "sctp":
             _fail(f"{field}.protocol", "SCTP", "host ports need a CNI network for SCTP")

@@ -5,6 +5,11 @@ bridge with an address range no other interface on the machine uses, so it
 cannot disturb (or be disturbed by) a daemon already running. iptables rules
 are left alone (--iptables=false): the suite's containers talk only to the
 host over their bridge. Stopping it ends exactly the process it started.
+
+Which engine: Debian's dockerd (20.10), or the one CRISHIM_TEST_DOCKERD names
+(scripts/test.sh runs the suite once more on the Docker 28.5 of
+../shared/engines). Its folder goes first on PATH, so that it finds its own
+docker-proxy; containerd and runc are Debian's for both.
 """
 
 from __future__ import annotations
@@ -17,10 +22,25 @@ import signal
 import subprocess
 from pathlib import Path
 
+from tests.harness.cni import TestNetns
 from tests.harness.procs import run, stop_process, umount_below, unix_http_ok, wait_for
 
-DOCKERD = "/usr/sbin/dockerd"
+DEBIAN_DOCKERD = "/usr/sbin/dockerd"
+DOCKERD = os.environ.get("CRISHIM_TEST_DOCKERD") or DEBIAN_DOCKERD
 DOCKER = "/usr/bin/docker"
+
+
+def engine_env() -> dict[str, str]:
+    """The environment the engine runs in: its own folder first on PATH."""
+    folder = str(Path(DOCKERD).parent)
+    return {**os.environ, "PATH": f"{folder}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
+
+
+def engine_version() -> str:
+    """`dockerd --version`'s number, e.g. 20.10.24 or 28.5.2."""
+    out = subprocess.run([DOCKERD, "--version"], capture_output=True, text=True, check=True)
+    words = out.stdout.replace(",", " ").split()
+    return words[words.index("version") + 1] if "version" in words else out.stdout.strip()
 
 
 def _used_networks() -> list[ipaddress.IPv4Network]:
@@ -33,6 +53,10 @@ def _used_networks() -> list[ipaddress.IPv4Network]:
     return nets
 
 
+# Inside a namespace of its own nothing else uses any range.
+NETNS_SUBNET = ipaddress.ip_network("10.233.200.0/24")
+
+
 def pick_subnet() -> ipaddress.IPv4Network:
     used = _used_networks()
     for third in range(200, 255):
@@ -43,8 +67,11 @@ def pick_subnet() -> ipaddress.IPv4Network:
 
 
 class PrivateDockerd:
-    def __init__(self, root: Path, name: str, *extra: str) -> None:
+    def __init__(self, root: Path, name: str, *extra: str, netns: TestNetns | None = None) -> None:
         self.root = root
+        # A network namespace of its own (the conformance node): its bridge, its
+        # containers' host network and its registry on 127.0.0.1 all live there.
+        self.netns = netns
         self.name = name  # also the bridge name: at most 15 characters
         self.extra = extra  # more dockerd flags (e.g. --experimental)
         self.socket = root / "docker.sock"
@@ -58,12 +85,14 @@ class PrivateDockerd:
         self.root.mkdir(parents=True, exist_ok=True)
         self.config_dir.mkdir(exist_ok=True)
         if self.subnet is None:
-            self.subnet = pick_subnet()
+            self.subnet = pick_subnet() if self.netns is None else NETNS_SUBNET
             gateway = f"{next(self.subnet.hosts())}/{self.subnet.prefixlen}"
-            run("ip", "link", "add", self.name, "type", "bridge")
-            run("ip", "addr", "add", gateway, "dev", self.name)
-            run("ip", "link", "set", self.name, "up")
+            ip = ("ip",) if self.netns is None else ("ip", "-n", self.netns.name)
+            run(*ip, "link", "add", self.name, "type", "bridge")
+            run(*ip, "addr", "add", gateway, "dev", self.name)
+            run(*ip, "link", "set", self.name, "up")
         args = [
+            *(self.netns.prefix if self.netns is not None else ()),
             DOCKERD,
             f"--data-root={self.root / 'data'}",
             f"--exec-root={self.root / 'exec'}",
@@ -77,7 +106,9 @@ class PrivateDockerd:
             *self.extra,
         ]
         with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                args, stdout=log, stderr=subprocess.STDOUT, env=engine_env()
+            )
         wait_for(self._ready, 60, f"private dockerd {self.name} (see {self.log_path})")
         return self
 
@@ -102,7 +133,7 @@ class PrivateDockerd:
 
     def destroy(self) -> None:
         self.stop_daemon()
-        if self.subnet is not None:
+        if self.subnet is not None and self.netns is None:
             subprocess.run(["ip", "link", "del", self.name], check=False, capture_output=True)
             self.subnet = None
         umount_below(self.root)

@@ -204,6 +204,9 @@ def _containers(dockerd) -> set[str]:
     [
         ("name-dots", "config.metadata.name"),
         ("name-long", "config.metadata.name"),
+        ("name-underscore", "config.metadata.name"),
+        ("name-slash", "config.metadata.name"),
+        ("name-empty", "config.metadata.name"),
         ("namespace-dots", "config.metadata.namespace"),
         ("uid-dots", "config.metadata.uid"),
         ("hostname-long", "config.hostname"),
@@ -226,7 +229,13 @@ def test_a_pod_docker_would_refuse_is_invalid_argument(official, dockerd, case, 
     if case == "name-dots":
         config.metadata.name = ".."
     elif case == "name-long":
-        config.metadata.name = "x" * 5000
+        config.metadata.name = "x" * 254
+    elif case == "name-underscore":
+        config.metadata.name = "a_b"
+    elif case == "name-slash":
+        config.metadata.name = "/x"
+    elif case == "name-empty":
+        config.metadata.name = ""
     elif case == "namespace-dots":
         config.metadata.namespace = ".."
     elif case == "uid-dots":
@@ -272,7 +281,7 @@ def test_a_pod_docker_would_refuse_is_invalid_argument(official, dockerd, case, 
         ("seccomp-dev-zero", "not a regular file"),
         ("seccomp-fifo", "not a regular file"),
         ("seccomp-not-json", "not JSON"),
-        ("name-upper", "config.metadata.name"),
+        ("name-underscore", "config.metadata.name"),
     ],
 )
 def test_a_container_docker_would_refuse_is_invalid_argument(
@@ -311,7 +320,7 @@ def test_a_container_docker_would_refuse_is_invalid_argument(
         bad.write_text("{ not json")
         seccomp.profile_type, seccomp.localhost_ref = pb.SecurityProfile.Localhost, str(bad)
     else:
-        config.metadata.name = "Upper"
+        config.metadata.name = "a_b"  # '_' separates the parts of the Docker name
     before = _containers(dockerd)
     with pytest.raises(grpc.RpcError) as refused:
         official.runtime.CreateContainer(
@@ -375,3 +384,45 @@ def test_a_negative_stop_timeout_is_invalid_argument(official, pod) -> None:  # 
             official.pb.StopContainerRequest(container_id=cid, timeout=-1), timeout=30
         )
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_names_as_critest_and_crictl_users_write_them_run_and_read_back(official) -> None:
+    """critest names its pods and containers with capitals; Kubernetes' DNS rules are the
+    API server's. A pod and a container so named run, and List/Status give the names back."""
+    pb = official.pb
+    suffix = uuid.uuid4()
+    config = _sandbox_with(pb, name=f"create-PodSandbox-for-container-{suffix}")
+    config.metadata.namespace = "NamespaceOption.Test-1"
+    config.hostname = "podhost"
+    sandbox_id = official.runtime.RunPodSandbox(
+        pb.RunPodSandboxRequest(config=config), timeout=120
+    ).pod_sandbox_id
+    try:
+        cname = f"Container-For-{suffix}"
+        cid = official.runtime.CreateContainer(
+            pb.CreateContainerRequest(
+                pod_sandbox_id=sandbox_id,
+                config=pb.ContainerConfig(
+                    metadata=pb.ContainerMetadata(name=cname),
+                    image=pb.ImageSpec(image="crishim-test/busybox:latest"),
+                    command=["sleep", "300"],
+                    log_path="c/0.log",
+                ),
+                sandbox_config=config,
+            ),
+            timeout=60,
+        ).container_id
+        status = official.runtime.PodSandboxStatus(
+            pb.PodSandboxStatusRequest(pod_sandbox_id=sandbox_id), timeout=30
+        ).status
+        assert status.metadata.name == config.metadata.name
+        assert status.metadata.namespace == "NamespaceOption.Test-1"
+        listed = official.runtime.ListContainers(
+            pb.ListContainersRequest(filter=pb.ContainerFilter(pod_sandbox_id=sandbox_id)),
+            timeout=30,
+        ).containers
+        assert [(c.id, c.metadata.name) for c in listed] == [(cid, cname)]
+    finally:
+        official.runtime.RemovePodSandbox(
+            pb.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=60
+        )

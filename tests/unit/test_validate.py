@@ -11,29 +11,38 @@ import pytest
 from crishim import errors, security
 from crishim import validate as rules
 
+# critest 1.36.0's names (capitals, long uuids), crictl's examples, Kubernetes' own.
+ACCEPTED_NAMES = [
+    "create-PodSandbox-for-container-2b65fc47-8a9e-4d1c-a2a4-5b3e5f1d2c10",
+    "NamespaceOption-PodSandbox-2b65fc47-8a9e-4d1c-a2a4-5b3e5f1d2c10",
+    "container-for-create-test-2b65fc47-8a9e-4d1c-a2a4-5b3e5f1d2c10",
+    "nginx-sandbox",
+    "busybox",
+    "default",
+    "hdishd83djaidwnduwk28bcsb",
+    "web-1",
+    "a.b",
+    "Upper",
+    "x",
+    "x" * 253,
+]
+REFUSED_NAMES = ["a_b", "..", ".", "/x", "a/b", "", "x" * 254, "-lead", "trail.", "a b", "a\0b"]
 
-@pytest.mark.parametrize("name", ["web", "web-1", "a.b", "x" * 253])
-def test_pod_names_kubernetes_allows_pass(name) -> None:
-    rules.dns_subdomain(name, "config.metadata.name")
+
+@pytest.mark.parametrize("name", ACCEPTED_NAMES)
+def test_names_docker_can_carry_pass(name) -> None:
+    rules.name_part(name, "config.metadata.name")
 
 
-@pytest.mark.parametrize("name", ["..", ".", "-lead", "trail-", "Upper", "a b", "x" * 254, ""])
-def test_pod_names_kubernetes_refuses_are_invalid(name) -> None:
+@pytest.mark.parametrize("name", REFUSED_NAMES, ids=repr)
+def test_names_that_would_break_the_docker_name_are_invalid(name) -> None:
     with pytest.raises(errors.InvalidArgument, match=r"config\.metadata\.name"):
-        rules.dns_subdomain(name, "config.metadata.name")
-
-
-@pytest.mark.parametrize("value", ["..", ".", "a/b", "-x", ""])
-def test_bad_uids_and_namespaces_are_invalid(value) -> None:
-    with pytest.raises(errors.InvalidArgument):
-        rules.pod_uid(value, "uid")
-    with pytest.raises(errors.InvalidArgument):
-        rules.dns_label(value, "namespace")
+        rules.name_part(name, "config.metadata.name")
 
 
 def test_uids_as_the_api_server_and_static_pods_make_them_pass() -> None:
-    rules.pod_uid("3f0c1a52-8d2e-4c43-9a51-0c8f3e1b7a11", "uid")
-    rules.pod_uid("9f86d081884c7d659a2feaa0c55ad015", "uid")
+    rules.name_part("3f0c1a52-8d2e-4c43-9a51-0c8f3e1b7a11", "uid")
+    rules.name_part("9f86d081884c7d659a2feaa0c55ad015", "uid")
 
 
 @pytest.mark.parametrize("value", ["has space", "a/b", "x" * 65, "-lead", "a..b"])
@@ -57,7 +66,8 @@ def test_ips() -> None:
 def test_host_ports_twice_and_sctp_on_dockers_bridge_are_invalid() -> None:
     twice = [("tcp", 80, 8080, ""), ("tcp", 81, 8080, "")]
     with pytest.raises(errors.InvalidArgument, match="mapped twice"):
-        rules.port_mappings(twice, False, "config.port_mappings")
+        rules.port_mappings(twice, True, "config.port_mappings")
+    rules.port_mappings(twice, False, "config.port_mappings")  # portmap takes it
     rules.port_mappings([("tcp", 80, 8080, ""), ("udp", 80, 8080, "")], True, "p")
     with pytest.raises(errors.InvalidArgument, match="SCTP"):
         rules.port_mappings([("sctp", 80, 8080, "")], True, "p")
@@ -74,6 +84,7 @@ def test_host_ports_twice_and_sctp_on_dockers_bridge_are_invalid() -> None:
         ("kernel.panic", False, "not namespaced"),
         ("net.ipv4.ip_forward", True, "host's network"),
         ("bad name", False, "not a sysctl name"),
+        ("net..x", False, "not a sysctl name"),
     ],
 )
 def test_sysctls_runc_refuses_are_invalid(name, host_network, reason) -> None:
@@ -84,13 +95,19 @@ def test_sysctls_runc_refuses_are_invalid(name, host_network, reason) -> None:
 def test_namespaced_sysctls_pass() -> None:
     rules.sysctls(
         {"net.ipv4.ip_unprivileged_port_start": "0", "kernel.shm_rmid_forced": "1",
-         "fs.mqueue.msg_max": "20", "net/ipv4/tcp_syncookies": "1"},
+         "fs.mqueue.msg_max": "20", "net/ipv4/tcp_syncookies": "1",
+         "net/ipv4/conf/Eth0.100/forwarding": "1"},
         False, "s",
     )  # fmt: skip
 
 
-@pytest.mark.parametrize("value", [-1, 2**31, 2**63 - 1])
-def test_ids_outside_kubernetes_range_are_invalid(value) -> None:
+def test_ids_the_kernel_carries_pass() -> None:
+    for value in (0, 2**31, 2**32 - 2):
+        rules.user_id(value, "run_as_user")
+
+
+@pytest.mark.parametrize("value", [-1, 2**32 - 1, 2**63 - 1])
+def test_ids_the_kernel_cannot_carry_are_invalid(value) -> None:
     with pytest.raises(errors.InvalidArgument, match="run_as_user"):
         rules.user_id(value, "run_as_user")
     with pytest.raises(errors.InvalidArgument):

@@ -19,7 +19,7 @@ import structlog
 
 from crishim import cachedpath, cgroupres, errors, labels, validate
 from crishim.docker import DockerClient, versions
-from crishim.docker.types import ContainerSpec, ImageMount, Resources
+from crishim.docker.types import BindMount, ContainerSpec, ImageMount, Resources
 from crishim.logs import touch
 from crishim.sandboxes import Sandboxes, systemd_cgroup_parent
 from crishim.security import Profile, docker_security_opts
@@ -42,6 +42,7 @@ class MountRequest:
     readonly: bool = False
     propagation: str = "private"  # private | host_to_container | bidirectional
     selinux_relabel: bool = False
+    recursive_read_only: bool = False  # submounts read-only too (with readonly)
     image: str = ""  # an image volume (KEP-4639) instead of a host path
     image_sub_path: str = ""
 
@@ -130,11 +131,35 @@ def _user(request: ContainerRequest) -> str:
     return user
 
 
-def _bind(mount: MountRequest, source: str) -> str:
-    options = ["ro" if mount.readonly else "rw", _PROPAGATION[mount.propagation]]
-    if mount.selinux_relabel:
-        options.append("Z")
-    return f"{source}:{mount.container_path}:{','.join(options)}"
+def _bind(mount: MountRequest, source: str) -> BindMount:
+    return BindMount(
+        source,
+        mount.container_path,
+        mount.readonly,
+        _PROPAGATION[mount.propagation],
+        mount.selinux_relabel,
+        mount.recursive_read_only,
+    )
+
+
+def _check_recursive_read_only(mounts: tuple[MountRequest, ...], api: str) -> None:
+    """Recursive read-only binds: what the CRI requires of them, and what Docker can do."""
+    for mount in mounts:
+        if not mount.recursive_read_only:
+            continue
+        where = f"mount {mount.container_path!r}"
+        if not mount.readonly:
+            raise errors.InvalidArgument(f"{where}: recursive_read_only requires readonly")
+        if mount.propagation != "private":
+            raise errors.InvalidArgument(
+                f"{where}: recursive_read_only requires private propagation"
+            )
+        if not versions.recursive_read_only(api, os.uname().release):
+            raise errors.FailedPrecondition(
+                f"{where}: recursive read-only mounts need Docker Engine API 1.44 (Docker 25)"
+                f" and Linux 5.12; this daemon speaks {api or 'nothing (unreachable)'} on"
+                f" Linux {os.uname().release} (Status reports recursive_read_only_mounts=false)"
+            )
 
 
 IMAGE_MOUNT_API = (1, 48)  # Docker 28: mounts of type "image"
@@ -267,13 +292,13 @@ class Containers:
             for m in request.mounts
             if m.image
         )
-        if image_mounts:
-            api_version = self.docker.version.negotiated_api_version if self.docker.version else ""
-            if not api_version or versions.parse(api_version) < IMAGE_MOUNT_API:
-                raise errors.FailedPrecondition(
-                    "image volumes need Docker Engine API 1.48 (Docker 28) or newer; "
-                    f"this daemon speaks {api_version or 'nothing (unreachable)'}"
-                )
+        api_version = self.docker.version.negotiated_api_version if self.docker.version else ""
+        _check_recursive_read_only(request.mounts, api_version)
+        if image_mounts and (not api_version or versions.parse(api_version) < IMAGE_MOUNT_API):
+            raise errors.FailedPrecondition(
+                "image volumes need Docker Engine API 1.48 (Docker 28) or newer; "
+                f"this daemon speaks {api_version or 'nothing (unreachable)'}"
+            )
         pid_mode = {
             "pod": f"container:{sandbox.id}",
             "container": "",
@@ -329,7 +354,7 @@ class Containers:
             runtime=sandbox.docker_runtime,
             log_max_size=LOG_MAX_SIZE,
             log_max_file=LOG_MAX_FILE,
-            binds=(),  # made from the mounts' real paths, inside the create's block (below)
+            bind_mounts=(),  # made from the mounts' real paths, inside the create's block (below)
             image_mounts=image_mounts,
             devices=request.devices,
             cap_add=request.cap_add,
@@ -361,7 +386,8 @@ class Containers:
                 if sources is None:  # the kernel's cache could not say: ask in a thread
                     sources = await asyncio.to_thread(_resolve_sources, request.mounts)
                 pairs = zip(request.mounts, sources, strict=True)
-                spec = replace(spec, binds=tuple(_bind(m, src) for m, src in pairs if not m.image))
+                binds = tuple(_bind(m, src) for m, src in pairs if not m.image)
+                spec = replace(spec, bind_mounts=binds)
             # The log file (not StartContainer's to make) is made while Docker creates:
             # a trip of its own, off the call's path (a new file costs 0.1-0.5 ms here).
             touching = None

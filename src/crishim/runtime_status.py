@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 from dataclasses import dataclass, field
 
 import structlog
 
 from crishim import __version__, deadlines, errors
 from crishim.config import Config
+from crishim.docker import versions
 from crishim.docker.types import EngineInfo
 from crishim.engine import Engine
 from crishim.network.pods import PodNetworks
@@ -44,6 +46,8 @@ class Readiness:
     conditions: tuple[Condition, ...]
     handlers: tuple[str, ...]
     info: dict[str, str] = field(default_factory=dict)
+    # Every handler's feature: Docker 25+ on Linux 5.12+ (docker.versions).
+    recursive_read_only: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +89,12 @@ class RuntimeStatus:
         runtime = Condition("RuntimeReady", True)
         network = self._cni_condition() if self.networks.mode == "cni" else self._bridge_condition()
         handlers = ("", *engine.info.runtimes)
-        return Readiness((runtime, network), handlers, self._info(engine.info) if verbose else {})
+        version = self.docker.version
+        rro = version is not None and versions.recursive_read_only(
+            version.negotiated_api_version, os.uname().release
+        )
+        info = self._info(engine.info) if verbose else {}
+        return Readiness((runtime, network), handlers, info, recursive_read_only=rro)
 
     def _cni_condition(self) -> Condition:
         ready = self.networks.readiness()

@@ -145,6 +145,12 @@ class PrivateDockerd:
         return run(DOCKER, *args, env=env, input=input)
 
     @property
+    def api(self) -> tuple[int, int]:
+        """The daemon's highest API version, e.g. (1, 41) for 20.10, (1, 51) for 28.5."""
+        major, minor = self.docker("version", "--format", "{{.Server.APIVersion}}").split(".")
+        return int(major), int(minor)
+
+    @property
     def pid(self) -> int:
         assert self.proc is not None
         return self.proc.pid

@@ -39,8 +39,10 @@ def container(dockerd, test_images):
 async def test_connect_pins_the_highest_common_api_version(docker, dockerd) -> None:
     server_api = dockerd.docker("version", "--format", "{{.Server.APIVersion}}").strip()
     assert docker.version.api_version == server_api
-    assert docker.version.negotiated_api_version == "1.41"  # Docker 20.10's own maximum
-    assert docker.api_prefix == "/v1.41"
+    # The daemon's own maximum (20.10: 1.41, 28.5: 1.51), within crishim's 1.41..1.52.
+    expected = ".".join(map(str, min(dockerd.api, (1, 52))))
+    assert docker.version.negotiated_api_version == expected
+    assert docker.api_prefix == f"/v{expected}"
 
 
 async def test_info_and_the_default_bridge(docker, dockerd) -> None:
@@ -182,17 +184,10 @@ async def test_docker_sends_only_the_events_crishim_follows(docker, dockerd, tes
         await asyncio.gather(reader, return_exceptions=True)
         await events.aclose()
     mine = [a for k, a, actor in seen if k == "container" and actor == cid]
-    assert mine == [
-        "create",
-        "start",
-        "pause",
-        "unpause",
-        "update",
-        "rename",
-        "die",
-        "stop",
-        "destroy",
-    ]
+    assert mine[:6] == ["create", "start", "pause", "unpause", "update", "rename"]
+    # 20.10 says die then stop, 28.5 stop then die: the store refreshes on either.
+    assert sorted(mine[6:8]) == ["die", "stop"]
+    assert mine[8:] == ["destroy"]
     assert [a for k, a, _ in seen if k == "image"] == ["tag", "untag"]
     assert [a for k, a, _ in seen if k == "daemon"] == ["reload"]
 

@@ -184,13 +184,15 @@ def test_an_oom_killed_container_says_oomkilled_every_time(official, pod, docker
         assert (status.reason, status.exit_code) == ("OOMKilled", 137), f"attempt {attempt}"
 
 
-def test_runtime_handlers_are_dockers_runtimes_with_honest_features(official) -> None:
+def test_runtime_handlers_are_dockers_runtimes_with_honest_features(official, dockerd) -> None:
     handlers = official.runtime.Status(official.pb.StatusRequest(), timeout=30).runtime_handlers
     names = [h.name for h in handlers]
     assert "" in names
     assert "runc" in names
-    for h in handlers:  # crishim on Docker 20.10 offers neither
-        assert not h.features.recursive_read_only_mounts
+    # Recursive read-only binds: Docker 25 (API 1.44) on Linux 5.12+ (this kernel is newer).
+    rro = dockerd.api >= (1, 44)
+    for h in handlers:
+        assert h.features.recursive_read_only_mounts == rro
         assert not h.features.user_namespaces
 
 
@@ -225,18 +227,13 @@ def _create_with_mount(official, pod, mount):  # noqa: F811
                 "host_path": "/tmp",
                 "readonly": True,
                 "recursive_read_only": True,
+                "propagation": 1,  # host to container
             },
-            grpc.StatusCode.FAILED_PRECONDITION,
-            "recursive read-only mounts are not supported",
-        ),
-        (
-            {"container_path": "/img", "image": {"image": "crishim-test/busybox:latest"}},
-            grpc.StatusCode.FAILED_PRECONDITION,
-            "image volumes need Docker Engine API 1.48 (Docker 28) or newer; "
-            "this daemon speaks 1.41",
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "requires private propagation",
         ),
     ],
-    ids=["rro-without-readonly", "rro", "image-volume-on-1.41"],
+    ids=["rro-without-readonly", "rro-propagating"],
 )
 def test_mounts_docker_cannot_honour_are_refused(official, pod, mount, code, says) -> None:  # noqa: F811
     pb = official.pb

@@ -32,6 +32,7 @@ from crishim.docker.errors import (
 )
 from crishim.docker.streams import Demuxer, Hijacked, hijack, open_raw, upgrade
 from crishim.docker.types import (
+    BindMount,
     ContainerInfo,
     ContainerRef,
     ContainerSpec,
@@ -71,8 +72,43 @@ def normalize_endpoint(endpoint: str) -> str:
     )
 
 
-def _create_body(spec: ContainerSpec) -> JSON:
-    """Docker's create JSON for a ContainerSpec (only here does that JSON exist)."""
+def _binds(wanted: tuple[BindMount, ...], api: tuple[int, int]) -> tuple[list[str], list[JSON]]:
+    """Docker's Binds strings and bind Mounts for the container's host paths.
+
+    Since API 1.44 (Docker 25) Docker makes a read-only bind recursively read-only
+    where the kernel can (5.12+), whatever the request; the CRI's `readonly` without
+    `recursive_read_only` means the bind alone (what 20.10 does with `ro`). Only the
+    Mounts form can say which (BindOptions.ReadOnlyNonRecursive / ForceRecursive), so
+    read-only binds go there on such daemons. Writable ones, and those to relabel for
+    SELinux (`Z`, which Mounts cannot say), stay Binds: they mean the same on both.
+    """
+    binds: list[str] = []
+    mounts: list[JSON] = []
+    for m in wanted:
+        if m.read_only and api >= versions.READ_ONLY_NON_RECURSIVE and not m.selinux_relabel:
+            options: JSON = {"Propagation": m.propagation}
+            options[
+                "ReadOnlyForceRecursive" if m.recursive_read_only else "ReadOnlyNonRecursive"
+            ] = True
+            mounts.append(
+                {
+                    "Type": "bind",
+                    "Source": m.source,
+                    "Target": m.target,
+                    "ReadOnly": True,
+                    "BindOptions": options,
+                }
+            )
+            continue
+        flags = ["ro" if m.read_only else "rw", m.propagation]
+        if m.selinux_relabel:
+            flags.append("Z")
+        binds.append(f"{m.source}:{m.target}:{','.join(flags)}")
+    return binds, mounts
+
+
+def _create_body(spec: ContainerSpec, api: tuple[int, int] = (1, 41)) -> JSON:
+    """Docker's create JSON for a ContainerSpec on API `api` (only here does that JSON exist)."""
     bindings: dict[str, list[JSON]] = {}
     for b in spec.port_bindings:
         bindings.setdefault(f"{b.container_port}/{b.protocol}", []).append(
@@ -105,9 +141,11 @@ def _create_body(spec: ContainerSpec) -> JSON:
         host["Runtime"] = spec.runtime
     if spec.shm_size:
         host["ShmSize"] = spec.shm_size
-    host["Binds"] = list(spec.binds)
+    host["Binds"], bind_mounts = _binds(spec.bind_mounts, api)
+    if bind_mounts:
+        host["Mounts"] = bind_mounts
     if spec.image_mounts:
-        host["Mounts"] = [
+        host.setdefault("Mounts", []).extend(
             {
                 "Type": "image",
                 "Source": m.image,
@@ -116,7 +154,7 @@ def _create_body(spec: ContainerSpec) -> JSON:
                 **({"ImageOptions": {"Subpath": m.sub_path}} if m.sub_path else {}),
             }
             for m in spec.image_mounts
-        ]
+        )
     host["Devices"] = [
         {"PathOnHost": h, "PathInContainer": c, "CgroupPermissions": perms or "rwm"}
         for h, c, perms in spec.devices
@@ -358,6 +396,10 @@ class DockerClient:
             docker, self._docker = self._docker, None
             await docker.close()
             await docker.connector.close()
+
+    def _api(self) -> tuple[int, int]:
+        assert self.version is not None
+        return versions.parse(self.version.negotiated_api_version)
 
     @property
     def api_prefix(self) -> str:
@@ -730,11 +772,13 @@ class DockerClient:
         return _container_info(raw)
 
     async def create_container(self, spec: ContainerSpec) -> str:
+        if self.version is None:
+            await self._client()  # the body depends on the negotiated version
         raw: JSON = await self._json(
             "containers/create",
             "POST",
             params={"name": spec.name},
-            body=_create_body(spec),
+            body=_create_body(spec, self._api()),
             op="container_create",
         )
         return str(raw["Id"])

@@ -180,6 +180,19 @@ class ContainerState:
 
 
 @dataclass(frozen=True, slots=True)
+class BindMount:
+    """A host path bound into a container."""
+
+    source: str
+    target: str
+    read_only: bool = False
+    propagation: str = "rprivate"  # rprivate | rslave | rshared
+    selinux_relabel: bool = False
+    # Read-only all the way down (submounts too); only with read_only, on API 1.44+.
+    recursive_read_only: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class MountInfo:
     source: str
     destination: str
@@ -265,7 +278,7 @@ class ContainerSpec:
     shm_size: int = 0
     log_max_size: str = ""
     log_max_file: int = 0
-    binds: tuple[str, ...] = ()  # host:container[:options], as Docker's Binds
+    bind_mounts: tuple[BindMount, ...] = ()
     image_mounts: tuple[ImageMount, ...] = ()
     devices: tuple[tuple[str, str, str], ...] = ()  # (host, container, permissions)
     cap_add: tuple[str, ...] = ()

@@ -13,6 +13,29 @@ from crishim import errors
 
 CLIENT_MIN = "1.41"
 CLIENT_MAX = "1.52"
+# Docker 25: BindOptions.ReadOnlyNonRecursive / ReadOnlyForceRecursive, and read-only
+# binds recursively read-only by default (see docker.client._binds).
+READ_ONLY_NON_RECURSIVE = (1, 44)
+# Recursive read-only bind mounts need mount_setattr(2): Linux 5.12.
+RECURSIVE_READ_ONLY_KERNEL = (5, 12)
+
+
+def kernel_release(release: str) -> tuple[int, int]:
+    """'6.1.0-13-amd64' -> (6, 1); (0, 0) when unreadable."""
+    try:
+        major, minor = release.split(".")[:2]
+        return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
+    except ValueError:
+        return (0, 0)
+
+
+def recursive_read_only(api: str, release: str) -> bool:
+    """Whether a daemon on API `api` under kernel `release` can bind read-only recursively."""
+    return (
+        bool(api)
+        and parse(api) >= READ_ONLY_NON_RECURSIVE
+        and kernel_release(release) >= RECURSIVE_READ_ONLY_KERNEL
+    )
 
 
 def parse(version: str) -> tuple[int, int]:

@@ -70,13 +70,6 @@ def _checked_mounts(mounts: list[api.Mount]) -> list[api.Mount]:
     """Mount options Docker cannot honour are refused, never silently dropped."""
     for m in mounts:
         where = f"mount {m.container_path!r}"
-        if m.recursive_read_only and not m.readonly:
-            raise errors.InvalidArgument(f"{where}: recursive_read_only requires readonly")
-        if m.recursive_read_only:
-            raise errors.FailedPrecondition(
-                f"{where}: recursive read-only mounts are not supported "
-                "(Status reports recursive_read_only_mounts=false)"
-            )
         if m.uid_mappings or m.gid_mappings:
             raise errors.FailedPrecondition(f"{where}: ID-mapped mounts are not supported")
         if m.image is not None and m.image.image and m.host_path:
@@ -159,6 +152,7 @@ def container_request(message: api.CreateContainerRequest) -> ContainerRequest:
                 m.readonly,
                 _PROPAGATION[declared(m.propagation, "config.mounts.propagation")],
                 m.selinux_relabel,
+                m.recursive_read_only,
                 image=m.image.image if m.image is not None else "",
                 image_sub_path=m.image_sub_path,
             )

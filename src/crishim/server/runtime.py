@@ -94,7 +94,12 @@ class RuntimeService(SandboxRPCs, ContainerRPCs, StreamRPCs, StatsRPCs, api.Runt
             ),
             info=ready.info,
             runtime_handlers=[
-                api.RuntimeHandler(name=name, features=api.RuntimeHandlerFeatures())
+                api.RuntimeHandler(
+                    name=name,
+                    features=api.RuntimeHandlerFeatures(
+                        recursive_read_only_mounts=ready.recursive_read_only
+                    ),
+                )
                 for name in ready.handlers
             ],
             features=api.RuntimeFeatures(),

@@ -570,3 +570,28 @@ def test_the_list_calls_answer_from_recent_readings_and_follow_changes(
         2 * collector.LIST_MAX_AGE_NS / 1e9 + 10,
         "the allocation in ListPodSandboxStats",
     )
+
+
+def test_two_list_calls_a_second_apart_show_a_newer_cpu_reading(official, pod) -> None:  # noqa: F811
+    """`crictl stats` lists twice, a second apart, and divides the CPU used between the
+    two readings by the time between them: the second must be newer, every time (it
+    failed with 'cpu stat is not updated during sample' when both had one reading)."""
+    pb = official.pb
+    ids = [create(official, pod, f"fresh{i}", ["sleep", "300"]) for i in range(3)]
+
+    def cpu_times(kind: str) -> dict[str, int]:
+        if kind == "containers":
+            found = official.runtime.ListContainerStats(pb.ListContainerStatsRequest(), timeout=30)
+            return {s.attributes.id: s.cpu.timestamp for s in found.stats if s.attributes.id in ids}
+        found = official.runtime.ListPodSandboxStats(pb.ListPodSandboxStatsRequest(), timeout=30)
+        return {s.attributes.id: s.linux.cpu.timestamp for s in found.stats}
+
+    for kind in ("containers", "pods"):
+        before = cpu_times(kind)
+        for _ in range(8):
+            time.sleep(1)
+            after = cpu_times(kind)
+            for key, stamp in before.items():
+                if key in after:
+                    assert after[key] > stamp, (kind, key)
+            before = after

@@ -384,13 +384,13 @@ class StatsRPCs:
         return w.Encoded(w.message(1, container_stats(stats)))  # type: ignore[return-value]
 
     async def _container_stats(
-        self, f: api.ContainerStatsFilter | None
+        self, f: api.ContainerStatsFilter | None, age: int = collector.LIST_MAX_AGE_NS
     ) -> tuple[list[bytes], bytes]:
-        """Wire entries (field 1) of the selected containers' stats, from recent readings,
-        and their join."""
+        """Wire entries (field 1) of the selected containers' stats, from readings at most
+        `age` old, and their join."""
         everyone = self._containers.list()
         views = everyone if _every_container(f) else [v for v in everyone if selected(v, f)]
-        found = await self._stats.containers_stats(views, max_age_ns=collector.LIST_MAX_AGE_NS)
+        found = await self._stats.containers_stats(views, max_age_ns=age)
         entries = self._stats_entries
         answer = await self._answer("containers", found, entries.container)
         entries.prune(everyone, self._sandboxes.list())
@@ -406,22 +406,26 @@ class StatsRPCs:
                 encode(x)  # kept by StatsEntries: the answer below joins them
         return self._stats_entries.answer(kind, found, encode)
 
-    def _asked(self, kind: str) -> None:
+    def _asked(self, kind: str) -> int:
+        """A client's list call of `kind`: how old its readings may be."""
         self._stats.asked()
         self._stats_entries.asked(kind)
+        return self._stats.list_age(kind)
 
     async def list_container_stats(
         self, message: api.ListContainerStatsRequest
     ) -> api.ListContainerStatsResponse:
-        self._asked("containers")
-        _, joined = await self._container_stats(message.filter)
+        age = self._asked("containers")
+        _, joined = await self._container_stats(message.filter, age)
+        self._stats.answered("containers")
         return w.Encoded(joined)  # type: ignore[return-value]
 
     async def stream_container_stats(
         self, message: api.StreamContainerStatsRequest
     ) -> AsyncIterator[api.StreamContainerStatsResponse]:
-        self._asked("containers")
-        items, _ = await self._container_stats(message.filter)
+        age = self._asked("containers")
+        items, _ = await self._container_stats(message.filter, age)
+        self._stats.answered("containers")
         for chunk in chunks(items):
             yield w.Encoded(b"".join(chunk))  # type: ignore[misc]
 
@@ -436,12 +440,14 @@ class StatsRPCs:
         (stats,) = await self._stats.pods_stats([view])
         return w.Encoded(w.message(1, pod_stats(stats)))  # type: ignore[return-value]
 
-    async def _pod_stats(self, f: api.PodSandboxStatsFilter | None) -> tuple[list[bytes], bytes]:
-        """Wire entries (field 1) of the selected pods' stats, from recent readings, and
-        their join."""
+    async def _pod_stats(
+        self, f: api.PodSandboxStatsFilter | None, age: int = collector.LIST_MAX_AGE_NS
+    ) -> tuple[list[bytes], bytes]:
+        """Wire entries (field 1) of the selected pods' stats, from readings at most `age`
+        old, and their join."""
         everyone = self._sandboxes.list()
         views = everyone if _every_pod(f) else [v for v in everyone if _pod_matches(v, f)]
-        found = await self._stats.pods_stats(views, max_age_ns=collector.LIST_MAX_AGE_NS)
+        found = await self._stats.pods_stats(views, max_age_ns=age)
         entries = self._stats_entries
         answer = await self._answer("pods", found, entries.pod)
         entries.prune(self._containers.list(), everyone)
@@ -450,15 +456,17 @@ class StatsRPCs:
     async def list_pod_sandbox_stats(
         self, message: api.ListPodSandboxStatsRequest
     ) -> api.ListPodSandboxStatsResponse:
-        self._asked("pods")
-        _, joined = await self._pod_stats(message.filter)
+        age = self._asked("pods")
+        _, joined = await self._pod_stats(message.filter, age)
+        self._stats.answered("pods")
         return w.Encoded(joined)  # type: ignore[return-value]
 
     async def stream_pod_sandbox_stats(
         self, message: api.StreamPodSandboxStatsRequest
     ) -> AsyncIterator[api.StreamPodSandboxStatsResponse]:
-        self._asked("pods")
-        items, _ = await self._pod_stats(message.filter)
+        age = self._asked("pods")
+        items, _ = await self._pod_stats(message.filter, age)
+        self._stats.answered("pods")
         for chunk in chunks(items):
             yield w.Encoded(b"".join(chunk))  # type: ignore[misc]
 

@@ -206,6 +206,7 @@ class StatsCollector:
         self._pod_readings_full: dict[str, tuple[SandboxView, _PodReading]] = {}
         self._pods_full: dict[str, PodStats] = {}
         self._asked_at = 0.0  # monotonic time of the last list call
+        self._answered_ns: dict[str, int] = {}  # kind -> when its last list call answered
         self._metrics_asked_at = -METRICS_WINDOW  # ... and of the last metrics call
         self._metrics_gap = 0.0  # seconds between the last two metrics calls (0: unknown)
         self._full_round_at = -METRICS_WINDOW  # ... and of the sampler's last full round
@@ -240,6 +241,19 @@ class StatsCollector:
         self._asked_at = time.monotonic()
         if not was:
             self._demand.set()
+
+    def list_age(self, kind: str) -> int:
+        """How old a reading a list call of `kind` may answer with: LIST_MAX_AGE_NS, but
+        nothing the previous such call could have answered, if that one was at least
+        MIN_WINDOW_NS ago. `crictl stats` lists twice a second apart and needs a newer
+        CPU reading the second time; the kubelet's polls, 10 s apart, still find the
+        sampler's. Calls closer together (one poll's burst) share their readings."""
+        gap = time.time_ns() - self._answered_ns.get(kind, 0)
+        return min(LIST_MAX_AGE_NS, gap) if gap >= MIN_WINDOW_NS else LIST_MAX_AGE_NS
+
+    def answered(self, kind: str) -> None:
+        """A list call of `kind` answered (its readings are all older than now)."""
+        self._answered_ns[kind] = time.time_ns()
 
     def metrics_asked(self) -> None:
         """A metrics call came: the sampler's rounds read what the metrics show too."""

@@ -378,8 +378,11 @@ class Containers:
         if request.log_directory and request.log_path:
             log_file = Path(request.log_directory, request.log_path)
 
-        # Whatever fails or is cancelled inside removes the container again.
+        # A retry of a call still in this process: its container, or a clean slate.
         creator = self.sandboxes.creator
+        if landed := await creator.landed(name):
+            return landed
+        # Whatever fails or is cancelled inside removes the container again.
         async with creator.marked(name, taken) as made:
             if request.mounts:
                 sources = _resolve_sources(request.mounts, cachedpath.real_path)

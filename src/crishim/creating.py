@@ -24,9 +24,22 @@ retry with the same metadata got ALREADY_EXISTS forever:
   - a RunPodSandbox retry meets such a leftover first: a pause that never ran,
     and that no call of this process is creating, is removed and the create
     retried once (RunPodSandbox always starts its pause, so one that never ran
-    was left by a call that never finished). Not for containers: CreateContainer
-    does not start, so a created container may be exactly what a finished call
-    made (ALREADY_EXISTS, as for a name taken by an object that ran).
+    was left by a call that never finished). A container's name is freed that way
+    only from an object a create cut short made (its token is not a finished
+    create's): CreateContainer does not start, so a created container may be
+    exactly what a finished call made (ALREADY_EXISTS, as for a name taken by an
+    object that ran).
+
+A retry often comes while the call it repeats is still in this process: the
+kubelet's deadline passed, grpclib cancelled the handler, and its undo (CNI DEL,
+the removal) is under way; or two callers sent the same request at once. Each
+create in flight is a flight (name -> future): a call for a name in flight waits
+for it to land. If it made its object and finished, the waiting call answers
+with that object, as for a completed call; if it was undone, the name is free
+once the undo is over (never while it runs), and the waiting call creates
+afresh. An undo runs in a task of its own, without the caller's deadline
+(crishim.deadlines.detached): the deadline that cut a call short never cuts
+short the removal of what it made.
 
 Besides, a sweep every `sweep_seconds` (the leftover_sweep_seconds setting)
 removes pause containers that never ran and are older than twice that
@@ -47,7 +60,7 @@ from typing import Any
 
 import structlog
 
-from crishim import errors, labels, tasks
+from crishim import deadlines, errors, labels, tasks
 from crishim.docker import DockerClient
 from crishim.docker.types import ContainerInfo, ContainerSpec
 from crishim.markjournal import LIMIT, FinishJournal
@@ -75,7 +88,9 @@ class Creator:
         self._journal = FinishJournal(self.marks)
         self._prefix = secrets.token_hex(8) + "-"  # this process's tokens
         self._made = 0  # tokens this process has given out
-        self._names: set[str] = set()  # creates in flight in this process
+        # name -> the create in flight in this process: its object's id once it finished,
+        # "" once it failed and its undo is over.
+        self._flights: dict[str, asyncio.Future[str]] = {}
         self._undoing: set[asyncio.Task[None]] = set()
         # token -> monotonic time: creates whose call ended before Docker's answer
         self._abandoned: dict[str, float] = {}
@@ -158,29 +173,47 @@ class Creator:
             await self.create(made, spec, taken, replace_never_ran=replace_never_ran)
             yield made
 
+    async def landed(self, name: str) -> str:
+        """Wait while a create of `name` is in flight in this process: the id of the object
+        it made and finished, or "" (none in flight, or it was undone: the name is free)."""
+        made = ""
+        while not made and (flight := self._flights.get(name)) is not None:
+            await asyncio.wait({flight})  # its own undo included
+            made = flight.result()
+        return made
+
     @contextlib.asynccontextmanager
     async def marked(self, name: str, taken: Callable[[], errors.CrishimError]):
         """`creating` in two steps, for a caller with work of its own before its create:
         `async with creator.marked(name, taken) as made:`, then
-        `await creator.create(made, spec, taken)` inside the block.
+        `await creator.create(made, spec, taken)` inside the block. A caller first asks
+        `landed(name)`, so that a retry meets the finished object or a clean slate.
         """
-        if name in self._names:
-            raise taken()  # the same object is being created by a call running now
-        self._names.add(name)
+        if name in self._flights:
+            raise taken()  # another call began creating it since this one asked landed()
+        flight: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._flights[name] = flight
         self._made += 1
         made = _Made(f"{self._prefix}{self._made}")
+        outcome = ""
         try:
             yield made
         except BaseException:
             if made.id:
-                await self.undo(made.id)
+                # A task of its own: a second cancel of this call stops only the wait.
+                undoing = deadlines.detached(self.undo(made.id))
+                undoing.add_done_callback(lambda _: _land(self._flights, name, flight, ""))
+                flight = None  # type: ignore[assignment]  # landed by the undo's end
+                await asyncio.shield(undoing)
             raise
         else:
+            outcome = made.id
             record = self.store.get(made.id) if made.id else None
             if record is not None and never_ran(record.info):  # ran: never a leftover
                 self._finish(made.token)
         finally:
-            self._names.discard(name)
+            if flight is not None:
+                _land(self._flights, name, flight, outcome)
 
     async def create(
         self,
@@ -244,7 +277,7 @@ class Creator:
                 self._abandon(spec)  # Docker may create it all the same
                 raise
             except errors.FailedPrecondition as exc:  # 409: the name is taken
-                if attempt == 2 or not replace or not await self._remove_if_never_ran(spec.name):
+                if attempt == 2 or not await self._remove_if_never_ran(spec.name, replace):
                     raise taken() from exc
                 log.warning("create_leftover_replaced", name=spec.name)
         raise AssertionError("unreachable")
@@ -278,7 +311,8 @@ class Creator:
         task.add_done_callback(self._undoing.discard)
 
     async def undo(self, container_id: str) -> None:
-        """Remove a half-created object, even if the call that created it was cancelled."""
+        """Remove a half-created object, even if the call that created it was cancelled
+        (bounded by UNDO_TIMEOUT; what it cannot remove, the sweep and the next start do)."""
 
         async def remove() -> None:
             async with asyncio.timeout(UNDO_TIMEOUT):
@@ -289,8 +323,15 @@ class Creator:
         with contextlib.suppress(errors.CrishimError, TimeoutError):
             await asyncio.shield(remove())
 
-    async def _remove_if_never_ran(self, name: str) -> bool:
-        """Remove the object called `name` if it never ran; True when the name is free now."""
+    def _cut_short(self, info: ContainerInfo) -> bool:
+        """Whether a never-run object is what a create cut short made: its token is not
+        one of a finished create (an abandoned create's, whose removal may be under way)."""
+        token = info.labels.get(labels.CREATE_TOKEN_LABEL, "")
+        return bool(token) and token not in self._kept and token not in self._done
+
+    async def _remove_if_never_ran(self, name: str, any_holder: bool = True) -> bool:
+        """Remove the object called `name` if it never ran (with any_holder False: only if
+        a create cut short made it); True when the name is free now."""
         try:
             info = await self.docker.inspect_container(name)
         except errors.NotFound:
@@ -300,6 +341,8 @@ class Creator:
             # another client. Wait for it rather than call the name taken.
             return await self.store.wait_gone(info.id)
         if not never_ran(info) or not labels.read(info.labels).kind:
+            return False
+        if not any_holder and not self._cut_short(info):
             return False
         log.warning("create_leftover_removed", name=name, container_id=info.id)
         try:
@@ -334,12 +377,20 @@ class Creator:
             info = record.info
             if not never_ran(info) or (now - info.created_at_ns) / 1e9 < age:
                 continue
-            if info.name.lstrip("/") in self._names:
+            if info.name.lstrip("/") in self._flights:
                 continue
             with contextlib.suppress(errors.CrishimError):
                 if await self._remove_if_never_ran(info.id):
                     removed += 1
         return removed
+
+
+def _land(flights: dict[str, asyncio.Future[str]], name, flight, outcome: str) -> None:
+    """The flight of `name` is over: the calls waiting for it go on."""
+    if flights.get(name) is flight:
+        del flights[name]
+    if not flight.done():
+        flight.set_result(outcome)
 
 
 class _Made:

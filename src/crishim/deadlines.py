@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
+from typing import Any, TypeVar
 
 from grpclib.metadata import Deadline
 
 from crishim import errors
+
+T = TypeVar("T")
 
 _DEADLINE: contextvars.ContextVar[Deadline | None] = contextvars.ContextVar(
     "crishim_rpc_deadline", default=None
@@ -35,6 +38,14 @@ def budget(default: float) -> float:
     if remaining <= 0:
         raise errors.DeadlineExceeded("the caller's deadline has passed")
     return min(default, remaining)
+
+
+def detached(coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+    """`coro` in a task of its own, with no caller's deadline: the undo of a call cut short
+    is bounded by its own time, never by the deadline that cut the call short."""
+    context = contextvars.copy_context()
+    context.run(_DEADLINE.set, None)
+    return asyncio.get_running_loop().create_task(coro, context=context)
 
 
 @asynccontextmanager

@@ -179,6 +179,10 @@ class Sandboxes:
                 f"attempt {request.meta.attempt} already exists"
             )
 
+        # A retry of a call still in this process: its pod, or a clean slate.
+        if landed := await self.creator.landed(name):
+            structlog.contextvars.bind_contextvars(pod_sandbox_id=landed, name=name, joined=True)
+            return landed
         # Whatever fails or is cancelled inside removes the pause again (crishim.creating).
         async with self.creator.creating(spec, taken, replace_never_ran=True) as made:
             sandbox_id = made.id

@@ -148,6 +148,31 @@ class ConformanceNode:
             raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {said}")
         return proc.stdout.decode()
 
+    def crictl_args(self, *args: str) -> list[str]:
+        endpoint = f"unix://{self.socket}"
+        return [
+            *self.netns.prefix,
+            str(CRICTL),
+            "--runtime-endpoint", endpoint,
+            "--image-endpoint", endpoint,
+            "--timeout", "60s",
+            *args,
+        ]  # fmt: skip
+
+    def crictl(self, *args: str, timeout: float = 120) -> str:
+        """crictl (the kit's) against this node's crishim; its standard output."""
+        proc = subprocess.run(
+            self.crictl_args(*args),
+            capture_output=True,
+            stdin=subprocess.DEVNULL,
+            timeout=timeout,
+            check=False,
+        )
+        if proc.returncode:
+            said = proc.stderr.decode()
+            raise RuntimeError(f"crictl {' '.join(args)} failed ({proc.returncode}): {said}")
+        return proc.stdout.decode()
+
     def critest(self, out: Path, *flags: str, timeout: float = 1500) -> list[Spec]:
         """critest.sh against this node's crishim; every spec of its report."""
         return run_critest([*self.netns.prefix, str(CRITEST_SH)], self.socket, out, *flags,

@@ -37,7 +37,7 @@ from typing import Any
 
 import structlog
 
-from crishim import errors, tasks
+from crishim import deadlines, errors, tasks
 from crishim.network import conf, netns
 from crishim.network.checkpoint import Checkpoint, CheckpointDir, from_libcni_cache
 from crishim.network.cni import Attachment, Cni
@@ -368,7 +368,8 @@ class PodNetworks:
                 await self._save(cp)
             except BaseException as exc:
                 log.warning("cni_add_failed", pod_sandbox_id=sandbox_id, error=str(exc))
-                await asyncio.shield(self._undo_setup(network, cp))
+                # Not under the caller's deadline, which may be what cut the ADD short.
+                await asyncio.shield(deadlines.detached(self._undo_setup(network, cp)))
                 raise
         log.info("pod_network_ready", pod_sandbox_id=sandbox_id, network=network.name, ips=cp.ips)
         return cp.ips

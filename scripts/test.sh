@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Install everything the test suite needs, then run all of it: ruff, then pytest.
+# Install everything the test suite needs, then run all of it: ruff, then pytest on two
+# engines at once: Debian's Docker 20.10 and the Docker 28.5 of ../shared/engines, each
+# leg with the CRI conformance suite (critest, crictl) of ../shared/conformance.
 # Run as root on Debian: the suite starts its own private dockerd and registry
 # (under /tmp, on their own socket and bridge) and stops exactly what it starts.
-#   ./scripts/test.sh [pytest args...]
+#   ./scripts/test.sh [pytest args...]        (the args go to each engine's leg)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,8 +13,9 @@ cd "$(dirname "$0")/.."
 #   busybox (dynamic: test images are built from it), apache2-utils (htpasswd for
 #   registry auth), iproute2 (the private daemon's bridge; ip netns and tc for the CNI
 #   tests), iptables (portmap and bridge's ipMasq), util-linux (nsenter), criu (Docker's
-#   checkpoints, for CheckpointContainer).
-packages=(docker.io docker-registry containernetworking-plugins iptables busybox apache2-utils iproute2 util-linux criu ca-certificates)
+#   checkpoints, for CheckpointContainer); gcc, libc6-dev, openssl and curl for the
+#   conformance kit's setup.sh (its image stand-ins and its registry's certificates).
+packages=(docker.io docker-registry containernetworking-plugins iptables busybox apache2-utils iproute2 util-linux criu ca-certificates gcc libc6-dev openssl curl)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -53,5 +56,36 @@ echo "== ruff"
 .venv/bin/ruff check src tests bench scripts
 .venv/bin/ruff format --check src tests bench scripts
 
-echo "== pytest"
-exec .venv/bin/python -m pytest "$@"
+# The legs: Debian's engine runs everything; Docker 28.5 runs what meets a daemon.
+KIT=../shared/conformance
+ENGINE28=$(cd .. && pwd)/shared/engines/docker-28.5.2/dockerd
+common=()
+if [ ! -x "$KIT/bin/critest" ]; then
+  echo "== conformance: $KIT is absent here: the conformance leg (critest, crictl) did not run"
+  common+=(--ignore=tests/conformance)
+fi
+if (($#)); then debian=("$@"); current=("$@"); else debian=(tests); current=(tests/integration tests/conformance); fi
+logs=$(mktemp -d /tmp/crishim-test-legs.XXXXXX)
+leg28=""
+if [ -x "$ENGINE28" ]; then
+  echo "== pytest on Docker 28.5 (in the background: $logs/docker-28.5.log, shown when it ends)"
+  CRISHIM_TEST_DOCKERD=$ENGINE28 .venv/bin/python -m pytest -p no:cacheprovider "${common[@]}" "${current[@]}" \
+    > "$logs/docker-28.5.log" 2>&1 &
+  leg28=$!
+else
+  echo "== Docker 28.5: ${ENGINE28%/dockerd} is absent here: the Docker 28.5 leg did not run"
+fi
+trap '[ -n "$leg28" ] && kill "$leg28" 2>/dev/null' EXIT
+echo "== pytest on Debian's Docker $(/usr/sbin/dockerd --version | awk '{print $3}' | tr -d ,)"
+started=$SECONDS
+rc=0
+.venv/bin/python -m pytest -p no:cacheprovider "${common[@]}" "${debian[@]}" || rc=$?
+echo "== Debian's engine leg: exit $rc after $((SECONDS - started)) s"
+if [ -n "$leg28" ]; then
+  rc28=0; wait "$leg28" || rc28=$?; leg28=""
+  echo "== pytest on Docker 28.5 (exit $rc28 after $((SECONDS - started)) s):"
+  cat "$logs/docker-28.5.log"
+  ((rc)) || rc=$rc28
+fi
+rm -rf "$logs"
+exit "$rc"

@@ -26,6 +26,7 @@ from tests.harness.crishim import CrishimProcess
 from tests.harness.dockerd import PrivateDockerd, unique_name
 from tests.harness.procs import umount_below
 from tests.harness.registry import Registry
+from tests.harness.starve import CpuHogs
 from tests.harness.tokens import TokenServer
 
 
@@ -35,6 +36,36 @@ def pytest_terminal_summary(terminalreporter) -> None:
 
     for line in conformance.SUMMARY:
         terminalreporter.write_line(f"conformance: {line}")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--starve",
+        action="store_true",
+        help="run CPU hogs on every core for the whole session (tests/harness/starve.py)",
+    )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _starved_session(request: pytest.FixtureRequest) -> Iterator[None]:
+    """With --starve, the whole session runs on a machine whose cores are all busy."""
+    if not request.config.getoption("--starve"):
+        yield
+        return
+    hogs = CpuHogs().start()
+    yield
+    hogs.stop()
+
+
+@pytest.fixture
+def starved(request: pytest.FixtureRequest) -> Iterator[None]:
+    """CPU hogs on every core while this test runs (already there with --starve)."""
+    if request.config.getoption("--starve"):
+        yield
+        return
+    hogs = CpuHogs().start()
+    yield
+    hogs.stop()
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

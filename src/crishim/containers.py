@@ -19,7 +19,7 @@ import structlog
 
 from crishim import cachedpath, cgroupres, errors, labels, validate
 from crishim.docker import DockerClient, versions
-from crishim.docker.types import BindMount, ContainerSpec, ImageMount, Resources
+from crishim.docker.types import BindMount, ContainerSpec, EngineInfo, ImageMount, Resources
 from crishim.logs import touch
 from crishim.sandboxes import Sandboxes, systemd_cgroup_parent
 from crishim.security import Profile, docker_security_opts
@@ -131,15 +131,22 @@ def _user(request: ContainerRequest) -> str:
     return user
 
 
-def _bind(mount: MountRequest, source: str) -> BindMount:
+def _bind(mount: MountRequest, source: str, selinux: bool) -> BindMount:
     return BindMount(
         source,
         mount.container_path,
         mount.readonly,
         _PROPAGATION[mount.propagation],
-        mount.selinux_relabel,
+        # Docker ignores a relabel where SELinux is off; said only where it is on, since
+        # only Binds can say it, and they cannot say "read-only, not recursively".
+        mount.selinux_relabel and selinux,
         mount.recursive_read_only,
     )
+
+
+def selinux_enabled(info: EngineInfo) -> bool:
+    """Whether the daemon runs with SELinux (its /info security options say so)."""
+    return any(o == "name=selinux" or o.startswith("name=selinux,") for o in info.security_options)
 
 
 def _check_recursive_read_only(mounts: tuple[MountRequest, ...], api: str) -> None:
@@ -389,7 +396,8 @@ class Containers:
                 if sources is None:  # the kernel's cache could not say: ask in a thread
                     sources = await asyncio.to_thread(_resolve_sources, request.mounts)
                 pairs = zip(request.mounts, sources, strict=True)
-                binds = tuple(_bind(m, src) for m, src in pairs if not m.image)
+                selinux = selinux_enabled(info)
+                binds = tuple(_bind(m, src, selinux) for m, src in pairs if not m.image)
                 spec = replace(spec, bind_mounts=binds)
             # The log file (not StartContainer's to make) is made while Docker creates:
             # a trip of its own, off the call's path (a new file costs 0.1-0.5 ms here).

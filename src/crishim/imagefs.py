@@ -36,6 +36,7 @@ from crishim.stats.fsusage import LayerUsage, measure
 log = structlog.get_logger(__name__)
 
 INTERVAL = 30.0
+LINKS = "l"  # overlay2's directory of short layer links
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +60,9 @@ def split_layers(layer_store: Path) -> tuple[list[Path], list[Path]]:
     """(image layers, container layers) of a layer store directory (blocking).
 
     Every container's writable layer `X` has an `X-init` sibling; those two are
-    the container's, everything else (and the `l` link directory) is images'.
+    the container's, everything else is images'. The `l` directory of short links
+    (one per layer, a container's too) is neither: it changes with every container,
+    so it is measured each time, with the image metadata (see _measure).
     """
     try:
         names = {p.name for p in layer_store.iterdir()}
@@ -67,7 +70,7 @@ def split_layers(layer_store: Path) -> tuple[list[Path], list[Path]]:
         return [], []
     containers = {n for n in names if n.endswith("-init")}
     containers |= {n.removesuffix("-init") for n in containers}
-    images = [layer_store / n for n in sorted(names - containers)]
+    images = [layer_store / n for n in sorted(names - containers - {LINKS})]
     return images, [layer_store / n for n in sorted(containers & names)]
 
 
@@ -134,7 +137,8 @@ class ImageFsMeter:
             del self._layers[gone]
         for path in wanted - set(self._layers):
             self._layers[path] = measure(path)  # once: an image layer never changes
-        image_bytes, image_inodes = _sum([*self._layers.values(), measure(str(root / "image"))])
+        always = [measure(str(root / "image")), measure(str(root / driver / LINKS))]
+        image_bytes, image_inodes = _sum([*self._layers.values(), *always])
         container_bytes, container_inodes = _sum(
             [measure(str(p)) for p in container_layers] + [measure(str(root / "containers"))]
         )

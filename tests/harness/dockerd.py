@@ -59,7 +59,9 @@ NETNS_SUBNET = ipaddress.ip_network("10.233.200.0/24")
 
 def pick_subnet() -> ipaddress.IPv4Network:
     used = _used_networks()
-    for third in range(200, 255):
+    # Two sessions at once (the suite on two engines) start at different ranges.
+    start = os.getpid() % 55
+    for third in [200 + (start + i) % 55 for i in range(55)]:
         candidate = ipaddress.ip_network(f"10.233.{third}.0/24")
         if not any(candidate.overlaps(n) for n in used):
             return candidate

@@ -27,6 +27,7 @@ from tests.harness.clients import Official
 from tests.harness.cni import CniNode
 from tests.harness.paths import LOG_ROOT
 from tests.harness.procs import run, wait_for
+from tests.integration.test_sandboxes import resolver_lines
 
 HTTPD = [
     "sh",
@@ -190,7 +191,7 @@ def test_dns_and_hostname_come_from_the_sandbox_config(cni, dockerd) -> None:
     sandbox_id = n.run(config)
     assert in_pod(dockerd, sandbox_id, "hostname").strip() == config.hostname
     resolv = in_pod(dockerd, sandbox_id, "cat", "/etc/resolv.conf")
-    assert sorted(resolv.split("\n")[:-1]) == [
+    assert sorted(resolver_lines(resolv)) == [
         "nameserver 10.96.0.10",
         "options ndots:5",
         "search cni.svc.cluster.local",

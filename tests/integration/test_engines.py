@@ -37,16 +37,30 @@ def _touch(official, cid: str, path: str) -> tuple[int, str]:
     return out.exit_code, out.stderr.decode()
 
 
-def test_a_read_only_bind_leaves_its_submounts_writable(official, pod, dir_with_submount) -> None:  # noqa: F811
+@pytest.mark.parametrize("relabel", [False, True], ids=["plain", "selinux-relabel"])
+def test_a_read_only_bind_leaves_its_submounts_writable(
+    official,
+    pod,  # noqa: F811
+    dir_with_submount,
+    relabel,
+) -> None:
     """The CRI's `readonly` without `recursive_read_only` is the bind alone. Docker 25+
-    makes read-only binds recursive unless told otherwise (critest's non-recursive spec)."""
+    makes read-only binds recursive unless told otherwise (critest's non-recursive spec,
+    which asks for an SELinux relabel as well: a no-op where SELinux is off)."""
     pb = official.pb
     cid = create(
         official,
         pod,
-        "ro-bind",
+        f"ro-bind-{int(relabel)}",
         ["sleep", "300"],
-        mounts=[pb.Mount(container_path="/mnt", host_path=str(dir_with_submount), readonly=True)],
+        mounts=[
+            pb.Mount(
+                container_path="/mnt",
+                host_path=str(dir_with_submount),
+                readonly=True,
+                selinux_relabel=relabel,
+            )
+        ],
     )
     code, said = _touch(official, cid, "/mnt/file")
     assert code != 0

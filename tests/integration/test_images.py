@@ -511,12 +511,12 @@ def test_a_long_pull_logs_its_progress(
     ctx = workdir / "big-image"
     ctx.mkdir(exist_ok=True)
     (ctx / "Dockerfile").write_text(
-        "FROM crishim-test/busybox:latest\nRUN head -c 30000000 /dev/urandom > /blob\n"
+        "FROM crishim-test/busybox:latest\nRUN head -c 60000000 /dev/urandom > /blob\n"
     )
     dockerd.docker("build", "-q", "-t", "crishim-test/big:latest", str(ctx))
     ref = registry.push(dockerd, "crishim-test/big:latest", "crishim-test/big:1.0")
     dockerd.docker("rmi", ref, "crishim-test/big:latest")
-    proc = crishim_factory(dockerd.endpoint, "--pull-log-interval=0.05")
+    proc = crishim_factory(dockerd.endpoint, "--pull-log-interval=0.01")
     client = Official(proc.socket, *official_stubs)
     try:
         auth = auth_forms(client.pb, registry)["username-password"]
@@ -528,7 +528,7 @@ def test_a_long_pull_logs_its_progress(
     assert names[0] == "image_pull_started"
     assert names[-1] == "image_pulled"
     progress = [e for e in events if e["event"] == "image_pull_progress"]
-    assert progress, names
+    assert progress, events
     assert {"layers", "layers_done", "bytes", "bytes_total"} <= set(progress[-1])
 
 

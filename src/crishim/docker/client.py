@@ -80,7 +80,8 @@ def _binds(wanted: tuple[BindMount, ...], api: tuple[int, int]) -> tuple[list[st
     `recursive_read_only` means the bind alone (what 20.10 does with `ro`). Only the
     Mounts form can say which (BindOptions.ReadOnlyNonRecursive / ForceRecursive), so
     read-only binds go there on such daemons. Writable ones, and those to relabel for
-    SELinux (`Z`, which Mounts cannot say), stay Binds: they mean the same on both.
+    SELinux (`Z`, which Mounts cannot say; asked only where SELinux is on), stay Binds:
+    they mean the same on both.
     """
     binds: list[str] = []
     mounts: list[JSON] = []

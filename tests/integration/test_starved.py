@@ -1,0 +1,65 @@
+"""A busy node: creation and cancellation keep their guarantees with every core taken.
+
+CPU hogs run on every core (tests/harness/starve.py) while the kubelet's calls hit
+their deadlines mid-way, as they do on a node packed with pods, and are retried at
+once. Every retry gets a pod (or finds the pod the cut-short call finished, Ready),
+and nothing of the calls cut short outlives them: no container, no address in
+host-local's store, no veth.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+
+import grpc
+
+from tests.harness.procs import wait_for
+from tests.integration.test_cni import Node
+from tests.integration.test_half_created import named, outcome
+
+PODS = 12
+
+
+def test_cancelled_runs_retried_at_once_get_their_pod_and_leak_nothing(
+    cni, dockerd, starved
+) -> None:
+    node: Node = cni()
+    pb, rt = node.pb, node.rt
+    rng = random.Random(2026_12_07)
+    cut_short = 0
+    configs = [node.config(name=f"starved-{uuid.uuid4().hex[:6]}") for _ in range(PODS)]
+    for config in configs:
+        request = pb.RunPodSandboxRequest(config=config)
+        code, answer = outcome(
+            lambda r=request: rt.RunPodSandbox(r, timeout=rng.uniform(0.05, 0.6))
+        )
+        if code == grpc.StatusCode.OK:
+            node.pods.append(answer.pod_sandbox_id)
+            continue  # answered in time: nothing to retry
+        assert code == grpc.StatusCode.DEADLINE_EXCEEDED, answer
+        cut_short += 1
+        # The kubelet's retry, at once, with its usual deadline.
+        code, answer = outcome(lambda r=request: rt.RunPodSandbox(r, timeout=120))
+        if code == grpc.StatusCode.OK:
+            node.pods.append(answer.pod_sandbox_id)
+            continue
+        # Only where the cut-short call had finished: its pod is there, Ready.
+        assert code == grpc.StatusCode.ALREADY_EXISTS, answer
+        listed = rt.ListPodSandbox(pb.ListPodSandboxRequest(), timeout=30).items
+        (pod,) = [p for p in listed if p.metadata.uid == config.metadata.uid]
+        assert pod.state == pb.SANDBOX_READY
+        node.pods.append(pod.id)
+    assert cut_short >= PODS // 2, "most calls were cut short (else the test tests little)"
+    for sandbox_id in node.pods:
+        status = node.status(sandbox_id).status
+        assert status.state == pb.SANDBOX_READY
+        assert status.network.ip
+    for config in configs:
+        assert len(named(dockerd, config.metadata.uid)) == 1, "one pause per pod"
+    assert len(node.node.network.reservations()) == PODS
+    node.cleanup()
+    node.pods.clear()
+    wait_for(lambda: not node.node.network.reservations(), 30, "every address released")
+    wait_for(lambda: not node.node.netns.veths(), 30, "every veth gone")
+    assert not any(named(dockerd, c.metadata.uid) for c in configs)

@@ -18,6 +18,7 @@ from crishim.network import conf
 from crishim.network.checkpoint import write_atomic
 
 FILENAME = "90-crishim.conflist"
+NAME = "crishim"  # network.forward opens the node's FORWARD chain for this network only
 IPV4_RANGE = "10.88.0.0/16"
 IPV6_RANGE = "fd8c:7269:7368::/64"  # a ULA range of crishim's own
 
@@ -25,7 +26,7 @@ IPV6_RANGE = "fd8c:7269:7368::/64"  # a ULA range of crishim's own
 def conflist() -> dict[str, object]:
     return {
         "cniVersion": "1.0.0",
-        "name": "crishim",
+        "name": NAME,
         "plugins": [
             {
                 "type": "bridge",

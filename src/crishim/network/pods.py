@@ -38,7 +38,7 @@ from typing import Any
 import structlog
 
 from crishim import deadlines, errors, tasks
-from crishim.network import conf, netns
+from crishim.network import conf, forward, netns
 from crishim.network.checkpoint import Checkpoint, CheckpointDir, from_libcni_cache
 from crishim.network.cni import Attachment, Cni
 
@@ -366,6 +366,8 @@ class PodNetworks:
                 result = await self.cni.add(network, self._attachment(cp))
                 cp = cp.with_result(result)
                 await self._save(cp)
+                if network.name == forward.OWN_NETWORK:
+                    await forward.open_pod(sandbox_id, cp.ips)
             except BaseException as exc:
                 log.warning("cni_add_failed", pod_sandbox_id=sandbox_id, error=str(exc))
                 # Not under the caller's deadline, which may be what cut the ADD short.
@@ -379,6 +381,8 @@ class PodNetworks:
         try:
             async with asyncio.timeout(UNDO_TIMEOUT):
                 await self.cni.delete(network, self._attachment(cp), cp.result)
+                if network.name == forward.OWN_NETWORK:
+                    await forward.close_pod(cp.sandbox_id, cp.ips)
         except (errors.CrishimError, TimeoutError) as exc:
             # Keep the checkpoint and handle: StopPodSandbox retries the DEL.
             log.error("cni_undo_failed", pod_sandbox_id=cp.sandbox_id, error=str(exc))
@@ -399,6 +403,8 @@ class PodNetworks:
                 return
             network = conf.parse_list(cp.network, f"checkpoint of {sandbox_id}")
             await self.cni.delete(network, self._attachment(cp), cp.result)
+            if network.name == forward.OWN_NETWORK:
+                await forward.close_pod(sandbox_id, cp.ips)
             if cp.netns:
                 await asyncio.to_thread(netns.release, Path(cp.netns))
             await self._save(replace(cp, torn_down=True))

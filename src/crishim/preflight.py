@@ -16,6 +16,7 @@ from crishim.config import Config
 from crishim.docker import DockerClient, versions
 from crishim.listen import probe
 from crishim.network import conf as cni_conf
+from crishim.network import forward
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +53,22 @@ def host_cgroup_version() -> str:
 
 async def run_checks(config: Config) -> list[Result]:
     results = await docker_checks(config)
-    return results + await asyncio.to_thread(host_checks, config)
+    results += await asyncio.to_thread(host_checks, config)
+    return results + await firewall_results(config)
+
+
+async def firewall_results(config: Config) -> list[Result]:
+    """Whether the node's FORWARD chain (Docker's policy DROP) would drop pod traffic."""
+    if config.network_plugin != "cni":
+        return []
+    loaded = await asyncio.to_thread(
+        cni_conf.load, Path(config.cni_conf_dir), cni_conf.split_path(config.cni_bin_dir)
+    )
+    if loaded.network is None:
+        return []
+    net = loaded.network
+    found = await forward.diagnose(net.name, tuple(p.type for p in net.plugins))
+    return [Result("OK" if found.ok else "WARN", "firewall", found.message)]
 
 
 async def docker_checks(config: Config) -> list[Result]:

@@ -133,3 +133,33 @@ def test_pods_reach_each_other_the_node_and_beyond_under_dockers_firewall(
         ]
         assert left == [], tool
     assert not list((data_dir / default.NAME).glob("10.88.*"))
+
+
+def test_check_says_whether_the_firewall_drops_the_configured_networks_pods(workdir) -> None:
+    """crishim's own network: it accepts its pods; another's: a warning naming the cause."""
+    import sys
+
+    from tests.harness.cni import Network
+
+    netns = cni_harness.TestNetns(unique_name("crtchk")).create()
+    try:
+        dockers_firewall(netns, DOCKER_28, v6=False)
+        conf_dir = workdir / f"chk-{uuid.uuid4().hex[:6]}"
+
+        def check() -> str:
+            flags = (f"--cni-conf-dir={conf_dir}", "--cni-bin-dir=/usr/lib/cni")
+            cmd = (*netns.prefix, sys.executable, "-m", "crishim", "check", *flags)
+            return subprocess.run(cmd, capture_output=True, text=True, timeout=60).stdout
+
+        conf_dir.mkdir()
+        (conf_dir / default.FILENAME).write_text(json.dumps(default.conflist()))
+        assert "OK   firewall: FORWARD drops by default (Docker's firewall); crishim accepts" in (
+            check()
+        )
+        (conf_dir / default.FILENAME).unlink()
+        Network("someones", "br0", ("10.98.0.0/24",), workdir / "x").write(conf_dir)
+        said = check()
+        assert "WARN firewall: FORWARD drops by default" in said
+        assert "network 'someones' was not written by crishim" in said
+    finally:
+        netns.destroy()

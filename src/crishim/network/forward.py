@@ -56,14 +56,17 @@ def _rules(sandbox_id: str, ips: tuple[str, ...]) -> list[tuple[str, list[str]]]
 
 
 async def _iptables(tool: str, *args: str) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        tool,
-        "-w",
-        *args,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            tool,
+            "-w",
+            *args,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+    except OSError as exc:  # not installed: Debian's iptables package
+        return 127, f"{tool}: {exc.strerror}"
     try:
         async with asyncio.timeout(TIMEOUT):
             out, _ = await proc.communicate()
@@ -98,36 +101,34 @@ async def close_pod(sandbox_id: str, ips: tuple[str, ...]) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Diagnosis:
-    """Whether the node's FORWARD chain would drop the configured network's traffic."""
+    """Whether pods of the configured network get through the node's FORWARD chain."""
 
-    drops: bool  # FORWARD's policy is DROP (or REJECT-like) for IPv4
-    message: str  # what an operator needs to know ("" when nothing)
-
-
-def handles_forwarding(network: dict) -> bool:
-    """Whether a conflist takes care of FORWARD itself: a plugin that programs the host's
-    firewall (the reference `firewall` plugin), or an add-on known to (flannel, Calico,
-    Cilium and the like run their own agents for it)."""
-    kinds = {str(p.get("type", "")) for p in network.get("plugins", []) if isinstance(p, dict)}
-    return bool(kinds & {"firewall", "flannel", "calico", "cilium-cni", "weave-net", "antrea"})
+    ok: bool  # False: FORWARD drops by default and nothing is known to accept them
+    message: str
 
 
-async def diagnose(network_name: str, network: dict) -> Diagnosis:
-    """What the node's FORWARD policy means for pods of `network` (crishim check, Status)."""
+# Plugins that program the host's firewall for their pods themselves: the reference
+# `firewall` plugin, and the add-ons whose agents do (flannel, Calico, Cilium, ...).
+FORWARDING_PLUGINS = frozenset(
+    {"firewall", "flannel", "calico", "cilium-cni", "weave-net", "antrea"}
+)
+
+
+async def diagnose(network_name: str, plugin_types: tuple[str, ...]) -> Diagnosis:
+    """What the node's FORWARD policy means for pods of this network (crishim check)."""
     code, out = await _iptables("iptables", "-S", "FORWARD")
     if code:
-        return Diagnosis(False, f"iptables -S FORWARD failed: {out}")
-    drops = any(line in ("-P FORWARD DROP", "-P FORWARD REJECT") for line in out.splitlines())
-    if not drops:
-        return Diagnosis(False, "")
+        return Diagnosis(False, f"cannot read FORWARD (iptables -S FORWARD): {out}")
+    if not any(line in ("-P FORWARD DROP", "-P FORWARD REJECT") for line in out.splitlines()):
+        return Diagnosis(True, "FORWARD accepts by default")
     if network_name == OWN_NETWORK:
         return Diagnosis(True, "FORWARD drops by default (Docker's firewall); crishim accepts "
                          "its own network's pods there, two rules per pod address")  # fmt: skip
-    if handles_forwarding(network):
+    if FORWARDING_PLUGINS & set(plugin_types):
         return Diagnosis(True, f"FORWARD drops by default; network {network_name!r} programs "
                          "the firewall itself")  # fmt: skip
     return Diagnosis(
-        True,
+        False,
         f"FORWARD drops by default (Docker's firewall), and network {network_name!r} was not "
         "written by crishim, so crishim does not open it: unless that network accepts its pods' "
         "traffic in FORWARD, pods reach only the node (add the CNI `firewall` plugin to it, or "

@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import secrets
 import time
 from collections.abc import Callable
@@ -202,7 +203,7 @@ class Creator:
             if made.id:
                 # A task of its own: a second cancel of this call stops only the wait.
                 undoing = deadlines.detached(self.undo(made.id))
-                undoing.add_done_callback(lambda _: _land(self._flights, name, flight, ""))
+                undoing.add_done_callback(functools.partial(_landed, self._flights, name, flight))
                 flight = None  # type: ignore[assignment]  # landed by the undo's end
                 await asyncio.shield(undoing)
             raise
@@ -383,6 +384,11 @@ class Creator:
                 if await self._remove_if_never_ran(info.id):
                     removed += 1
         return removed
+
+
+def _landed(flights: dict[str, asyncio.Future[str]], name, flight, _undo) -> None:
+    """An undo's done callback: its flight is over, with nothing made."""
+    _land(flights, name, flight, "")
 
 
 def _land(flights: dict[str, asyncio.Future[str]], name, flight, outcome: str) -> None:

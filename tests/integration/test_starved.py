@@ -15,14 +15,16 @@ import uuid
 import grpc
 
 from tests.harness.procs import wait_for
-from tests.integration.test_cni import Node
+from tests.integration.test_cni import Node, cni  # noqa: F401  (fixture)
 from tests.integration.test_half_created import named, outcome
 
 PODS = 12
 
 
 def test_cancelled_runs_retried_at_once_get_their_pod_and_leak_nothing(
-    cni, dockerd, starved
+    cni,  # noqa: F811
+    dockerd,
+    starved,
 ) -> None:
     node: Node = cni()
     pb, rt = node.pb, node.rt

@@ -5,6 +5,7 @@ never ran and whose token was not written is removed, and nothing else is."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from types import SimpleNamespace
 
 import pytest
@@ -269,4 +270,58 @@ async def test_a_create_that_failed_is_watched_for_only_when_its_outcome_is_unkn
     docker.made("late")
     await _settled(creator)
     assert docker.removed == removed
+    await creator.close()
+
+
+async def test_a_retry_waits_for_the_cut_short_call_s_undo_then_creates_afresh(tmp_path) -> None:
+    """The kubelet's retry while the first call is being undone: never ALREADY_EXISTS."""
+    creator, docker, _ = _creator(tmp_path)
+    await creator.start()
+    name = "k8s_POD_web_ns_uid_0"
+    removing = asyncio.Event()
+    real_remove = docker.remove_container
+
+    async def slow_remove(cid: str) -> None:
+        removing.set()
+        await asyncio.sleep(0.2)  # a busy daemon
+        await real_remove(cid)
+
+    docker.remove_container = slow_remove
+
+    async def first() -> None:
+        async with creator.creating(_spec(name), _taken):
+            await asyncio.sleep(10)  # cut short here, after the create
+
+    call = asyncio.create_task(first())
+    await asyncio.sleep(0.05)
+    call.cancel()
+    await removing.wait()
+    assert await creator.landed(name) == "", "a clean slate once the undo is over"
+    assert docker.removed == ["id1"]
+    async with creator.creating(_spec(name), _taken) as made:
+        pass
+    assert made.id == "id2"
+    with contextlib.suppress(asyncio.CancelledError):
+        await call
+    await creator.close()
+
+
+async def test_a_retry_during_a_call_that_finishes_answers_with_its_object(tmp_path) -> None:
+    creator, _, _ = _creator(tmp_path)
+    await creator.start()
+    name = "k8s_app_web_ns_uid_0"
+    go = asyncio.Event()
+
+    async def first() -> str:
+        async with creator.creating(_spec(name), _taken) as made:
+            await go.wait()
+        return made.id
+
+    call = asyncio.create_task(first())
+    await asyncio.sleep(0.05)
+    waiting = asyncio.create_task(creator.landed(name))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    go.set()
+    assert await waiting == await call == "id1"
     await creator.close()

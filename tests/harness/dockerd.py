@@ -2,9 +2,13 @@
 
 Its own data root, exec root, pidfile and socket under a temp dir, and its own
 bridge with an address range no other interface on the machine uses, so it
-cannot disturb (or be disturbed by) a daemon already running. iptables rules
-are left alone (--iptables=false): the suite's containers talk only to the
-host over their bridge. Stopping it ends exactly the process it started.
+cannot disturb (or be disturbed by) a daemon already running. The daemon leaves
+iptables alone (--iptables=false): the suite's containers talk to the host and to
+each other over their bridge. Where the machine's own Docker runs, FORWARD drops
+by default and the kernel passes bridged traffic through it, so the harness
+accepts its bridge's own traffic there (`-i <bridge> -o <bridge>`, as Docker does
+for docker0) and removes that rule with the bridge. Stopping it ends exactly the
+process it started.
 
 Which engine: Debian's dockerd (20.10), or the one CRISHIM_TEST_DOCKERD names
 (scripts/test.sh runs the suite once more on the Docker 28.5 of
@@ -93,6 +97,8 @@ class PrivateDockerd:
             run(*ip, "link", "add", self.name, "type", "bridge")
             run(*ip, "addr", "add", gateway, "dev", self.name)
             run(*ip, "link", "set", self.name, "up")
+            if self.netns is None:
+                run("iptables", "-w", "-I", "FORWARD", *self._forward_rule())
         args = [
             *(self.netns.prefix if self.netns is not None else ()),
             DOCKERD,
@@ -113,6 +119,10 @@ class PrivateDockerd:
             )
         wait_for(self._ready, 60, f"private dockerd {self.name} (see {self.log_path})")
         return self
+
+    def _forward_rule(self) -> list[str]:
+        comment = ["-m", "comment", "--comment", f"crishim tests {self.name}"]
+        return ["-i", self.name, "-o", self.name, *comment, "-j", "ACCEPT"]
 
     def _ready(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
@@ -137,6 +147,8 @@ class PrivateDockerd:
         self.stop_daemon()
         if self.subnet is not None and self.netns is None:
             subprocess.run(["ip", "link", "del", self.name], check=False, capture_output=True)
+            delete = ["iptables", "-w", "-D", "FORWARD", *self._forward_rule()]
+            subprocess.run(delete, check=False, capture_output=True)
             self.subnet = None
         umount_below(self.root)
         shutil.rmtree(self.root, ignore_errors=True)

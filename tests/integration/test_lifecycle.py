@@ -283,14 +283,16 @@ def test_metrics_count_rpcs_and_time_docker_calls(dockerd, crishim_factory, offi
             )
     finally:
         client.close()
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
     assert 'crishim_rpc_total{code="OK",method="Version"} 3.0' in text
     assert 'crishim_rpc_total{code="NOT_FOUND",method="ContainerStatus"} 1.0' in text
     assert 'crishim_rpc_duration_seconds_count{method="Version"} 3.0' in text
     assert 'crishim_docker_request_duration_seconds_count{operation="version"}' in text
 
     def lag_samples() -> float:
-        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+            text = answer.read()
         (line,) = [
             x
             for x in text.decode().splitlines()

@@ -17,6 +17,7 @@ from crishim.docker import DockerClient, versions
 from crishim.listen import probe
 from crishim.network import conf as cni_conf
 from crishim.network import forward
+from crishim.network.checkpoint import ADOPTED_WITHOUT_STATE, CheckpointDir
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +145,30 @@ def host_checks(config: Config) -> list[Result]:
         )
 
     results.append(cni_result(config))
+    adopted = adopted_without_state(config)
+    if adopted is not None:
+        results.append(adopted)
     return results
+
+
+def adopted_without_state(config: Config) -> Result | None:
+    """cri-dockerd's pods adopted without its CNI state (read from their namespaces)."""
+    kept = CheckpointDir(Path(config.state_dir) / "sandboxes").load_all()
+    ids = sorted(
+        cp.sandbox_id[:12]
+        for cp in kept.values()
+        if cp.adopted_from == ADOPTED_WITHOUT_STATE and not cp.torn_down
+    )
+    if not ids:
+        return None
+    return Result(
+        "WARN",
+        "adopted pods",
+        f"{len(ids)} pod(s) of cri-dockerd adopted without its CNI state ({', '.join(ids)}): "
+        f"their addresses were read from their namespaces; set --cni-cache-dir "
+        f"(now {config.cni_cache_dir}) and --cri-dockerd-root (now {config.cri_dockerd_root}) "
+        "to where cri-dockerd kept its state",
+    )
 
 
 def cni_result(config: Config) -> Result:

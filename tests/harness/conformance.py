@@ -78,13 +78,15 @@ class ConformanceNode:
     def socket(self) -> Path:
         return self.crishim.socket
 
-    def start(self) -> ConformanceNode:
+    def start(self, crishim: bool = True) -> ConformanceNode:
+        """Everything; with crishim=False all but crishim (a test starts it later)."""
         self.root.mkdir(parents=True, exist_ok=True)
         self.netns.create()
         self.dockerd.start()
         self._setup_kit()
         self.network.write(self.conf_dir)
-        self.crishim.start()
+        if crishim:
+            self.crishim.start()
         return self
 
     def _setup_kit(self) -> None:
@@ -148,8 +150,8 @@ class ConformanceNode:
             raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {said}")
         return proc.stdout.decode()
 
-    def crictl_args(self, *args: str) -> list[str]:
-        endpoint = f"unix://{self.socket}"
+    def crictl_args(self, *args: str, socket: Path | None = None) -> list[str]:
+        endpoint = f"unix://{socket or self.socket}"
         return [
             *self.netns.prefix,
             str(CRICTL),
@@ -159,10 +161,11 @@ class ConformanceNode:
             *args,
         ]  # fmt: skip
 
-    def crictl(self, *args: str, timeout: float = 120) -> str:
-        """crictl (the kit's) against this node's crishim; its standard output."""
+    def crictl(self, *args: str, timeout: float = 120, socket: Path | None = None) -> str:
+        """crictl (the kit's) against this node's crishim (or the CRI at `socket`); its
+        standard output."""
         proc = subprocess.run(
-            self.crictl_args(*args),
+            self.crictl_args(*args, socket=socket),
             capture_output=True,
             stdin=subprocess.DEVNULL,
             timeout=timeout,

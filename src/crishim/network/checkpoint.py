@@ -39,6 +39,11 @@ VERSION = 1
 MAX_BYTES = 4 * 1024 * 1024
 
 
+# A pod of cri-dockerd's whose libcni cache was not found: its addresses were read from
+# its namespace, and its DEL uses the network configured when it was adopted.
+ADOPTED_WITHOUT_STATE = "cri-dockerd, without its CNI state"
+
+
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
     sandbox_id: str
@@ -50,7 +55,7 @@ class Checkpoint:
     result: dict[str, Any] | None = None
     ips: tuple[str, ...] = ()
     torn_down: bool = False
-    adopted_from: str = ""  # "cri-dockerd" for pods crishim did not set up
+    adopted_from: str = ""  # "cri-dockerd" for pods crishim did not set up (see below)
     version: int = VERSION
 
     def with_result(self, result: dict[str, Any]) -> Checkpoint:

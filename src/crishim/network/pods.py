@@ -38,8 +38,13 @@ from typing import Any
 import structlog
 
 from crishim import deadlines, errors, tasks
-from crishim.network import conf, forward, netns
-from crishim.network.checkpoint import Checkpoint, CheckpointDir, from_libcni_cache
+from crishim.network import conf, forward, netns, podaddrs
+from crishim.network.checkpoint import (
+    ADOPTED_WITHOUT_STATE,
+    Checkpoint,
+    CheckpointDir,
+    from_libcni_cache,
+)
 from crishim.network.cni import Attachment, Cni
 
 log = structlog.get_logger(__name__)
@@ -185,6 +190,7 @@ class PodNetworks:
         self._checkpoints = CheckpointDir(state_dir / "sandboxes")
         self._cri_dockerd_root = Path(cri_dockerd_root)
         self._cni_cache_dir = Path(cni_cache_dir)
+        self._warned_stateless = False  # one warning names the flags (pods: crishim check)
         self._cache: dict[str, Checkpoint] = {}
         self.version = 0  # bumped on every change of _cache (the pod list memo keys on it)
         self._loaded = conf.Loaded(None, "network config not loaded yet")
@@ -473,11 +479,14 @@ class PodNetworks:
             self.version += 1
 
     async def _adopt(self, sandbox_id: str, pid: int) -> Checkpoint | None:
-        """A checkpoint for a CNI pod that cri-dockerd set up, from what it left on disk."""
+        """A checkpoint for a CNI pod that cri-dockerd set up, from what it left on disk, or,
+        where that cannot be found, from what its running namespace shows."""
         path = f"/proc/{pid}/ns/net" if pid > 0 else ""
         cp = await asyncio.to_thread(
             from_libcni_cache, self._cni_cache_dir, sandbox_id, path, self._cri_dockerd_root
         )
+        if cp is None:
+            cp = await self._adopt_without_state(sandbox_id, pid, path)
         if cp is None:
             return None
         if pid > 0:
@@ -490,6 +499,44 @@ class PodNetworks:
         await self._save(cp)
         log.info("pod_network_adopted", pod_sandbox_id=sandbox_id, source="cri-dockerd")
         return cp
+
+    async def _adopt_without_state(self, sandbox_id: str, pid: int, path: str) -> Checkpoint | None:
+        """cri-dockerd's CNI cache was not found (crishim's --cni-cache-dir and
+        --cri-dockerd-root point elsewhere than cri-dockerd's did): the pod's addresses are
+        read from its namespace, and a DEL with the network configured now, the pod's
+        namespace, interface and addresses releases them (host-local frees by container id,
+        bridge removes the veth, portmap its chains)."""
+        network = self._loaded.network
+        if pid <= 0 or network is None:
+            return None
+        cidrs = await asyncio.to_thread(podaddrs.read, pid, IFNAME)
+        if not cidrs:
+            return None
+        result = {
+            "cniVersion": network.cni_version,
+            "interfaces": [{"name": IFNAME, "sandbox": path}],
+            "ips": [{"address": c, "interface": 0} for c in cidrs],
+        }
+        if not self._warned_stateless:
+            self._warned_stateless = True
+            log.warning(
+                "pod_network_adopted_without_state",
+                pod_sandbox_id=sandbox_id,
+                ips=[c.split("/")[0] for c in cidrs],
+                cni_cache_dir=str(self._cni_cache_dir),
+                cri_dockerd_root=str(self._cri_dockerd_root),
+                hint="cri-dockerd's CNI state is not there: set --cni-cache-dir (and "
+                "--cri-dockerd-root, for hostPorts) to where cri-dockerd kept it; until then "
+                "its pods are torn down from their namespaces' addresses and today's network "
+                "config (crishim check lists them)",
+            )
+        return Checkpoint(
+            sandbox_id=sandbox_id,
+            network=network.to_json(),
+            netns=path,
+            ifname=IFNAME,
+            adopted_from=ADOPTED_WITHOUT_STATE,
+        ).with_result(result)
 
     async def adopt_running(self, sandboxes: Iterator[tuple[str, int]]) -> None:
         """At start (cni mode): checkpoint running cri-dockerd CNI pods while their pause lives."""

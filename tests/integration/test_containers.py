@@ -194,10 +194,16 @@ def test_stop_honours_the_grace_period_and_the_trap_runs(official: Official, pod
         official,
         pod,
         "trapper",
-        ["sh", "-c", 'trap "echo trapped > /shared/trap; exit 0" TERM; while :; do sleep 1; done'],
+        [
+            "sh",
+            "-c",
+            'trap "echo trapped > /shared/trap; exit 0" TERM; touch /shared/set; '
+            "while :; do sleep 1; done",
+        ],
         mounts=[pb.Mount(host_path=str(shared), container_path="/shared")],
     )
-    wait_for(lambda: status(official, container).state == pb.CONTAINER_RUNNING, 20, "running")
+    # Running is not enough on a busy machine: the shell may not have set its trap yet.
+    wait_for((shared / "set").exists, 30, "the trap set")
     official.runtime.StopContainer(
         pb.StopContainerRequest(container_id=container, timeout=20), timeout=60
     )

@@ -5,8 +5,9 @@ For each count, containers are added (10 per pod by default, each `sleep`) until
 run, then the calls are timed: client round trip, crishim's own server time
 (its `rpc` log events) and crishim's CPU time per call (/proc/<pid>/stat);
 first back to back, then `spaced` calls a sampler round apart, as the kubelet
-polls (each of those follows new readings); then a kubelet-like mix of list calls
-and metrics scrapes over `mix_seconds` (kubelet_mix).
+polls (each of those follows new readings); then `crictl stats`' cadence (two calls a
+second apart, crictl_cadence); then a kubelet-like mix of list calls and metrics scrapes
+over `mix_seconds` (kubelet_mix).
 Containers are made through the CRI, four at a time.
 """
 
@@ -135,6 +136,31 @@ def kubelet_mix(proc: CrishimProcess, client: Official, summary, seconds: int) -
     }
 
 
+def crictl_cadence(proc: CrishimProcess, client: Official, summary, pairs: int = 10) -> dict:
+    """`crictl stats` as an operator types it: ListContainerStats twice, a second apart
+    (crictl divides the CPU used between the readings by the time between them), a few
+    seconds between commands. Every second call must show newer CPU readings."""
+    pb = client.pb
+    time.sleep(collector.DEMAND_INTERVAL * 2)
+    offset = len(proc.events())
+    cpu0 = _cpu_seconds(proc.proc.pid)
+    newer = 0
+    for _ in range(pairs):
+        first = client.runtime.ListContainerStats(pb.ListContainerStatsRequest(), timeout=120)
+        time.sleep(1)
+        second = client.runtime.ListContainerStats(pb.ListContainerStatsRequest(), timeout=120)
+        before = {s.attributes.id: s.cpu.timestamp for s in first.stats}
+        newer += all(s.cpu.timestamp > before.get(s.attributes.id, 0) for s in second.stats)
+        time.sleep(3)
+    cpu = _cpu_seconds(proc.proc.pid) - cpu0
+    return {
+        "pairs": pairs,
+        "pairs_with_newer_readings": newer,
+        "server": summary(_server_ms(proc, offset, "ListContainerStats")),
+        "crishim_cpu_ms_per_call": round(cpu * 1000 / (2 * pairs), 2),
+    }
+
+
 def run(
     docker_endpoint: str,
     root: Path,
@@ -206,6 +232,7 @@ def run(
                         "crishim_cpu_ms_per_call": round(cpu_spaced * 1000, 2),
                     },
                 }
+            out[f"crictl_stats_{count}"] = crictl_cadence(proc, client, summary)
             out[f"kubelet_mix_{count}"] = kubelet_mix(proc, client, summary, mix_seconds)
     finally:
         fleet.remove()

@@ -13,6 +13,7 @@ import os
 import pty
 import select
 import subprocess
+import tarfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -309,3 +310,28 @@ def test_events_stream_what_happens(conformance_node, configs, pod) -> None:
         seen = _read_until(events.stdout.fileno(), b"CONTAINER_STARTED_EVENT", 30)
     assert cid.encode() in seen
     assert b"CONTAINER_CREATED_EVENT" in seen
+
+
+def test_checkpoint_exports_the_container_or_says_why_criu_cannot(
+    conformance_node, configs, pod, workdir
+) -> None:
+    """crictl checkpoint: Docker's checkpoint with CRIU where the kernel lets CRIU work;
+    else CRIU's own reason, clearly (this machine: CRIU 3.17 on kernel 6.18 cannot)."""
+    node = conformance_node
+    cid = _run(node, configs, pod, "checkpointed", ["sh", "-c", "echo x > /f; sleep 300"])
+    archive = workdir / f"crictl-checkpoint-{cid[:12]}.tar"
+    criu = subprocess.run(["criu", "check"], capture_output=True, text=True)
+    if criu.returncode == 0:
+        node.crictl("checkpoint", f"--export={archive}", cid, timeout=300)
+        with tarfile.open(archive) as tar:
+            names = tar.getnames()
+        assert {"config.dump", "spec.dump", "rootfs-diff.tar"} <= set(names)
+    else:
+        with pytest.raises(RuntimeError) as refused:
+            node.crictl("checkpoint", f"--export={archive}", cid, timeout=300)
+        said = str(refused.value)
+        assert "FailedPrecondition" in said or "FAILED_PRECONDITION" in said, said
+        assert "docker could not checkpoint" in said
+        assert "criu" in said.lower()
+        assert not archive.exists()
+    assert json.loads(node.crictl("inspect", cid))["status"]["state"] == "CONTAINER_RUNNING"

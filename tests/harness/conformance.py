@@ -53,11 +53,18 @@ def present() -> bool:
 class ConformanceNode:
     """A namespace with a private dockerd, the kit's registry and images, and crishim."""
 
+    made = 0  # nodes of this process: each namespace and bridge named apart
+
     def __init__(self, root: Path, *crishim_flags: str) -> None:
+        ConformanceNode.made += 1
+        n = ConformanceNode.made
         self.root = root
-        self.netns = TestNetns(unique_name("crtcf"))
+        self.netns = TestNetns(unique_name(f"crtcf{n}x"))
         self.kit_home = root / "kit"
-        self.dockerd = PrivateDockerd(root / "dockerd", unique_name("crtcfb"), netns=self.netns)
+        # --experimental: Docker's checkpoints (crictl checkpoint) need it.
+        self.dockerd = PrivateDockerd(
+            root / "dockerd", unique_name(f"crtcb{n}x"), "--experimental", netns=self.netns
+        )
         self.conf_dir = root / "net.d"
         self.network = Network("crt-conformance", "cni0", ("10.88.0.0/16",), root / "ipam")
         self.crishim = CrishimProcess(

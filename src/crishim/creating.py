@@ -197,6 +197,7 @@ class Creator:
         self._made += 1
         made = _Made(f"{self._prefix}{self._made}")
         outcome = ""
+        undone_later = False  # the undo's end lands the flight, not this block's
         try:
             yield made
         except BaseException:
@@ -204,7 +205,9 @@ class Creator:
                 # A task of its own: a second cancel of this call stops only the wait.
                 undoing = deadlines.detached(self.undo(made.id))
                 undoing.add_done_callback(functools.partial(_landed, self._flights, name, flight))
-                flight = None  # type: ignore[assignment]  # landed by the undo's end
+                self._undoing.add(undoing)  # close() waits for it
+                undoing.add_done_callback(self._undoing.discard)
+                undone_later = True
                 await asyncio.shield(undoing)
             raise
         else:
@@ -213,7 +216,7 @@ class Creator:
             if record is not None and never_ran(record.info):  # ran: never a leftover
                 self._finish(made.token)
         finally:
-            if flight is not None:
+            if not undone_later:
                 _land(self._flights, name, flight, outcome)
 
     async def create(

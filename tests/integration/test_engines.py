@@ -29,6 +29,18 @@ def dir_with_submount(workdir: Path):
     subprocess.run(["umount", "-l", str(top / "sub")], check=False)
 
 
+def _where_the_engine_can(official, pod, dockerd, api, name: str, mount, says: str):  # noqa: F811
+    """A running container with `mount` where the engine speaks `api`; elsewhere the
+    create is refused with FAILED_PRECONDITION saying `says`, and None."""
+    if dockerd.api >= api:
+        return create(official, pod, name, ["sleep", "300"], mounts=[mount])
+    with pytest.raises(grpc.RpcError) as refused:
+        create(official, pod, name, ["sleep", "300"], mounts=[mount])
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert says in refused.value.details()
+    return None
+
+
 def _touch(official, cid: str, path: str) -> tuple[int, str]:
     pb = official.pb
     out = official.runtime.ExecSync(
@@ -83,17 +95,15 @@ def test_a_recursive_read_only_bind_where_the_engine_can(
         readonly=True,
         recursive_read_only=True,
     )
-    if dockerd.api < (1, 44):
-        with pytest.raises(grpc.RpcError) as refused:
-            create(official, pod, "rro-bind", ["sleep", "300"], mounts=[mount])
-        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-        assert "need Docker Engine API 1.44" in refused.value.details()
+    cid = _where_the_engine_can(
+        official, pod, dockerd, (1, 44), "rro-bind", mount, "need Docker Engine API 1.44"
+    )
+    if cid is None:
         return
-    cid = create(official, pod, "rro-bind", ["sleep", "300"], mounts=[mount])
     for path in ("/mnt/file", "/mnt/sub/file"):
         code, said = _touch(official, cid, path)
-        assert code != 0
-    assert READ_ONLY in said, path
+        assert code != 0, path
+        assert READ_ONLY in said, path
 
 
 def test_an_image_volume_where_the_engine_has_them(official, pod, dockerd, test_images) -> None:  # noqa: F811
@@ -104,13 +114,12 @@ def test_an_image_volume_where_the_engine_has_them(official, pod, dockerd, test_
         image=pb.ImageSpec(image=test_images.user_named),
         image_sub_path="etc",
     )
-    if dockerd.api < (1, 48):
-        with pytest.raises(grpc.RpcError) as refused:
-            create(official, pod, "image-volume", ["sleep", "300"], mounts=[mount])
-        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-        assert "image volumes need Docker Engine API 1.48" in refused.value.details()
+    cid = _where_the_engine_can(
+        official, pod, dockerd, (1, 48), "image-volume", mount,
+        "image volumes need Docker Engine API 1.48",
+    )  # fmt: skip
+    if cid is None:
         return
-    cid = create(official, pod, "image-volume", ["sleep", "300"], mounts=[mount])
     out = official.runtime.ExecSync(
         pb.ExecSyncRequest(container_id=cid, cmd=["cat", "/img/passwd"], timeout=10), timeout=30
     )

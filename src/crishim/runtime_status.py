@@ -98,6 +98,8 @@ class RuntimeStatus:
 
     def _cni_condition(self) -> Condition:
         ready = self.networks.readiness()
+        if ready.ready and ready.message:  # ready, with a warning (the node's firewall)
+            return Condition("NetworkReady", True, "PodTrafficMayBeDropped", ready.message)
         if ready.ready:
             return Condition("NetworkReady", True)
         return Condition("NetworkReady", False, "NetworkPluginNotReady", ready.message)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -163,3 +164,17 @@ def test_check_says_whether_the_firewall_drops_the_configured_networks_pods(work
         assert "network 'someones' was not written by crishim" in said
     finally:
         netns.destroy()
+
+
+def test_network_ready_warns_when_the_firewall_may_drop_a_network_not_crishims(cni) -> None:  # noqa: F811
+    """Still ready (the network may accept its pods itself), but saying why it may not."""
+    n: Node = cni()  # the harness's own bridge network: someone else's, to crishim
+    assert n.network_ready() == (True, "", "")
+    dockers_firewall(n.node.netns, DOCKER_28, v6=False)
+    # Looked at every minute, and at once when the config changes: written again.
+    time.sleep(1.1)  # a new mtime
+    n.node.network.write(n.node.conf_dir)
+    wait_for(lambda: n.network_ready()[1] == "PodTrafficMayBeDropped", 30, "the warning")
+    ready, _, message = n.network_ready()
+    assert ready
+    assert "network 'crt-pods' was not written by crishim" in message

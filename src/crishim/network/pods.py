@@ -52,6 +52,7 @@ log = structlog.get_logger(__name__)
 MODES = ("cni", "docker")
 WATCH_INTERVAL = 1.0
 STATUS_INTERVAL = 10.0  # CNI STATUS (1.1.0 configs) at most this often
+FIREWALL_INTERVAL = 60.0  # the FORWARD policy (Docker may restart and set it) looked at
 IFNAME = "eth0"
 UNDO_TIMEOUT = 60.0
 INGRESS_ANNOTATION = "kubernetes.io/ingress-bandwidth"
@@ -198,6 +199,7 @@ class PodNetworks:
         self._locks: dict[str, asyncio.Lock] = {}
         self._watcher: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
+        self._firewall_note = ""  # why FORWARD may drop the pods of a network not crishim's
 
     # -- life ---------------------------------------------------------------------
 
@@ -223,7 +225,7 @@ class PodNetworks:
         self._watcher = None
 
     async def _watch(self) -> None:
-        last_status = 0.0
+        last_status = last_firewall = 0.0
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(WATCH_INTERVAL)
@@ -231,11 +233,14 @@ class PodNetworks:
                 sig = await asyncio.to_thread(conf.signature, self.conf_dir, self.bin_dirs)
                 if sig != self._loaded.signature:
                     await self._reload()
-                    last_status = 0.0
+                    last_status = last_firewall = 0.0
                 network = self._loaded.network
                 if network is not None and loop.time() - last_status >= STATUS_INTERVAL:
                     last_status = loop.time()
                     await self._run_status(network)
+                if network is not None and loop.time() - last_firewall >= FIREWALL_INTERVAL:
+                    last_firewall = loop.time()
+                    await self._check_firewall(network)
             except asyncio.CancelledError:
                 raise
             except Exception:  # the watcher must outlive any one bad look
@@ -259,6 +264,16 @@ class PodNetworks:
                 log.warning("cni_config_unusable", problem=loaded.problem)
         self._changed.set()
 
+    async def _check_firewall(self, network: conf.NetworkList) -> None:
+        """Whether the node's FORWARD chain would drop this network's pods (forward.py):
+        said on NetworkReady (still true: the network may accept them itself) and logged
+        once per change."""
+        found = await forward.diagnose(network.name, tuple(p.type for p in network.plugins))
+        note = "" if found.ok else found.message
+        if note and note != self._firewall_note:
+            log.warning("pod_forward_may_drop", network=network.name, problem=note)
+        self._firewall_note = note
+
     async def _run_status(self, network: conf.NetworkList) -> None:
         try:
             await self.cni.status(network)
@@ -277,7 +292,7 @@ class PodNetworks:
             return Readiness(False, self._loaded.problem)
         if self._status_problem:
             return Readiness(False, self._status_problem)
-        return Readiness(True)
+        return Readiness(True, self._firewall_note)
 
     def describe(self) -> dict[str, Any]:
         """For Status(verbose) and `crishim check`."""

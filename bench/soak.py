@@ -144,6 +144,7 @@ class Driver:
         self.live: dict[str, tuple[api.PodSandboxConfig, list[str]]] = {}
         self.made = 0
         self.probing: set[asyncio.Future] = set()
+        self.stopping = asyncio.Event()
 
     def _config(self) -> api.PodSandboxConfig:
         self.made += 1
@@ -259,11 +260,13 @@ class Driver:
         )
 
     async def probes(self) -> None:
-        """One ExecSync per pod every 10 s, spread over the 10 s."""
+        """One ExecSync per pod every 10 s, spread over the 10 s; as the kubelet, none for a
+        pod it has begun to remove."""
         while True:
-            pods = list(self.live.values())
+            pods = list(self.live)
             gap = 10.0 / max(1, len(pods))
-            for _, containers in pods:
+            for pod_id in pods:
+                _, containers = self.live.get(pod_id, (None, []))
                 if len(containers) == 2:
                     request = api.ExecSyncRequest(
                         container_id=containers[1], cmd=["true"], timeout=5
@@ -280,8 +283,13 @@ class Driver:
                 await asyncio.sleep(gap)
 
     async def churn(self) -> None:
-        while True:
-            await asyncio.sleep(2.0)
+        """A pod replaced every 2 s, until `stopping`: a replacement under way is finished,
+        so that what is counted at the end is the runtime's, not a half-made replacement."""
+        while not self.stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(2.0):
+                    await self.stopping.wait()
+                    return
             if self.live:
                 await self.remove_pod(next(iter(self.live)))
             await self.run_pod()
@@ -307,11 +315,11 @@ async def _soak(args, node: conformance.ConformanceNode, socket: Path, runtime_p
     driver = Driver(socket, node.root, args.pods, metrics=args.peer == "crishim")
     for start in range(0, args.pods, 10):  # as a node fills: a few pods at once
         await asyncio.gather(*(driver.run_pod() for _ in range(min(10, args.pods - start))))
+    churn = asyncio.ensure_future(driver.churn())
     loops = [
         driver.every(1.0, driver.relist),
         driver.every(10.0, driver.stats),
         driver.probes(),
-        driver.churn(),
         driver.events(),
     ]
     if driver.metrics:
@@ -336,10 +344,12 @@ async def _soak(args, node: conformance.ConformanceNode, socket: Path, runtime_p
             }
         )
         last = now
+    driver.stopping.set()
+    await asyncio.wait_for(churn, 2 * LIFECYCLE_DEADLINE)  # its replacement under way ends
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    await asyncio.sleep(2)  # the last probes answer
+    await asyncio.gather(*driver.probing, return_exceptions=True)  # the last probes answer
     live = dict(driver.live)
     fds_end = _fds(runtime_pid)
     driver.channel.close()

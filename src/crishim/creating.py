@@ -344,12 +344,10 @@ class Creator:
             # Already going: the undo of a cancelled call whose retry this is, or
             # another client. Wait for it rather than call the name taken.
             return await self.store.wait_gone(info.id)
-        if not labels.read(info.labels).kind:
-            return False
-        # What a call cut short made is removed even if it ran: its undo may have lost a
-        # race with Docker (seen on Docker 28 under load: a retry's create met the pause
-        # of the call it repeated, which crishim no longer listed).
-        if not (never_ran(info) and any_holder) and not self._cut_short(info):
+        # Never an object that ran: a create's token is journaled only while it has not
+        # run, so "cut short" cannot tell a finished pod that ran from a half-made one.
+        held = not never_ran(info) or not labels.read(info.labels).kind
+        if held or (not any_holder and not self._cut_short(info)):
             log.info("create_name_held", name=name, container_id=info.id, status=info.state.status)
             return False
         log.warning("create_leftover_removed", name=name, container_id=info.id)

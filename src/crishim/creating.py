@@ -28,7 +28,10 @@ retry with the same metadata got ALREADY_EXISTS forever:
     only from an object a create cut short made (its token is not a finished
     create's): CreateContainer does not start, so a created container may be
     exactly what a finished call made (ALREADY_EXISTS, as for a name taken by an
-    object that ran).
+    object that ran). On a busy daemon the retry often comes while Docker is still
+    making what the cut-short call asked for: Docker holds the name from the start
+    of a create (409) but inspects it only once made (404). The retry waits for it
+    to be made (RESERVED_WAIT at most), then meets it as above.
 
 A retry often comes while the call it repeats is still in this process: the
 kubelet's deadline passed, grpclib cancelled the handler, and its undo (CNI DEL,
@@ -72,6 +75,7 @@ log = structlog.get_logger(__name__)
 UNDO_TIMEOUT = 30.0
 ABANDONED_WATCH = 600.0  # seconds a cancelled create's token is watched for
 UNMARK_DELAY = 1.0  # seconds a finished create's token waits to be written with others
+RESERVED_WAIT = 60.0  # seconds a create waits for Docker to finish one that holds its name
 
 
 def never_ran(info: ContainerInfo) -> bool:
@@ -274,17 +278,31 @@ class Creator:
     async def _create(
         self, spec: ContainerSpec, taken: Callable[[], errors.CrishimError], replace: bool
     ) -> str:
-        for attempt in (1, 2):
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + RESERVED_WAIT
+        pause = 0.05
+        replaced = False
+        while True:
             try:
                 return await self.docker.create_container(spec)
             except (asyncio.CancelledError, errors.Unavailable):
                 self._abandon(spec)  # Docker may create it all the same
                 raise
             except errors.FailedPrecondition as exc:  # 409: the name is taken
-                if attempt == 2 or not await self._remove_if_never_ran(spec.name, replace):
+                holder = await self._holder(spec.name)
+                if holder is None and loop.time() < give_up:
+                    # Docker holds the name for a create it has not finished (a cut-short
+                    # call's, mostly, on a busy daemon): it is not inspectable until made.
+                    log.info("create_name_reserved", name=spec.name)
+                    await asyncio.sleep(pause)
+                    pause = min(2 * pause, 1.0)
+                    continue
+                if replaced or holder is None:
                     raise taken() from exc
+                if not await self._remove_if_never_ran(spec.name, replace, holder):
+                    raise taken() from exc
+                replaced = True
                 log.warning("create_leftover_replaced", name=spec.name)
-        raise AssertionError("unreachable")
 
     def _abandon(self, spec: ContainerSpec) -> None:
         """The create of `spec` ended without Docker's answer: what it makes is removed,
@@ -333,12 +351,20 @@ class Creator:
         token = info.labels.get(labels.CREATE_TOKEN_LABEL, "")
         return bool(token) and token not in self._kept and token not in self._done
 
-    async def _remove_if_never_ran(self, name: str, any_holder: bool = True) -> bool:
-        """Remove the object called `name` if it never ran (with any_holder False: only if
-        a create cut short made it); True when the name is free now."""
+    async def _holder(self, name: str) -> ContainerInfo | None:
+        """The object called `name`, if Docker shows one."""
         try:
-            info = await self.docker.inspect_container(name)
+            return await self.docker.inspect_container(name)
         except errors.NotFound:
+            return None
+
+    async def _remove_if_never_ran(
+        self, name: str, any_holder: bool = True, info: ContainerInfo | None = None
+    ) -> bool:
+        """Remove the object called `name` (its inspect, if the caller has it) if it never
+        ran (with any_holder False: only if a create cut short made it); True when the name
+        is free now."""
+        if info is None and (info := await self._holder(name)) is None:
             return True
         if info.state.status == "removing":
             # Already going: the undo of a cancelled call whose retry this is, or

@@ -325,3 +325,106 @@ async def test_a_retry_during_a_call_that_finishes_answers_with_its_object(tmp_p
     go.set()
     assert await waiting == await call == "id1"
     await creator.close()
+
+
+class ReservingDocker(HeldDocker):
+    """Docker's names as they are: a create holds its name from its start (another
+    create of it gets 409) but can be inspected only once it is made (404 before)."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(store)
+        self.reserved: set[str] = set()
+        self.refused = 0
+
+    async def create_container(self, spec) -> str:
+        if spec.name in self.reserved or any(
+            i.name == f"/{spec.name}" for i in self.store.infos.values()
+        ):
+            self.refused += 1
+            raise errors.FailedPrecondition(f"Conflict. The container name {spec.name!r}")
+        self.reserved.add(spec.name)
+        if len(self.specs) == 0:  # the first create is slow: the test says when it is made
+            self.specs.append(spec)
+            self.asked.set()
+            self.answer = asyncio.get_running_loop().create_future()
+            return await self.answer
+        self.specs.append(spec)
+        cid = f"id{len(self.specs)}"
+        self.store.put(_named(cid, spec.name, spec.labels[TOKEN]))
+        return cid
+
+    def made(self, cid: str) -> None:
+        self.store.put(_named(cid, self.specs[0].name, self.specs[0].labels[TOKEN]))
+
+    async def inspect_container(self, name: str):
+        for info in self.store.infos.values():
+            if name in (info.id, info.name.lstrip("/")):
+                return info
+        raise errors.NotFound(name)
+
+    async def remove_container(self, cid: str) -> None:
+        info = self.store.infos.get(cid)
+        if info is not None:
+            self.reserved.discard(info.name.lstrip("/"))
+        await super().remove_container(cid)
+
+
+def _named(cid: str, name: str, token: str) -> SimpleNamespace:
+    info = _info(cid, token, ran=False)
+    info.name = f"/{name}"
+    return info
+
+
+@pytest.mark.parametrize("replace_never_ran", [True, False], ids=["pause", "container"])
+async def test_a_retry_while_docker_still_makes_the_cut_short_create_waits_then_creates(
+    tmp_path, monkeypatch, replace_never_ran
+) -> None:
+    """The starved node: the call was cut short while Docker created; the retry's create
+    gets 409 while nothing of that name can be inspected. Never ALREADY_EXISTS."""
+    store = Store()
+    docker = ReservingDocker(store)
+    creator = Creator(docker, store, tmp_path)  # type: ignore[arg-type]
+    await creator.start()
+    name = "k8s_POD_web_ns_uid_0"
+
+    async def run() -> str:
+        async with creator.creating(
+            _spec(name), _taken, replace_never_ran=replace_never_ran
+        ) as made:
+            pass
+        return made.id
+
+    first = asyncio.create_task(run())
+    await docker.asked.wait()
+    first.cancel()  # the caller's deadline, while Docker creates
+    await asyncio.gather(first, return_exceptions=True)
+    retry = asyncio.create_task(run())
+    while not docker.refused:
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.2)
+    assert not retry.done(), "waits while Docker holds the name"
+    docker.made("late")  # Docker finishes the cut-short create, for nobody
+    assert await asyncio.wait_for(retry, 10) == "id2"
+    assert docker.removed == ["late"]
+    assert [i.id for i in store.infos.values()] == ["id2"]
+    await creator.close()
+
+
+async def test_a_name_held_by_a_finished_object_is_taken_without_waiting(tmp_path) -> None:
+    creator, docker, store = _creator(tmp_path)
+    await creator.start()
+    ran = _info("old", "a-finished-token", ran=True)
+    store.put(ran)
+
+    async def inspect(name: str):
+        return ran
+
+    async def refuse(spec) -> str:
+        raise errors.FailedPrecondition("Conflict")
+
+    docker.inspect_container = inspect
+    docker.create_container = refuse
+    with pytest.raises(errors.AlreadyExists):
+        await asyncio.wait_for(_create(creator, "k8s_app_web_ns_uid_0"), 5)
+    assert docker.removed == []
+    await creator.close()

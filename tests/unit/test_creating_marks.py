@@ -334,13 +334,13 @@ class ReservingDocker(HeldDocker):
     def __init__(self, store: Store) -> None:
         super().__init__(store)
         self.reserved: set[str] = set()
-        self.refused = 0
+        self.refused = asyncio.Event()
 
     async def create_container(self, spec) -> str:
         if spec.name in self.reserved or any(
             i.name == f"/{spec.name}" for i in self.store.infos.values()
         ):
-            self.refused += 1
+            self.refused.set()
             raise errors.FailedPrecondition(f"Conflict. The container name {spec.name!r}")
         self.reserved.add(spec.name)
         if len(self.specs) == 0:  # the first create is slow: the test says when it is made
@@ -399,8 +399,7 @@ async def test_a_retry_while_docker_still_makes_the_cut_short_create_waits_then_
     first.cancel()  # the caller's deadline, while Docker creates
     await asyncio.gather(first, return_exceptions=True)
     retry = asyncio.create_task(run())
-    while not docker.refused:
-        await asyncio.sleep(0.01)
+    await docker.refused.wait()
     await asyncio.sleep(0.2)
     assert not retry.done(), "waits while Docker holds the name"
     docker.made("late")  # Docker finishes the cut-short create, for nobody

@@ -52,7 +52,9 @@ def test_cancelled_runs_retried_at_once_get_their_pod_and_leak_nothing(
         # Only where the cut-short call had finished: its pod is there, Ready.
         assert code == grpc.StatusCode.ALREADY_EXISTS, answer
         listed = rt.ListPodSandbox(pb.ListPodSandboxRequest(), timeout=30).items
-        (pod,) = [p for p in listed if p.metadata.uid == config.metadata.uid]
+        found = [p for p in listed if p.metadata.uid == config.metadata.uid]
+        assert len(found) == 1, (answer, _creates_logged(node, config.metadata.uid))
+        (pod,) = found
         assert pod.state == pb.SANDBOX_READY
         node.pods.append(pod.id)
     assert cut_short == CUT_SHORT, "calls were cut short (else the test tests little)"
@@ -68,3 +70,12 @@ def test_cancelled_runs_retried_at_once_get_their_pod_and_leak_nothing(
     wait_for(lambda: not node.node.network.reservations(), 30, "every address released")
     wait_for(lambda: not node.node.netns.veths(), 30, "every veth gone")
     assert not any(named(dockerd, c.metadata.uid) for c in configs)
+
+
+def _creates_logged(node: Node, uid: str) -> list[dict]:
+    """What crishim said of the creates of pod `uid`: the why of a failure."""
+    return [
+        e
+        for e in node.node.crishim.events()
+        if str(e.get("event", "")).startswith("create_") and uid in str(e)
+    ]

@@ -38,7 +38,7 @@ the overhead corrected for it as `overhead_corrected_ms`.
 no-op) costs on this machine, measured in the bench's own process, back to
 back and after 20 ms idle (as calls come from a kubelet). A CreateContainer
 whose mount sources are not all in the kernel's lookup cache makes one such
-trip before Docker's create (crishim.cachedpath); on a VM, waking a thread that
+trip before Docker's create (crishim.common.cachedpath); on a VM, waking a thread that
 slept costs most of it.
 
 Then a table of the polled calls at 0, 200 and 1000 containers: 10 running

@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 from crishim.api.runtime import v1 as api
-from crishim.docker import DockerClient
-from crishim.docker.streams import Demuxer
+from crishim.engine.docker import DockerClient
+from crishim.engine.docker.streams import Demuxer
 from crishim.streaming.spdyio import connect_spdy
 
 SIZE_MB = 100

@@ -7,7 +7,8 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
-from crishim import __version__, config, errors, logsetup
+from crishim import __version__, config
+from crishim.common import errors, logsetup
 
 
 def _add_settings(parser: argparse.ArgumentParser) -> None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from crishim import errors
+from crishim.common import errors
 
 ENV_PREFIX = "CRISHIM_"
 LOG_FORMATS = ("json", "console")

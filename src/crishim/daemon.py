@@ -21,27 +21,27 @@ import structlog
 from aiohttp import web
 from grpclib.server import Server
 
-from crishim import errors, looplag, metrics, sdnotify, tasks
-from crishim.checkpoints import Checkpointer
+from crishim.common import errors, looplag, metrics, sdnotify, tasks
+from crishim.common.fsusage import LayerMeter
 from crishim.config import Config, split_host_port
-from crishim.containers import Containers
-from crishim.creating import Creator
-from crishim.docker import DockerClient
-from crishim.engine import DAEMON_ACTIONS, Engine
-from crishim.events import EventHub
-from crishim.images import IMAGE_ACTIONS, Images
-from crishim.listen import open_listener
-from crishim.logs import LogManager
+from crishim.engine.docker import DockerClient
+from crishim.engine.state import DAEMON_ACTIONS, Engine
+from crishim.engine.status import RuntimeStatus
+from crishim.engine.store import Store
+from crishim.images.service import IMAGE_ACTIONS, Images
+from crishim.logs.copier import LogManager
 from crishim.network.pods import PodNetworks
-from crishim.runtime_status import RuntimeStatus
-from crishim.sandboxes import Sandboxes
+from crishim.pods.checkpoints import Checkpointer
+from crishim.pods.containers import Containers
+from crishim.pods.creating import Creator
+from crishim.pods.events import EventHub
+from crishim.pods.sandboxes import Sandboxes
 from crishim.server import instrument
 from crishim.server.codec import CriCodec
 from crishim.server.image import ImageService
+from crishim.server.listen import open_listener
 from crishim.server.runtime import RuntimeService
 from crishim.stats.collector import StatsCollector
-from crishim.stats.fsusage import LayerMeter
-from crishim.store import Store
 from crishim.streaming.server import StreamingServer
 
 log = structlog.get_logger("crishim")

@@ -11,13 +11,14 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from crishim import errors, logowner
+from crishim.common import errors
 from crishim.config import Config
-from crishim.docker import DockerClient, versions
-from crishim.listen import probe
+from crishim.engine.docker import DockerClient, versions
+from crishim.logs import owner as logowner
 from crishim.network import conf as cni_conf
 from crishim.network import forward
 from crishim.network.checkpoint import ADOPTED_WITHOUT_STATE, CheckpointDir
+from crishim.server.listen import probe
 
 
 @dataclass(frozen=True, slots=True)

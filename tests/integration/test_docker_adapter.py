@@ -1,4 +1,4 @@
-"""crishim.docker against the suite's real dockerd: typed results, errors by status code."""
+"""crishim.engine.docker against the suite's real dockerd: typed results, errors by status code."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ import uuid
 
 import pytest
 
-from crishim import errors
-from crishim.docker import DockerClient
-from crishim.docker.streams import Demuxer
-from crishim.docker.types import RegistryAuth, Resources
-from crishim.engine import DAEMON_ACTIONS
-from crishim.images import IMAGE_ACTIONS
-from crishim.store.cache import CONTAINER_ACTIONS
+from crishim.common import errors
+from crishim.engine.docker import DockerClient
+from crishim.engine.docker.streams import Demuxer
+from crishim.engine.docker.types import RegistryAuth, Resources
+from crishim.engine.state import DAEMON_ACTIONS
+from crishim.engine.store.cache import CONTAINER_ACTIONS
+from crishim.images.service import IMAGE_ACTIONS
 
 
 @pytest.fixture
@@ -227,7 +227,7 @@ async def test_registry_credentials_travel_in_the_auth_header(docker, registry, 
 def test_the_auth_header_carries_every_credential_form() -> None:
     import base64
 
-    from crishim.docker.client import registry_auth_header
+    from crishim.engine.docker.client import registry_auth_header
 
     auth = RegistryAuth(
         username="u",

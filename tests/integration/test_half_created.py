@@ -16,7 +16,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from crishim import labels, markjournal
+from crishim.engine import labels
+from crishim.pods import markjournal
 from tests.harness.clients import Official
 from tests.harness.dockerproxy import RecordingProxy
 from tests.harness.images import PAUSE_IMAGE

@@ -18,7 +18,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from crishim.stats import cgroups, collector
+from crishim.common import cgroups
+from crishim.stats import collector
 from tests.harness.clients import Official
 from tests.harness.procs import wait_for
 from tests.integration.test_containers import create, pod, wait_exited  # noqa: F401

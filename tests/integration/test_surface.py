@@ -8,7 +8,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from crishim.stats import cgroups
+from crishim.common import cgroups
 from tests.harness.clients import Official
 from tests.harness.procs import wait_for
 from tests.integration.test_containers import create, pod, wait_exited  # noqa: F401  (fixture)
@@ -412,7 +412,7 @@ def test_zero_hugepage_limits_are_accepted_and_reported(official, pod) -> None: 
 def test_hugepage_and_unified_settings_are_enforced_or_refused(official, pod, dockerd) -> None:  # noqa: F811
     """Written into the container's cgroup where the host can enforce them; refused where it
     cannot. This machine (cgroup v1, no hugetlb controller) takes the refusing branches."""
-    from crishim.cgroupres import _hugetlb_available
+    from crishim.pods.cgroupres import _hugetlb_available
 
     mounts = cgroups.read_mounts()
     pb = official.pb

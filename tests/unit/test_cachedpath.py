@@ -9,8 +9,9 @@ import os
 
 import pytest
 
-from crishim import cachedpath, containers
-from crishim.containers import MountRequest
+from crishim.common import cachedpath
+from crishim.pods import containers
+from crishim.pods.containers import MountRequest
 
 
 def test_a_cached_path_resolves_as_the_kernel_follows_it(tmp_path) -> None:

@@ -7,7 +7,8 @@ import subprocess
 
 import pytest
 
-from crishim.stats import cgroups, netdev
+from crishim.common import cgroups
+from crishim.stats import netdev
 from tests.harness.procs import wait_for
 
 MOUNTINFO_HYBRID = """\

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from crishim import errors
-from crishim.cgroupres import CgroupResources, apply, check_host, validate
-from crishim.stats import cgroups
+from crishim.common import cgroups, errors
+from crishim.pods.cgroupres import CgroupResources, apply, check_host, validate
 
 
 @pytest.mark.parametrize(

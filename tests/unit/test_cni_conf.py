@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from crishim import errors
+from crishim.common import errors
 from crishim.network import conf
 from crishim.network.cni import plugin_config, result_ips
 from crishim.network.pods import (

@@ -12,13 +12,9 @@ import sys
 
 import pytest
 
-from crishim import errors
+from crishim.common import errors
 from crishim.network import conf
-from crishim.network.checkpoint import (
-    Checkpoint,
-    CheckpointDir,
-    from_libcni_cache,
-)
+from crishim.network.checkpoint import Checkpoint, CheckpointDir, from_libcni_cache
 from crishim.network.cni import Attachment, Cni, PluginFailed
 
 PLUGIN = """#!{python}

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from crishim import config, errors
+from crishim import config
+from crishim.common import errors
 
 
 @pytest.fixture

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from crishim import labels
-from crishim.containers import Containers
-from crishim.docker.types import ContainerState
-from crishim.store.cache import Record
+from crishim.engine import labels
+from crishim.engine.docker.types import ContainerState
+from crishim.engine.store.cache import Record
+from crishim.pods.containers import Containers
 from tests.unit.test_store import info as sandbox_info
 
 

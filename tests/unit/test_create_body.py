@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from crishim.docker import versions
-from crishim.docker.client import _create_body
-from crishim.docker.types import BindMount, ContainerSpec, ImageMount
+from crishim.engine.docker import versions
+from crishim.engine.docker.client import _create_body
+from crishim.engine.docker.types import BindMount, ContainerSpec, ImageMount
 
 
 def test_image_volumes_become_image_mounts() -> None:

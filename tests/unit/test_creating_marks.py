@@ -10,10 +10,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from crishim import errors, labels, markjournal
-from crishim.creating import Creator
-from crishim.docker.types import ContainerSpec
-from crishim.markjournal import JOURNAL, read
+from crishim.common import errors
+from crishim.engine import labels
+from crishim.engine.docker.types import ContainerSpec
+from crishim.pods import markjournal
+from crishim.pods.creating import Creator
+from crishim.pods.markjournal import JOURNAL, read
 
 TOKEN = labels.CREATE_TOKEN_LABEL
 
@@ -97,7 +99,7 @@ def _creator(tmp_path) -> tuple[Creator, Docker, Store]:
 
 
 async def test_a_finished_create_s_token_is_written_after_the_call(tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr("crishim.creating.UNMARK_DELAY", 0.3)
+    monkeypatch.setattr("crishim.pods.creating.UNMARK_DELAY", 0.3)
     creator, docker, _ = _creator(tmp_path)
     await creator.start()
     for name in ("k8s_web_pod_ns_uid_0", "k8s_db_pod_ns_uid_0"):
@@ -157,7 +159,7 @@ async def test_at_start_only_an_unfinished_create_that_never_ran_is_removed(tmp_
 async def test_past_its_limit_the_journal_keeps_the_tokens_of_containers_not_yet_started(
     tmp_path, monkeypatch
 ) -> None:
-    monkeypatch.setattr("crishim.creating.LIMIT", 200)
+    monkeypatch.setattr("crishim.pods.creating.LIMIT", 200)
     creator, docker, store = _creator(tmp_path)
     await creator.start()
     for i in range(12):

@@ -1,4 +1,4 @@
-"""crishim.docker.http against a scripted HTTP server on a unix socket.
+"""crishim.engine.docker.http against a scripted HTTP server on a unix socket.
 
 What a user of the lifecycle calls would notice if the pool were wrong: an
 answer given to the wrong call, a call made twice, a call failing because the
@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from crishim.docker import http
+from crishim.engine.docker import http
 
 
 class Server:

@@ -7,10 +7,10 @@ from dataclasses import replace
 
 import pytest
 
-from crishim import errors
-from crishim.docker.types import ContainerInfo, ContainerState
-from crishim.events import CREATED, DELETED, STARTED, STOPPED, EventHub
-from crishim.store import Store
+from crishim.common import errors
+from crishim.engine.docker.types import ContainerInfo, ContainerState
+from crishim.engine.store import Store
+from crishim.pods.events import CREATED, DELETED, STARTED, STOPPED, EventHub
 
 LABELS = {"io.kubernetes.docker.type": "container", "io.kubernetes.sandbox.id": "sb1"}
 

@@ -6,8 +6,9 @@ import asyncio
 
 import pytest
 
-from crishim import errors, execsync
-from crishim.execsync import descendants
+from crishim.common import errors
+from crishim.pods import execsync
+from crishim.pods.execsync import descendants
 
 
 def fake_proc(tmp_path, tree: dict[int, tuple[int, str]]):

@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from crishim.docker.types import (
+from crishim.common.errors import FailedPrecondition
+from crishim.engine.docker.types import (
     ContainerRef,
     ImageConfig,
     ImageDetails,
@@ -15,8 +16,7 @@ from crishim.docker.types import (
     PullProgress,
     RegistryAuth,
 )
-from crishim.errors import FailedPrecondition
-from crishim.images import Images
+from crishim.images.service import Images
 
 A, B = "sha256:" + "a" * 64, "sha256:" + "b" * 64
 TAG = "docker.io/library/app:1"
@@ -48,7 +48,7 @@ class _Docker:
 
 
 async def test_a_list_read_across_a_pull_is_read_again_not_kept(monkeypatch) -> None:
-    monkeypatch.setattr("crishim.images.EVENT_SETTLE", 0)  # the list is under way at once
+    monkeypatch.setattr("crishim.images.service.EVENT_SETTLE", 0)  # the list is under way at once
     before = [ImageListEntry(A, (TAG,), (), 10)]  # Docker's list just before the pull
     after = [ImageListEntry(A, (), (), 10), ImageListEntry(B, (TAG,), (), 10)]
     docker = _Docker(before, after)
@@ -80,8 +80,8 @@ async def test_a_burst_of_image_events_costs_one_list() -> None:
 
 
 def test_a_pull_s_event_is_named_as_docker_names_it() -> None:
-    from crishim import imageref
-    from crishim.images import _pull_event_name
+    from crishim.images import ref as imageref
+    from crishim.images.service import _pull_event_name
 
     digest = "sha256:" + "c" * 64
     assert _pull_event_name(imageref.parse("busybox")) == "busybox:latest"

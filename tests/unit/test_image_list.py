@@ -8,8 +8,8 @@ from dataclasses import replace
 import pytest
 
 from crishim.api.runtime import v1 as api
-from crishim.docker.types import ImageConfig, ImageDetails
-from crishim.images import Image
+from crishim.engine.docker.types import ImageConfig, ImageDetails
+from crishim.images.service import Image
 from crishim.server import image as image_server
 
 

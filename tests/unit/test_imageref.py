@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from crishim import errors, imageref
+from crishim.common import errors
+from crishim.images import ref as imageref
 
 DIGEST = "sha256:" + "a" * 64
 

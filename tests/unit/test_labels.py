@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from crishim import errors, labels
+from crishim.common import errors
+from crishim.engine import labels
 
 POD = labels.SandboxMeta(name="web-7d4b9", namespace="default", uid="5e2c-11ef-uid", attempt=1)
 APP = labels.ContainerMeta(name="nginx", attempt=3)

@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from crishim import listen
+from crishim.server import listen
 
 
 def test_absent_stale_live_and_not_a_socket(tmp_path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from crishim import looplag, tasks
+from crishim.common import looplag, tasks
 
 
 async def test_a_step_that_holds_the_loop_is_seen_as_lateness_of_at_least_its_length() -> None:

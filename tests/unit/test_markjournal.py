@@ -3,7 +3,7 @@ short, and a rewrite keeps only what it is given."""
 
 from __future__ import annotations
 
-from crishim.markjournal import JOURNAL, FinishJournal, read
+from crishim.pods.markjournal import JOURNAL, FinishJournal, read
 
 
 def test_finished_tokens_are_found_and_a_line_cut_short_is_passed_over(tmp_path) -> None:

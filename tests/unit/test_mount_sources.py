@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from crishim import errors
-from crishim.containers import MountRequest, _resolve_sources
+from crishim.common import errors
+from crishim.pods.containers import MountRequest, _resolve_sources
 
 
 def _mount(host_path: str, image: str = "") -> MountRequest:

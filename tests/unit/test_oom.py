@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from crishim.containers import Containers
-from crishim.docker.types import ContainerInfo, ContainerState
-from crishim.store import Store
+from crishim.engine.docker.types import ContainerInfo, ContainerState
+from crishim.engine.store import Store
+from crishim.pods.containers import Containers
 
 LABELS = {"io.kubernetes.docker.type": "container", "io.kubernetes.sandbox.id": "sb1"}
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from crishim.containers import state_of
-from crishim.docker.types import LogChunk
-from crishim.logs import cri_line
-from crishim.sandboxes import negative_oom_score_allowed, resolv_conf, systemd_cgroup_parent
+from crishim.engine.docker.types import LogChunk
+from crishim.logs.copier import cri_line
+from crishim.pods.containers import state_of
+from crishim.pods.sandboxes import negative_oom_score_allowed, resolv_conf, systemd_cgroup_parent
 
 
 @pytest.mark.parametrize(

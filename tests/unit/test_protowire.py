@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from crishim import labels
-from crishim.containers import ContainerView
-from crishim.docker.types import ContainerInfo, ContainerState
-from crishim.sandboxes import SandboxView
+from crishim.engine import labels
+from crishim.engine.docker.types import ContainerInfo, ContainerState
+from crishim.engine.store import Record
+from crishim.pods.containers import ContainerView
+from crishim.pods.sandboxes import SandboxView
 from crishim.server import protowire as w
 from crishim.server.stats import _metric_entries, container_stats, pod_stats
 from crishim.stats import collector, metrics, netdev
-from crishim.store import Record
 
 
 @pytest.mark.parametrize("n", [0, 1, 127, 128, 300, 2**32, 2**63 - 1, 2**64 - 1])
@@ -198,7 +198,7 @@ def test_a_list_joined_from_cached_entries_is_the_whole_response(pb) -> None:
 def test_a_status_entry_is_made_again_for_its_process_user_only(pb) -> None:
     """PodSandboxStatus's containers_statuses: an entry per view and process user (the
     user is read once the process runs, and kept per process)."""
-    from crishim.containers import ProcessUser
+    from crishim.pods.containers import ProcessUser
     from crishim.server.container import to_status
     from crishim.server.listing import WireEntries
 

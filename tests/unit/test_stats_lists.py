@@ -8,13 +8,13 @@ import contextlib
 import os
 from dataclasses import replace
 
-from crishim import labels
-from crishim.docker.types import ContainerInfo, ContainerState
-from crishim.sandboxes import SandboxView
+from crishim.common.fsusage import LayerMeter, LayerUsage
+from crishim.engine import labels
+from crishim.engine.docker.types import ContainerInfo, ContainerState
+from crishim.engine.store import Record
+from crishim.pods.sandboxes import SandboxView
 from crishim.server.stats import StatsEntries, container_stats, pod_stats
 from crishim.stats import collector
-from crishim.stats.fsusage import LayerMeter, LayerUsage
-from crishim.store import Record
 
 from .test_protowire import _container_view
 

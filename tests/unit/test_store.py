@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from crishim import errors
-from crishim.docker.types import ContainerInfo, ContainerState
-from crishim.store import Store
+from crishim.common import errors
+from crishim.engine.docker.types import ContainerInfo, ContainerState
+from crishim.engine.store import Store
 
 
 def info(cid: str, status: str) -> ContainerInfo:

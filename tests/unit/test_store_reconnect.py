@@ -6,8 +6,8 @@ import asyncio
 
 import structlog
 
-from crishim import errors
-from crishim.store import cache
+from crishim.common import errors
+from crishim.engine.store import cache
 
 
 class FlakyEvents:

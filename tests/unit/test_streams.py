@@ -6,8 +6,8 @@ import struct
 
 import pytest
 
-from crishim import errors
-from crishim.docker.streams import Demuxer
+from crishim.common import errors
+from crishim.engine.docker.streams import Demuxer
 
 
 def frame(stream: int, payload: bytes) -> bytes:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from crishim import errors
+from crishim.common import errors
 from crishim.streaming.tokens import Tokens
 
 

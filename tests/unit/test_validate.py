@@ -1,4 +1,4 @@
-"""Request rules checked before Docker (crishim.validate) and the bounded seccomp read."""
+"""Request rules checked before Docker (crishim.pods.validate) and the bounded seccomp read."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import os
 
 import pytest
 
-from crishim import errors, security
-from crishim import validate as rules
+from crishim.common import errors
+from crishim.pods import security
+from crishim.pods import validate as rules
 
 # critest 1.36.0's names (capitals, long uuids), crictl's examples, Kubernetes' own.
 ACCEPTED_NAMES = [

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from crishim import errors
-from crishim.docker import versions
+from crishim.common import errors
+from crishim.engine.docker import versions
 
 
 @pytest.mark.parametrize(

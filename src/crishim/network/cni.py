@@ -32,7 +32,7 @@ from typing import Any
 import structlog
 from grpclib.const import Status
 
-from crishim import deadlines, errors, metrics
+from crishim.common import deadlines, errors, metrics
 from crishim.network.conf import (
     NetworkList,
     PluginConf,

@@ -21,7 +21,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from crishim import errors
+from crishim.common import errors
 
 EXTENSIONS = (".conflist", ".conf", ".json")
 MAX_CONF_BYTES = 1024 * 1024

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from crishim import errors
+from crishim.common import errors
 from crishim.network.default import NAME as OWN_NETWORK
 
 log = structlog.get_logger(__name__)

@@ -37,7 +37,7 @@ from typing import Any
 
 import structlog
 
-from crishim import deadlines, errors, tasks
+from crishim.common import deadlines, errors, tasks
 from crishim.network import conf, forward, netns, podaddrs
 from crishim.network.checkpoint import (
     ADOPTED_WITHOUT_STATE,

@@ -7,19 +7,20 @@ import json
 import os
 from collections.abc import AsyncIterator, Iterator, Sequence
 
-from crishim import errors, labels
 from crishim.api.runtime import v1 as api
-from crishim.cgroupres import CgroupResources
-from crishim.checkpoints import Checkpointer
-from crishim.containers import (
+from crishim.common import errors
+from crishim.engine import labels
+from crishim.logs.copier import LogManager
+from crishim.pods.cgroupres import CgroupResources
+from crishim.pods.checkpoints import Checkpointer
+from crishim.pods.containers import (
     ContainerRequest,
     Containers,
     ContainerView,
     MountRequest,
     ProcessUser,
 )
-from crishim.execsync import exec_sync
-from crishim.logs import LogManager
+from crishim.pods.execsync import exec_sync
 from crishim.server.listing import WireEntries, chunks
 from crishim.server.protowire import Encoded
 from crishim.server.resources import (

@@ -1,4 +1,4 @@
-"""runtime.v1.ImageService: CRI image messages in, crishim.images calls, messages out."""
+"""runtime.v1.ImageService: CRI image messages in, crishim.images.service calls, messages out."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import json
 from collections.abc import AsyncIterator
 from dataclasses import asdict
 
-from crishim import errors
 from crishim.api.runtime import v1 as api
-from crishim.docker.types import RegistryAuth
-from crishim.images import FsUsage, Image, Images
+from crishim.common import errors
+from crishim.engine.docker.types import RegistryAuth
+from crishim.images.service import FsUsage, Image, Images
 from crishim.server.listing import WireEntries, chunks
 from crishim.server.protowire import Encoded
 from crishim.server.resources import or_empty

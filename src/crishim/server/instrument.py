@@ -20,7 +20,7 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 from grpclib.server import Server
 
-from crishim import deadlines, errors, metrics
+from crishim.common import deadlines, errors, metrics
 
 log = structlog.get_logger("crishim.rpc")
 

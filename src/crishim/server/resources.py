@@ -6,10 +6,10 @@ from __future__ import annotations
 import enum
 from typing import Any, TypeVar
 
-from crishim import errors
 from crishim.api.runtime import v1 as api
-from crishim.cgroupres import CgroupResources
-from crishim.docker.types import Resources
+from crishim.common import errors
+from crishim.engine.docker.types import Resources
+from crishim.pods.cgroupres import CgroupResources
 
 E = enum.Enum
 M = TypeVar("M")
@@ -56,7 +56,7 @@ def resources(r: api.LinuxContainerResources | None) -> Resources:
 
 
 def cgroup_resources(r: api.LinuxContainerResources | None) -> CgroupResources:
-    """The parts Docker has no API for (crishim.cgroupres writes them)."""
+    """The parts Docker has no API for (crishim.pods.cgroupres writes them)."""
     if r is None:
         return CgroupResources()
     return CgroupResources(

@@ -13,12 +13,12 @@ from __future__ import annotations
 import grpclib.const
 
 from crishim.api.runtime import v1 as api
-from crishim.checkpoints import Checkpointer
-from crishim.containers import Containers
-from crishim.events import EventHub
-from crishim.logs import LogManager
-from crishim.runtime_status import KUBELET_API_VERSION, Readiness, RuntimeStatus
-from crishim.sandboxes import Sandboxes
+from crishim.engine.status import KUBELET_API_VERSION, Readiness, RuntimeStatus
+from crishim.logs.copier import LogManager
+from crishim.pods.checkpoints import Checkpointer
+from crishim.pods.containers import Containers
+from crishim.pods.events import EventHub
+from crishim.pods.sandboxes import Sandboxes
 from crishim.server.container import ContainerRPCs
 from crishim.server.listing import WireEntries
 from crishim.server.protowire import Encoded

@@ -6,10 +6,11 @@ import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 
-from crishim import errors, labels
 from crishim.api.runtime import v1 as api
+from crishim.common import errors
+from crishim.engine import labels
 from crishim.network.pods import PortMapping
-from crishim.sandboxes import Profile, Sandboxes, SandboxRequest, SandboxView
+from crishim.pods.sandboxes import Profile, Sandboxes, SandboxRequest, SandboxView
 from crishim.server.listing import chunks
 from crishim.server.protowire import Encoded
 from crishim.server.resources import declared, or_empty, resources

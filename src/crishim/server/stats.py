@@ -9,11 +9,11 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
-from crishim import errors, tasks
 from crishim.api.runtime import v1 as api
-from crishim.containers import Containers, ContainerView
-from crishim.events import CREATED, DELETED, STARTED, STOPPED, EventHub
-from crishim.sandboxes import Sandboxes, SandboxView
+from crishim.common import errors, tasks
+from crishim.pods.containers import Containers, ContainerView
+from crishim.pods.events import CREATED, DELETED, STARTED, STOPPED, EventHub
+from crishim.pods.sandboxes import Sandboxes, SandboxView
 from crishim.server import protowire as w
 from crishim.server import sending
 from crishim.server.container import selected

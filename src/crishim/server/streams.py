@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import structlog
 
-from crishim import errors
 from crishim.api.runtime import v1 as api
-from crishim.containers import Containers
-from crishim.sandboxes import Sandboxes
+from crishim.common import errors
+from crishim.pods.containers import Containers
+from crishim.pods.sandboxes import Sandboxes
 from crishim.streaming.remotecommand import Options
 from crishim.streaming.server import AttachTarget, ExecTarget, PortForwardTarget, StreamingServer
 

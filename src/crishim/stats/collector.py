@@ -54,11 +54,11 @@ from dataclasses import dataclass, fields, replace
 
 import structlog
 
-from crishim import tasks
-from crishim.containers import Containers, ContainerView
-from crishim.sandboxes import Sandboxes, SandboxView
-from crishim.stats import cgroups, netdev
-from crishim.stats.fsusage import LayerMeter, LayerUsage
+from crishim.common import cgroups, tasks
+from crishim.common.fsusage import LayerMeter, LayerUsage
+from crishim.pods.containers import Containers, ContainerView
+from crishim.pods.sandboxes import Sandboxes, SandboxView
+from crishim.stats import netdev
 
 log = structlog.get_logger(__name__)
 

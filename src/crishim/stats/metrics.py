@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from crishim.stats import cgroups
+from crishim.common import cgroups
 from crishim.stats.collector import ContainerStats, Network, PodStats
 
 BASE_LABELS = ("container", "id", "image", "name", "namespace", "pod")

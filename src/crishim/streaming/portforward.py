@@ -36,12 +36,7 @@ from crishim.streaming.remotecommand import (
     refuse,
     watch_idle,
 )
-from crishim.streaming.spdyio import (
-    Session,
-    SpdyStream,
-    accept_spdy,
-    accept_spdy_over_websocket,
-)
+from crishim.streaming.spdyio import Session, SpdyStream, accept_spdy, accept_spdy_over_websocket
 
 log = structlog.get_logger(__name__)
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import structlog
 from aiohttp import WSMsgType, web
 
-from crishim import errors
+from crishim.common import errors
 from crishim.streaming import spdy
 from crishim.streaming.spdyio import Session, SpdyStream, accept_spdy
 from crishim.streaming.stdio import Stdio, resize_events

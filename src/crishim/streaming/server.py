@@ -19,10 +19,10 @@ from dataclasses import dataclass
 import structlog
 from aiohttp import web
 
-from crishim import errors
+from crishim.common import errors
 from crishim.config import Config, split_host_port
-from crishim.docker import DockerClient
-from crishim.sandboxes import Sandboxes
+from crishim.engine.docker import DockerClient
+from crishim.pods.sandboxes import Sandboxes
 from crishim.streaming import portforward, remotecommand
 from crishim.streaming.stdio import Stdio, run_attach, run_exec
 from crishim.streaming.tokens import Tokens

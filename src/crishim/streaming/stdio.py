@@ -18,10 +18,10 @@ from typing import Protocol
 
 import structlog
 
-from crishim import errors
-from crishim.docker import DockerClient
-from crishim.docker.streams import Demuxer, Hijacked
-from crishim.execsync import exit_code_of, kill_exec
+from crishim.common import errors
+from crishim.engine.docker import DockerClient
+from crishim.engine.docker.streams import Demuxer, Hijacked
+from crishim.pods.execsync import exit_code_of, kill_exec
 
 log = structlog.get_logger(__name__)
 

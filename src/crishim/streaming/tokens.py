@@ -15,7 +15,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from crishim import errors
+from crishim.common import errors
 
 TTL_SECONDS = 60.0
 MAX_PENDING = 4096

@@ -24,7 +24,7 @@ from crishim.engine.docker.types import BindMount, ContainerSpec, EngineInfo, Im
 from crishim.engine.store import Record, Store
 from crishim.logs.copier import touch
 from crishim.pods import cgroupres, validate
-from crishim.pods.sandboxes import Sandboxes, systemd_cgroup_parent
+from crishim.pods.sandboxes import Sandboxes, SandboxView, systemd_cgroup_parent
 from crishim.pods.security import Profile, docker_security_opts
 
 log = structlog.get_logger(__name__)
@@ -193,6 +193,69 @@ def _real_path(path: str) -> str:
         os.close(fd)
 
 
+def _container_spec(
+    request: ContainerRequest,
+    sandbox: SandboxView,
+    name: str,
+    info: EngineInfo,
+    image_mounts: tuple[ImageMount, ...],
+    oom: int,
+    security: tuple[str, ...],
+) -> ContainerSpec:
+    """The Docker create of a checked request, in the sandbox's namespaces; its bind
+    mounts are made from the mounts' real paths inside the create's block."""
+    pid_mode = {
+        "pod": f"container:{sandbox.id}",
+        "container": "",
+        "node": "host",
+        "target": f"container:{request.target_id}",
+    }[request.pid_mode]
+    cgroup_parent = request.cgroup_parent
+    if info.cgroup_driver == "systemd":
+        cgroup_parent = systemd_cgroup_parent(cgroup_parent)
+    return ContainerSpec(
+        name=name,
+        image=request.image,
+        labels=labels.container_labels(
+            request.labels,
+            request.annotations,
+            sandbox_id=sandbox.id,
+            log_directory=request.log_directory,
+            log_path=request.log_path,
+        )
+        | request.cgroup_resources.labels(),
+        entrypoint=request.command or None,
+        cmd=request.args or None,
+        env=tuple(f"{k}={v}" for k, v in request.envs),
+        working_dir=request.working_dir,
+        user=_user(request),
+        network_mode=f"container:{sandbox.id}",
+        ipc_mode=f"container:{sandbox.id}",
+        pid_mode=pid_mode,
+        cgroup_parent=cgroup_parent,
+        privileged=request.privileged,
+        readonly_rootfs=request.readonly_rootfs,
+        group_add=tuple(str(g) for g in request.supplemental_groups),
+        security_opt=security,
+        oom_score_adj=oom,
+        runtime=sandbox.docker_runtime,
+        log_max_size=LOG_MAX_SIZE,
+        log_max_file=LOG_MAX_FILE,
+        bind_mounts=(),
+        image_mounts=image_mounts,
+        devices=request.devices,
+        cap_add=request.cap_add,
+        cap_drop=request.cap_drop,
+        masked_paths=request.masked_paths,
+        readonly_paths=request.readonly_paths,
+        resources=request.resources,
+        tty=request.tty,
+        open_stdin=request.stdin,
+        stdin_once=request.stdin_once,
+        stop_signal=request.stop_signal,
+    )
+
+
 def _retrieve(future: asyncio.Future[object]) -> None:
     """Mark a side trip's error as seen when the call failed first (it has its own error)."""
     if not future.cancelled():
@@ -289,12 +352,35 @@ class Containers:
         return await asyncio.to_thread(cgroups.host_mounts)
 
     async def create(self, request: ContainerRequest) -> str:
+        """CreateContainer: check the request, learn what the host allows, build the
+        Docker spec, then create it (its bind mounts and log file made meanwhile)."""
         sandbox = self.sandboxes.get(request.sandbox_id)  # NotFound for unknown sandboxes
+        image_mounts = self._checked(request)
+        info = await self.sandboxes.engine.current_info()
+        oom, security = await self._host_options(request)
+        name = labels.container_name(sandbox.meta, request.meta)
+        spec = _container_spec(request, sandbox, name, info, image_mounts, oom, security)
+
+        def taken() -> errors.CrishimError:
+            return errors.AlreadyExists(
+                f"container {request.meta.name} attempt {request.meta.attempt} "
+                f"already exists in sandbox {sandbox.id[:12]}"
+            )
+
+        # A retry of a call still in this process: its container, or a clean slate.
+        if landed := await self.sandboxes.creator.landed(name):
+            return landed
+        container_id = await self._create(request, spec, selinux_enabled(info), taken)
+        # Said on the call's own rpc line: one line per create, naming what it made.
+        structlog.contextvars.bind_contextvars(container_id=container_id, name=name)
+        return container_id
+
+    def _checked(self, request: ContainerRequest) -> tuple[ImageMount, ...]:
+        """What Docker, runc or this daemon would refuse, refused first; the image mounts."""
         labels.validate_container(request.meta)
         if not request.image:
             raise errors.InvalidArgument("config.image.image is required")
         _validate(request)
-        name = labels.container_name(sandbox.meta, request.meta)
         image_mounts = tuple(
             ImageMount(m.image, m.container_path, m.image_sub_path)
             for m in request.mounts
@@ -307,18 +393,14 @@ class Containers:
                 "image volumes need Docker Engine API 1.48 (Docker 28) or newer; "
                 f"this daemon speaks {api_version or 'nothing (unreachable)'}"
             )
-        pid_mode = {
-            "pod": f"container:{sandbox.id}",
-            "container": "",
-            "node": "host",
-            "target": f"container:{request.target_id}",
-        }[request.pid_mode]
         if request.pid_mode == "target" and not request.target_id:
             raise errors.InvalidArgument("namespace_options.target_id is required for TARGET")
-        info = await self.sandboxes.engine.current_info()
-        cgroup_parent = request.cgroup_parent
-        if info.cgroup_driver == "systemd":
-            cgroup_parent = systemd_cgroup_parent(cgroup_parent)
+        cgroupres.validate(request.cgroup_resources)
+        return image_mounts
+
+    async def _host_options(self, request: ContainerRequest) -> tuple[int, tuple[str, ...]]:
+        """The OOM score the host allows, the security options of the request's profiles;
+        cgroup resources the host's hierarchies cannot carry are refused."""
         oom = request.oom_score_adj
         if oom < 0 and await self.sandboxes.oom_score_adj() == 0:
             oom = 0  # the host cannot lower OOM scores (see the sandbox's warning)
@@ -330,74 +412,30 @@ class Containers:
                 request.selinux,
                 request.no_new_privs,
             )
-        cgroupres.validate(request.cgroup_resources)
         if request.cgroup_resources.hugepages or request.cgroup_resources.unified:
             mounts = await self._cgroup_mounts()
             await asyncio.to_thread(cgroupres.check_host, request.cgroup_resources, mounts)
-        spec = ContainerSpec(
-            name=name,
-            image=request.image,
-            labels=labels.container_labels(
-                request.labels,
-                request.annotations,
-                sandbox_id=sandbox.id,
-                log_directory=request.log_directory,
-                log_path=request.log_path,
-            )
-            | request.cgroup_resources.labels(),
-            entrypoint=request.command or None,
-            cmd=request.args or None,
-            env=tuple(f"{k}={v}" for k, v in request.envs),
-            working_dir=request.working_dir,
-            user=_user(request),
-            network_mode=f"container:{sandbox.id}",
-            ipc_mode=f"container:{sandbox.id}",
-            pid_mode=pid_mode,
-            cgroup_parent=cgroup_parent,
-            privileged=request.privileged,
-            readonly_rootfs=request.readonly_rootfs,
-            group_add=tuple(str(g) for g in request.supplemental_groups),
-            security_opt=security,
-            oom_score_adj=oom,
-            runtime=sandbox.docker_runtime,
-            log_max_size=LOG_MAX_SIZE,
-            log_max_file=LOG_MAX_FILE,
-            bind_mounts=(),  # made from the mounts' real paths, inside the create's block (below)
-            image_mounts=image_mounts,
-            devices=request.devices,
-            cap_add=request.cap_add,
-            cap_drop=request.cap_drop,
-            masked_paths=request.masked_paths,
-            readonly_paths=request.readonly_paths,
-            resources=request.resources,
-            tty=request.tty,
-            open_stdin=request.stdin,
-            stdin_once=request.stdin_once,
-            stop_signal=request.stop_signal,
-        )
+        return oom, security
 
-        def taken() -> errors.CrishimError:
-            return errors.AlreadyExists(
-                f"container {request.meta.name} attempt {request.meta.attempt} "
-                f"already exists in sandbox {sandbox.id[:12]}"
-            )
-
+    async def _create(
+        self,
+        request: ContainerRequest,
+        spec: ContainerSpec,
+        selinux: bool,
+        taken: Callable[[], errors.CrishimError],
+    ) -> str:
+        """The Docker create, marked: whatever fails or is cancelled inside removes the
+        container again (crishim.pods.creating)."""
         log_file = None
         if request.log_directory and request.log_path:
             log_file = Path(request.log_directory, request.log_path)
-
-        # A retry of a call still in this process: its container, or a clean slate.
         creator = self.sandboxes.creator
-        if landed := await creator.landed(name):
-            return landed
-        # Whatever fails or is cancelled inside removes the container again.
-        async with creator.marked(name, taken) as made:
+        async with creator.marked(spec.name, taken) as made:
             if request.mounts:
                 sources = _resolve_sources(request.mounts, cachedpath.real_path)
                 if sources is None:  # the kernel's cache could not say: ask in a thread
                     sources = await asyncio.to_thread(_resolve_sources, request.mounts)
                 pairs = zip(request.mounts, sources, strict=True)
-                selinux = selinux_enabled(info)
                 binds = tuple(_bind(m, src, selinux) for m, src in pairs if not m.image)
                 spec = replace(spec, bind_mounts=binds)
             # The log file (not StartContainer's to make) is made while Docker creates:
@@ -414,8 +452,6 @@ class Containers:
             if len(self._log_made) > 10_000:  # a bound, not a policy: never started, never removed
                 self._log_made.clear()
             self._log_made.add(container_id)
-        # Said on the call's own rpc line: one line per create, naming what it made.
-        structlog.contextvars.bind_contextvars(container_id=container_id, name=name)
         return container_id
 
     def log_file_made(self, container_id: str) -> bool:

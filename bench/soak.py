@@ -396,15 +396,17 @@ def leftovers(node, live: dict, peer: str, fds_start: dict, fds_end: dict) -> di
     return out
 
 
-def run(args) -> dict:
-    root = Path(tempfile.mkdtemp(prefix="soak-", dir="/tmp"))
+@contextlib.contextmanager
+def node_with(*, crishim: bool, cri_dockerd: bool, prefix: str):
+    """A conformance node with crishim and/or the kit's cri-dockerd on its daemon and CNI
+    config; yields the node and cri-dockerd's (process, socket) or None. Stops exactly
+    what it started."""
+    root = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
     node = conformance.ConformanceNode(root, "--log-level=info")
-    node.start(crishim=args.peer == "crishim")
+    node.start(crishim=crishim)
     peer = None
     try:
-        if args.peer == "crishim":
-            socket, pid = node.socket, node.crishim.proc.pid
-        else:
+        if cri_dockerd:
             socket = root / "cri-dockerd" / "cri-dockerd.sock"
             socket.parent.mkdir()
             peer = subprocess.Popen(
@@ -413,13 +415,22 @@ def run(args) -> dict:
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
             wait_for(socket.exists, 60, "cri-dockerd's socket")
-            # nsenter execs the script, which execs cri-dockerd: the same pid.
-            pid = peer.pid
-        return asyncio.run(_soak(args, node, socket, pid))
+        # nsenter execs the script, which execs cri-dockerd: the runtime's own pid.
+        yield node, (peer, socket) if peer is not None else None
     finally:
         if peer is not None:
             stop_process(peer, timeout=30)
         node.stop()
+
+
+def run(args) -> dict:
+    crishim = args.peer == "crishim"
+    with node_with(crishim=crishim, cri_dockerd=not crishim, prefix="soak-") as (node, peer):
+        if peer is None:
+            socket, pid = node.socket, node.crishim.proc.pid
+        else:
+            socket, pid = peer[1], peer[0].pid
+        return asyncio.run(_soak(args, node, socket, pid))
 
 
 def main() -> None:

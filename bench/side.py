@@ -1,0 +1,293 @@
+"""crishim beside cri-dockerd on one daemon: each RPC on a long-lived channel, and each
+crictl command as a new process, taking turns.
+
+One conformance node (tests/harness/conformance.py: its own namespace, dockerd, the
+kit's images and a bridge CNI network) runs crishim and the kit's cri-dockerd 0.4.3
+at once, on the same daemon and the same CNI config. `--pods` pods, made by crishim
+with one running container each, are what both runtimes list (a pod made by one is
+the other's too: crishim keeps cri-dockerd's names and labels).
+
+    channel   one grpclib channel per runtime, held open as the kubelet holds one; per
+              RPC, blocks of calls alternate between the two runtimes (the daemon's drift
+              on a VM hides differences between runs made one after the other), with
+              `--concurrency` callers at once; p50/p99 ms per runtime, and the runtime's
+              CPU ms per call (its /proc ticks over its blocks: background work included)
+    crictl    each command a new crictl process (a new connection), alternating; median
+              ms, plus a pod's whole start (runp) and stop (stopp + rmp)
+
+    .venv/bin/python -m bench.side [--pods 30] [--concurrency 1] [--calls 200]
+
+Prints the tables on stderr and one JSON object on stdout: ratio is crishim / cri-dockerd.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import grpclib
+from grpclib.client import Channel
+
+from bench.soak import BUSYBOX, _cpu_ticks, node_with
+from crishim.api.runtime import v1 as api
+
+BLOCK = 20  # calls per runtime per turn
+BUDGET_S = 30.0  # at most this long per RPC and runtime (cri-dockerd's stats take seconds)
+RUNTIMES = ("crishim", "cri-dockerd")
+
+
+class Runtime:
+    def __init__(self, name: str, socket: Path, pid: int) -> None:
+        self.name, self.socket, self.pid = name, socket, pid
+        self.channel = Channel(path=str(socket))
+        self.rt = api.RuntimeServiceStub(self.channel)
+        self.im = api.ImageServiceStub(self.channel)
+
+
+def _rpcs(pod: str, container: str) -> dict:
+    """RPC name -> a call on a Runtime (the kubelet's and crictl's polled calls)."""
+    return {
+        "Version": lambda r: r.rt.version(api.VersionRequest()),
+        "Status": lambda r: r.rt.status(api.StatusRequest()),
+        "ImageFsInfo": lambda r: r.im.image_fs_info(api.ImageFsInfoRequest()),
+        "ImageStatus": lambda r: r.im.image_status(
+            api.ImageStatusRequest(image=api.ImageSpec(image=BUSYBOX))
+        ),
+        "ListImages": lambda r: r.im.list_images(api.ListImagesRequest()),
+        "ListPodSandbox": lambda r: r.rt.list_pod_sandbox(api.ListPodSandboxRequest()),
+        "ListContainers": lambda r: r.rt.list_containers(api.ListContainersRequest()),
+        "PodSandboxStatus": lambda r: r.rt.pod_sandbox_status(
+            api.PodSandboxStatusRequest(pod_sandbox_id=pod)
+        ),
+        "PodSandboxStatus verbose": lambda r: r.rt.pod_sandbox_status(
+            api.PodSandboxStatusRequest(pod_sandbox_id=pod, verbose=True)
+        ),
+        "ContainerStatus": lambda r: r.rt.container_status(
+            api.ContainerStatusRequest(container_id=container)
+        ),
+        "ContainerStatus verbose": lambda r: r.rt.container_status(
+            api.ContainerStatusRequest(container_id=container, verbose=True)
+        ),
+        "ContainerStats": lambda r: r.rt.container_stats(
+            api.ContainerStatsRequest(container_id=container)
+        ),
+        "ListContainerStats": lambda r: r.rt.list_container_stats(api.ListContainerStatsRequest()),
+    }
+
+
+async def _block(runtime: Runtime, call, n: int, concurrency: int) -> tuple[list[float], int]:
+    """`n` calls by `concurrency` callers: each call's ms, and the runtime's CPU ticks."""
+    ms: list[float] = []
+    left = [n]
+
+    async def caller() -> None:
+        while left[0] > 0:
+            left[0] -= 1
+            t0 = time.perf_counter()
+            await call(runtime)
+            ms.append((time.perf_counter() - t0) * 1000)
+
+    ticks = _cpu_ticks(runtime.pid)
+    await asyncio.gather(*(caller() for _ in range(concurrency)))
+    return ms, _cpu_ticks(runtime.pid) - ticks
+
+
+def _summary(ms: list[float], ticks: int) -> dict:
+    ordered = sorted(ms)
+    hz = os.sysconf("SC_CLK_TCK")
+    return {
+        "calls": len(ms),
+        "p50_ms": round(statistics.median(ordered), 2),
+        "p99_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 2),
+        "cpu_ms_per_call": round(1000 * ticks / hz / len(ms), 3),
+    }
+
+
+async def channel_table(runtimes: list[Runtime], rpcs: dict, calls: int, concurrency: int):
+    table = {}
+    for name, call in rpcs.items():
+        got = {r.name: ([], 0) for r in runtimes}
+        spent = dict.fromkeys(got, 0.0)
+        unsupported = set()
+        for r in runtimes:  # warm: the first call of a kind opens what it needs
+            try:
+                await call(r)
+            except grpclib.GRPCError as exc:
+                if exc.status != grpclib.Status.UNIMPLEMENTED:
+                    raise
+                unsupported.add(r.name)
+        turn = 0
+        while any(
+            len(got[r.name][0]) < calls and spent[r.name] < BUDGET_S and r.name not in unsupported
+            for r in runtimes
+        ):
+            order = runtimes if turn % 2 == 0 else runtimes[::-1]
+            turn += 1
+            for r in order:
+                ms, ticks = got[r.name]
+                if len(ms) >= calls or spent[r.name] >= BUDGET_S or r.name in unsupported:
+                    continue
+                t0 = time.monotonic()
+                more, more_ticks = await _block(r, call, min(BLOCK, calls - len(ms)), concurrency)
+                spent[r.name] += time.monotonic() - t0
+                got[r.name] = (ms + more, ticks + more_ticks)
+        row = {}
+        for r in runtimes:
+            ms, ticks = got[r.name]
+            row[r.name] = "UNIMPLEMENTED" if r.name in unsupported else _summary(ms, ticks)
+        a, b = row["crishim"], row["cri-dockerd"]
+        if isinstance(a, dict) and isinstance(b, dict):
+            row["ratio_p50"] = round(a["p50_ms"] / b["p50_ms"], 2)
+            row["ratio_p99"] = round(a["p99_ms"] / b["p99_ms"], 2)
+            row["ratio_cpu"] = (
+                round(a["cpu_ms_per_call"] / b["cpu_ms_per_call"], 2)
+                if b["cpu_ms_per_call"]
+                else None
+            )
+        table[name] = row
+        print(f"{name:28} {json.dumps(row)}", file=sys.stderr)
+    return table
+
+
+def _pod_json(root: Path, i: int) -> Path:
+    name, uid = f"side-crictl-{i}-{uuid.uuid4().hex[:6]}", str(uuid.uuid4())
+    path = root / f"pod-{i}.json"
+    path.write_text(
+        json.dumps(
+            {
+                "metadata": {"name": name, "namespace": "side", "uid": uid, "attempt": 0},
+                "hostname": name,
+                "log_directory": str(root / "pods" / name),
+                "linux": {},
+            }
+        )
+    )
+    return path
+
+
+def crictl_table(node, runtimes: list[Runtime], pod: str, container: str, runs: int) -> dict:
+    commands = {
+        "version": ["version"],
+        "info": ["info"],
+        "imagefsinfo": ["imagefsinfo"],
+        "images": ["images"],
+        "pods": ["pods"],
+        "ps -a": ["ps", "-a"],
+        "inspect": ["inspect", container],
+        "inspectp": ["inspectp", pod],
+    }
+    got: dict[str, dict[str, list[float]]] = {c: {r.name: [] for r in runtimes} for c in commands}
+    got["pod start (runp)"] = {r.name: [] for r in runtimes}
+    got["pod stop (stopp+rmp)"] = {r.name: [] for r in runtimes}
+    for i in range(runs):
+        order = runtimes if i % 2 == 0 else runtimes[::-1]
+        for r in order:
+            for label, args in commands.items():
+                t0 = time.perf_counter()
+                node.crictl(*args, socket=r.socket)
+                got[label][r.name].append((time.perf_counter() - t0) * 1000)
+            config = _pod_json(node.root, i)
+            t0 = time.perf_counter()
+            made = node.crictl("runp", str(config), socket=r.socket).strip()
+            got["pod start (runp)"][r.name].append((time.perf_counter() - t0) * 1000)
+            t0 = time.perf_counter()
+            node.crictl("stopp", made, socket=r.socket)
+            node.crictl("rmp", made, socket=r.socket)
+            got["pod stop (stopp+rmp)"][r.name].append((time.perf_counter() - t0) * 1000)
+    table = {}
+    for label, by in got.items():
+        row = {name: round(statistics.median(ms), 1) for name, ms in by.items()}
+        row["ratio"] = round(row["crishim"] / row["cri-dockerd"], 2)
+        table[label] = row
+        print(f"crictl {label:24} {json.dumps(row)}", file=sys.stderr)
+    return table
+
+
+async def _fill(runtime: Runtime, root: Path, pods: int) -> tuple[str, str]:
+    """`pods` pods with a running container each; one pod's and one container's id."""
+    made = []
+    for start in range(0, pods, 10):
+        made += await asyncio.gather(*(_pod(runtime, root) for _ in range(min(10, pods - start))))
+    return made[0]
+
+
+async def _pod(runtime: Runtime, root: Path) -> tuple[str, str]:
+    name, uid = f"side-{uuid.uuid4().hex[:8]}", str(uuid.uuid4())
+    config = api.PodSandboxConfig(
+        metadata=api.PodSandboxMetadata(name=name, namespace="side", uid=uid),
+        hostname=name,
+        log_directory=str(root / "pods" / f"side_{name}_{uid}"),
+        linux=api.LinuxPodSandboxConfig(),
+    )
+    pod = (await runtime.rt.run_pod_sandbox(api.RunPodSandboxRequest(config=config))).pod_sandbox_id
+    (Path(config.log_directory) / "app").mkdir(parents=True, exist_ok=True)
+    created = await runtime.rt.create_container(
+        api.CreateContainerRequest(
+            pod_sandbox_id=pod,
+            sandbox_config=config,
+            config=api.ContainerConfig(
+                metadata=api.ContainerMetadata(name="app"),
+                image=api.ImageSpec(image=BUSYBOX),
+                command=["sleep", "100000"],
+                log_path="app/0.log",
+                linux=api.LinuxContainerConfig(),
+            ),
+        )
+    )
+    await runtime.rt.start_container(api.StartContainerRequest(container_id=created.container_id))
+    return pod, created.container_id
+
+
+async def _measure(args, node, peer_socket: Path, peer_pid: int) -> dict:
+    runtimes = [
+        Runtime("crishim", node.socket, node.crishim.proc.pid),
+        Runtime("cri-dockerd", peer_socket, peer_pid),
+    ]
+    pod, container = await _fill(runtimes[0], node.root, args.pods)
+    seen = {}
+    for r in runtimes:
+        listed = await r.rt.list_pod_sandbox(api.ListPodSandboxRequest())
+        seen[r.name] = len(listed.items)
+    print(f"pods listed: {seen}", file=sys.stderr)
+    channel = await channel_table(runtimes, _rpcs(pod, container), args.calls, args.concurrency)
+    for r in runtimes:
+        r.channel.close()
+    crictl = (
+        await asyncio.to_thread(crictl_table, node, runtimes, pod, container, args.crictl_runs)
+        if args.crictl_runs
+        else {}
+    )
+    return {
+        "pods": args.pods,
+        "pods_listed": seen,
+        "concurrency": args.concurrency,
+        "channel": channel,
+        "crictl": crictl,
+    }
+
+
+def run(args) -> dict:
+    with node_with(crishim=True, cri_dockerd=True, prefix="side-") as (node, peer):
+        process, socket = peer
+        return asyncio.run(_measure(args, node, socket, process.pid))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pods", type=int, default=30)
+    parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument("--calls", type=int, default=200, help="per RPC and runtime")
+    parser.add_argument("--crictl-runs", type=int, default=10, help="per command and runtime")
+    args = parser.parse_args()
+    print(json.dumps(run(args)))
+
+
+if __name__ == "__main__":
+    main()

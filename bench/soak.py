@@ -68,7 +68,9 @@ class Calls:
         for attempt in range(retries + 1):
             t0 = time.perf_counter()
             try:
-                out = await fn(timeout=deadline)
+                # grpclib's timeout did not end one of cri-dockerd's stats calls (it hung
+                # the loop for the rest of a run): the kubelet's context would have.
+                out = await asyncio.wait_for(fn(timeout=deadline), deadline + 5)
             except grpclib.GRPCError as exc:
                 if exc.status == grpclib.Status.UNIMPLEMENTED:
                     self.unsupported.add(name)

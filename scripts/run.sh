@@ -45,6 +45,9 @@ echo "== Docker Engine is up"
 echo "== installing crishim into $PREFIX"
 python3 -m venv "$PREFIX/venv" 2>/dev/null || { apt-get install -y -qq python3-venv >/dev/null; python3 -m venv "$PREFIX/venv"; }
 "$PREFIX/venv/bin/python" -m pip install -q --upgrade pip >/dev/null
+# setuptools builds in ./build and copies what it finds there into the wheel: a build
+# left by an older checkout (before modules moved) would install its stale modules too.
+rm -rf build
 "$PREFIX/venv/bin/python" -m pip install -q .
 ln -sf "$PREFIX/venv/bin/crishim" /usr/local/bin/crishim
 mkdir -p /etc/crishim

@@ -91,20 +91,29 @@ else
     echo $! > "$PIDFILE"
   fi
 fi
-# 5. prove it serves: a real CRI Version call over the socket
-for _ in $(seq 30); do [ -S /run/crishim/crishim.sock ] && break; sleep 1; done
+# 5. prove it serves: a real CRI Version call over the socket, retried for 30 s (a socket
+#    left by a crishim that was killed exists, but refuses, until the new one binds it)
 "$PREFIX/venv/bin/python" - <<'PY' || { echo "crishim is not serving; see /var/log/crishim.log" >&2; exit 1; }
 import asyncio
+import time
 from grpclib.client import Channel
 from crishim.api.runtime import v1 as api
 
 async def main() -> None:
-    channel = Channel(path="/run/crishim/crishim.sock")
-    try:
-        v = await asyncio.wait_for(api.RuntimeServiceStub(channel).version(api.VersionRequest()), 30)
-        print(f"== crishim serves unix:///run/crishim/crishim.sock: {v.runtime_name}://{v.runtime_version}")
-    finally:
-        channel.close()
+    give_up = time.monotonic() + 30
+    while True:
+        channel = Channel(path="/run/crishim/crishim.sock")
+        try:
+            call = api.RuntimeServiceStub(channel).version(api.VersionRequest())
+            v = await asyncio.wait_for(call, 10)
+            break
+        except OSError:
+            if time.monotonic() > give_up:
+                raise
+            await asyncio.sleep(0.5)
+        finally:
+            channel.close()
+    print(f"== crishim serves unix:///run/crishim/crishim.sock: {v.runtime_name}://{v.runtime_version}")
 
 asyncio.run(main())
 PY

@@ -66,6 +66,13 @@ if [ ! -x "$KIT/bin/critest" ]; then
 fi
 if (($#)); then debian=("$@"); current=("$@"); else debian=(tests); current=(tests/integration tests/conformance); fi
 logs=$(mktemp -d /tmp/crishim-test-legs.XXXXXX)
+# critest's mount propagation specs bind-mount /tmp/test<hex>/mnt (beside propagationSrcDir)
+# and leave it; both legs run critest at once, so what they left is removed after both end.
+propagation_dirs() {
+  local d
+  for d in /tmp/test*/propagationSrcDir; do if [ -d "$d" ]; then echo "${d%/propagationSrcDir}"; fi; done
+}
+propagation_dirs | sort > "$logs/propagation.before"
 leg28=""
 if [ -x "$ENGINE28" ]; then
   echo "== pytest on Docker 28.5 (in the background: $logs/docker-28.5.log, shown when it ends)"
@@ -87,5 +94,9 @@ if [ -n "$leg28" ]; then
   cat "$logs/docker-28.5.log"
   ((rc)) || rc=$rc28
 fi
+for d in $(propagation_dirs | sort | comm -13 "$logs/propagation.before" - || true); do
+  for m in $(grep -o " $d/[^ ]*" /proc/self/mounts | sort -r || true); do umount -l "$m" || true; done
+  rm -rf "$d"
+done
 rm -rf "$logs"
 exit "$rc"

@@ -46,7 +46,7 @@ from grpclib.client import Channel
 
 from crishim.api.runtime import v1 as api
 from tests.harness import conformance
-from tests.harness.procs import stop_process, wait_for
+from tests.harness.procs import stop_process, umount_below, wait_for
 
 BUSYBOX = "registry.k8s.io/e2e-test-images/busybox:1.29-2"
 LIFECYCLE_DEADLINE = 120.0  # the kubelet's --runtime-request-timeout
@@ -423,6 +423,9 @@ def node_with(*, crishim: bool, cri_dockerd: bool, prefix: str):
         if peer is not None:
             stop_process(peer, timeout=30)
         node.stop()
+        # The live pods' pinned netns handles stay mounted under the state dir once the
+        # runtime is gone (as on a node); the node's root is ours, so nothing stays mounted.
+        umount_below(root)
 
 
 def run(args) -> dict:

@@ -35,7 +35,7 @@ from pathlib import Path
 import grpclib
 from grpclib.client import Channel
 
-from bench.soak import BUSYBOX, _cpu_ticks, node_with
+from bench.soak import BUSYBOX, _cpu_ticks, node_with, percentiles
 from crishim.api.runtime import v1 as api
 
 BLOCK = 20  # calls per runtime per turn
@@ -100,12 +100,10 @@ async def _block(runtime: Runtime, call, n: int, concurrency: int) -> tuple[list
 
 
 def _summary(ms: list[float], ticks: int) -> dict:
-    ordered = sorted(ms)
     hz = os.sysconf("SC_CLK_TCK")
     return {
         "calls": len(ms),
-        "p50_ms": round(statistics.median(ordered), 2),
-        "p99_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 2),
+        **percentiles(ms),
         "cpu_ms_per_call": round(1000 * ticks / hz / len(ms), 3),
     }
 

@@ -254,6 +254,12 @@ async def _measure(args, node, peer_socket: Path, peer_pid: int) -> dict:
         listed = await r.rt.list_pod_sandbox(api.ListPodSandboxRequest())
         seen[r.name] = len(listed.items)
     print(f"pods listed: {seen}", file=sys.stderr)
+    if args.hold:
+        # For profiling by hand (py-spy, a client of one's own) on the filled node.
+        held = {r.name: {"socket": str(r.socket), "pid": r.pid} for r in runtimes}
+        print(json.dumps({"hold_s": args.hold, "pod": pod, "container": container, **held}),
+              file=sys.stderr, flush=True)  # fmt: skip
+        await asyncio.sleep(args.hold)
     channel = await channel_table(runtimes, _rpcs(pod, container), args.calls, args.concurrency)
     for r in runtimes:
         r.channel.close()
@@ -282,6 +288,9 @@ def main() -> None:
     parser.add_argument("--pods", type=int, default=30)
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--calls", type=int, default=200, help="per RPC and runtime")
+    parser.add_argument(
+        "--hold", type=float, default=0, help="seconds to keep the filled node up first"
+    )
     parser.add_argument("--crictl-runs", type=int, default=10, help="per command and runtime")
     args = parser.parse_args()
     print(json.dumps(run(args)))

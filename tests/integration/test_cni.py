@@ -23,6 +23,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from crishim.common import rfc3339
 from tests.harness.clients import Official
 from tests.harness.cni import CniNode
 from tests.harness.paths import LOG_ROOT
@@ -665,3 +666,25 @@ def test_exec_in_a_cni_pod_sees_the_pods_network(cni) -> None:
     )
     assert done.exit_code == 0
     assert f"inet {ip}/24" in done.stdout.decode()
+
+
+def test_a_verbose_status_reports_the_pods_last_cni_check(cni, dockerd) -> None:
+    """`crictl inspectp` shows a pod's CNI CHECK and when it ran: live on a pod's first
+    ask, kept for the asks after it (run again behind them once 30 s old)."""
+    n = cni()
+    healthy, broken = n.run(), n.run()
+
+    def check(sandbox_id: str) -> dict:
+        return json.loads(n.status(sandbox_id, verbose=True).info["info"])["networkCheck"]
+
+    before = time.time_ns()
+    first = check(healthy)
+    assert first["result"] == "ok"
+    assert before <= rfc3339.to_ns(first["checkedAt"]) <= time.time_ns()
+    assert check(healthy) == first  # the kept outcome, with the time it ran
+
+    ip = n.status(broken).status.network.ip
+    pid = sandbox_pid(dockerd, broken)
+    run("nsenter", f"--net=/proc/{pid}/ns/net", "ip", "addr", "del", f"{ip}/24", "dev", "eth0")
+    # bridge's CHECK: "Failed to match addr 10.99.0.3/24 on interface eth0"
+    assert f"addr {ip}/24" in check(broken)["result"]

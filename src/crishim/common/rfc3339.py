@@ -19,3 +19,10 @@ def to_ns(timestamp: str | None) -> int:
     offset = "+00:00" if tz in (None, "Z") else tz
     seconds = int(datetime.datetime.fromisoformat(whole + offset).timestamp())
     return seconds * 1_000_000_000 + int((frac or "0").ljust(9, "0")[:9])
+
+
+def from_ns(ns: int) -> str:
+    """Unix nanoseconds as RFC 3339 UTC with nanoseconds, the form to_ns reads back."""
+    seconds, frac = divmod(ns, 1_000_000_000)
+    whole = datetime.datetime.fromtimestamp(seconds, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{whole}.{frac:09d}Z"

@@ -46,12 +46,14 @@ from crishim.network.checkpoint import (
     from_libcni_cache,
 )
 from crishim.network.cni import Attachment, Cni
+from crishim.network.rechecked import Rechecked
 
 log = structlog.get_logger(__name__)
 
 MODES = ("cni", "docker")
 WATCH_INTERVAL = 1.0
 STATUS_INTERVAL = 10.0  # CNI STATUS (1.1.0 configs) at most this often
+CHECK_MAX_AGE = 30.0  # a kept CNI CHECK older than this is run again, in the background
 FIREWALL_INTERVAL = 60.0  # the FORWARD policy (Docker may restart and set it) looked at
 IFNAME = "eth0"
 UNDO_TIMEOUT = 60.0
@@ -200,6 +202,7 @@ class PodNetworks:
         self._watcher: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
         self._firewall_note = ""  # why FORWARD may drop the pods of a network not crishim's
+        self._checks = Rechecked(self.check, CHECK_MAX_AGE)
 
     # -- life ---------------------------------------------------------------------
 
@@ -223,6 +226,7 @@ class PodNetworks:
     async def close(self) -> None:
         await tasks.stop(self._watcher)
         self._watcher = None
+        await self._checks.close()
 
     async def _watch(self) -> None:
         last_status = last_firewall = 0.0
@@ -437,6 +441,14 @@ class PodNetworks:
         async with self._locked(sandbox_id):
             await self._forget(sandbox_id)
 
+    async def last_check(self, sandbox_id: str) -> dict[str, str]:
+        """The pod's last CNI CHECK and when it ran (network/rechecked.py: run on the
+        first ask, then again in the background once CHECK_MAX_AGE old)."""
+        cp = self._cache.get(sandbox_id)
+        if cp is None or cp.torn_down or cp.result is None:
+            return {"result": "no network attachment"}
+        return (await self._checks.get(sandbox_id)).report()
+
     async def check(self, sandbox_id: str) -> str:
         """CNI CHECK of a set-up pod: "ok", "not supported", or the plugin's complaint."""
         cp = self._cache.get(sandbox_id)
@@ -490,6 +502,7 @@ class PodNetworks:
             self._checkpoints.remove(sandbox_id)
 
         await asyncio.to_thread(forget)
+        self._checks.forget(sandbox_id)
         if self._cache.pop(sandbox_id, None) is not None:
             self.version += 1
 

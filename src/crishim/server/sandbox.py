@@ -222,7 +222,7 @@ class SandboxRPCs:
         if message.verbose:
             details = dict(view.info)
             if not view.host_network:
-                details["networkCheck"] = await self._sandboxes.networks.check(view.id)
+                details["networkCheck"] = await self._sandboxes.networks.last_check(view.id)
             recorded = self._sandboxes.pod_resources.get(view.id)
             if recorded is not None:
                 details["podResources"] = recorded

@@ -13,7 +13,7 @@ from __future__ import annotations
 import grpclib.const
 
 from crishim.api.runtime import v1 as api
-from crishim.engine.status import KUBELET_API_VERSION, Readiness, RuntimeStatus
+from crishim.engine.status import KUBELET_API_VERSION, Readiness, RuntimeStatus, VersionInfo
 from crishim.logs.copier import LogManager
 from crishim.pods.checkpoints import Checkpointer
 from crishim.pods.containers import Containers
@@ -54,6 +54,7 @@ class RuntimeService(SandboxRPCs, ContainerRPCs, StreamRPCs, StatsRPCs, api.Runt
         self._status_entries = WireEntries(3)  # PodSandboxStatusResponse.containers_statuses
         self._stats_entries = StatsEntries()
         self._status_answer: tuple[Readiness, Encoded] | None = None
+        self._version_answer: tuple[VersionInfo, Encoded] | None = None
         stats.on_sample = self.warm_stats_lists
 
     def __mapping__(self) -> dict[str, grpclib.const.Handler]:
@@ -64,14 +65,20 @@ class RuntimeService(SandboxRPCs, ContainerRPCs, StreamRPCs, StatsRPCs, api.Runt
         mapping[path] = mapping[path]._replace(func=self.list_pod_sandbox_metrics_rpc)
         return mapping
 
-    async def version(self, message: api.VersionRequest) -> api.VersionResponse:
+    async def version(self, message: api.VersionRequest) -> Encoded:
+        """Asked before every crictl command and by every kubelet start: encoded once per
+        engine version."""
         v = await self._status.version()
-        return api.VersionResponse(
-            version=KUBELET_API_VERSION,
-            runtime_name=v.runtime_name,
-            runtime_version=v.runtime_version,
-            runtime_api_version=v.runtime_api_version,
-        )
+        kept = self._version_answer
+        if kept is None or kept[0] != v:
+            response = api.VersionResponse(
+                version=KUBELET_API_VERSION,
+                runtime_name=v.runtime_name,
+                runtime_version=v.runtime_version,
+                runtime_api_version=v.runtime_api_version,
+            )
+            kept = self._version_answer = (v, Encoded(bytes(response)))
+        return kept[1]
 
     async def status(self, message: api.StatusRequest) -> api.StatusResponse:
         """Polled every few seconds: the answer is encoded once per distinct readiness."""

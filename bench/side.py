@@ -17,16 +17,23 @@ the other's too: crishim keeps cri-dockerd's names and labels).
 
     .venv/bin/python -m bench.side [--pods 30] [--concurrency 1] [--calls 200]
 
-Prints the tables on stderr and one JSON object on stdout: ratio is crishim / cri-dockerd.
+A third server, bench/floor.py (grpclib answering Version, Status and ImageFsInfo with an
+answer built once, nothing behind it), takes its turns too on those calls and commands:
+the floor under crishim's time while it serves with grpclib.
+
+Prints the tables on stderr and one JSON object on stdout: ratio is crishim / cri-dockerd,
+over_floor crishim / grpclib-empty, floor_ratio grpclib-empty / cri-dockerd.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 import uuid
@@ -37,10 +44,13 @@ from grpclib.client import Channel
 
 from bench.soak import BUSYBOX, _cpu_ticks, node_with, percentiles
 from crishim.api.runtime import v1 as api
+from tests.harness.procs import stop_process, wait_for
 
 BLOCK = 20  # calls per runtime per turn
 BUDGET_S = 30.0  # at most this long per RPC and runtime (cri-dockerd's stats take seconds)
-RUNTIMES = ("crishim", "cri-dockerd")
+FLOOR = "grpclib-empty"  # bench/floor.py: what grpclib alone costs a near-empty call
+FLOOR_COMMANDS = ("version", "info", "imagefsinfo")
+SETTLE_S = 1.0  # after a pod's start and stop, before the next command
 
 
 class Runtime:
@@ -140,7 +150,13 @@ async def channel_table(runtimes: list[Runtime], rpcs: dict, calls: int, concurr
         for r in runtimes:
             ms, ticks = got[r.name]
             row[r.name] = "UNIMPLEMENTED" if r.name in unsupported else _summary(ms, ticks)
-        a, b = row["crishim"], row["cri-dockerd"]
+        a, b, f = row["crishim"], row["cri-dockerd"], row.get(FLOOR)
+        if isinstance(a, dict) and isinstance(f, dict):
+            row["over_floor_p50"] = round(a["p50_ms"] / f["p50_ms"], 2)
+            if isinstance(b, dict):
+                row["floor_ratio_p50"] = round(f["p50_ms"] / b["p50_ms"], 2)
+        elif f is not None:
+            del row[FLOOR]  # a call the floor server does not answer
         if isinstance(a, dict) and isinstance(b, dict):
             row["ratio_p50"] = round(a["p50_ms"] / b["p50_ms"], 2)
             row["ratio_p99"] = round(a["p99_ms"] / b["p99_ms"], 2)
@@ -181,16 +197,25 @@ def crictl_table(node, runtimes: list[Runtime], pod: str, container: str, runs: 
         "inspect": ["inspect", container],
         "inspectp": ["inspectp", pod],
     }
-    got: dict[str, dict[str, list[float]]] = {c: {r.name: [] for r in runtimes} for c in commands}
-    got["pod start (runp)"] = {r.name: [] for r in runtimes}
-    got["pod stop (stopp+rmp)"] = {r.name: [] for r in runtimes}
+    lifecycle = ("pod start (runp)", "pod stop (stopp+rmp)")
+    serves = {  # command -> the runtimes that answer it (the floor server: a few only)
+        label: [r for r in runtimes if r.name != FLOOR or label in FLOOR_COMMANDS]
+        for label in (*commands, *lifecycle)
+    }
+    got: dict[str, dict[str, list[float]]] = {
+        label: {r.name: [] for r in rs} for label, rs in serves.items()
+    }
     for i in range(runs):
         order = runtimes if i % 2 == 0 else runtimes[::-1]
         for r in order:
             for label, args in commands.items():
+                if r not in serves[label]:
+                    continue
                 t0 = time.perf_counter()
                 node.crictl(*args, socket=r.socket)
                 got[label][r.name].append((time.perf_counter() - t0) * 1000)
+            if r not in serves[lifecycle[0]]:
+                continue
             config = _pod_json(node.root, i)
             t0 = time.perf_counter()
             made = node.crictl("runp", str(config), socket=r.socket).strip()
@@ -199,10 +224,17 @@ def crictl_table(node, runtimes: list[Runtime], pod: str, container: str, runs: 
             node.crictl("stopp", made, socket=r.socket)
             node.crictl("rmp", made, socket=r.socket)
             got["pod stop (stopp+rmp)"][r.name].append((time.perf_counter() - t0) * 1000)
+            # Both runtimes see the daemon's events of this pod's start and stop (crishim
+            # follows them, inspecting what changed): the next runtime's commands start
+            # once that is done, not in the middle of it.
+            time.sleep(SETTLE_S)
     table = {}
     for label, by in got.items():
         row = {name: round(statistics.median(ms), 1) for name, ms in by.items()}
         row["ratio"] = round(row["crishim"] / row["cri-dockerd"], 2)
+        if FLOOR in row:
+            row["over_floor"] = round(row["crishim"] / row[FLOOR], 2)
+            row["floor_ratio"] = round(row[FLOOR] / row["cri-dockerd"], 2)
         table[label] = row
         print(f"crictl {label:24} {json.dumps(row)}", file=sys.stderr)
     return table
@@ -243,14 +275,15 @@ async def _pod(runtime: Runtime, root: Path) -> tuple[str, str]:
     return pod, created.container_id
 
 
-async def _measure(args, node, peer_socket: Path, peer_pid: int) -> dict:
+async def _measure(args, node, peer_socket: Path, peer_pid: int, floor: Runtime) -> dict:
     runtimes = [
         Runtime("crishim", node.socket, node.crishim.proc.pid),
         Runtime("cri-dockerd", peer_socket, peer_pid),
     ]
     pod, container = await _fill(runtimes[0], node.root, args.pods)
+    runtimes.append(floor)
     seen = {}
-    for r in runtimes:
+    for r in runtimes[:2]:
         listed = await r.rt.list_pod_sandbox(api.ListPodSandboxRequest())
         seen[r.name] = len(listed.items)
     print(f"pods listed: {seen}", file=sys.stderr)
@@ -277,10 +310,36 @@ async def _measure(args, node, peer_socket: Path, peer_pid: int) -> dict:
     }
 
 
+@contextlib.contextmanager
+def floor_server(root: Path):
+    """bench/floor.py on a socket under `root`, as a Runtime; stopped by its PID."""
+    socket = root / "floor.sock"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.floor", str(socket)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(socket.exists, 30, "the floor server's socket")
+        yield proc, socket
+    finally:
+        stop_process(proc, timeout=10)
+
+
 def run(args) -> dict:
-    with node_with(crishim=True, cri_dockerd=True, prefix="side-") as (node, peer):
+    with (
+        node_with(crishim=True, cri_dockerd=True, prefix="side-") as (node, peer),
+        floor_server(node.root) as (floor, floor_socket),
+    ):
         process, socket = peer
-        return asyncio.run(_measure(args, node, socket, process.pid))
+
+        async def measure() -> dict:
+            # A Runtime's grpclib channel belongs to the loop it was made in.
+            return await _measure(
+                args, node, socket, process.pid, Runtime(FLOOR, floor_socket, floor.pid)
+            )
+
+        return asyncio.run(measure())
 
 
 def main() -> None:

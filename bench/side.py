@@ -293,7 +293,11 @@ async def _measure(args, node, peer_socket: Path, peer_pid: int, floor: Runtime)
         print(json.dumps({"hold_s": args.hold, "pod": pod, "container": container, **held}),
               file=sys.stderr, flush=True)  # fmt: skip
         await asyncio.sleep(args.hold)
-    channel = await channel_table(runtimes, _rpcs(pod, container), args.calls, args.concurrency)
+    channel = (
+        await channel_table(runtimes, _rpcs(pod, container), args.calls, args.concurrency)
+        if args.calls
+        else {}
+    )
     for r in runtimes:
         r.channel.close()
     crictl = (
@@ -346,7 +350,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pods", type=int, default=30)
     parser.add_argument("--concurrency", type=int, default=1)
-    parser.add_argument("--calls", type=int, default=200, help="per RPC and runtime")
+    parser.add_argument(
+        "--calls", type=int, default=200, help="per RPC and runtime (0: crictl table only)"
+    )
     parser.add_argument(
         "--hold", type=float, default=0, help="seconds to keep the filled node up first"
     )

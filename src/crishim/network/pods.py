@@ -450,15 +450,17 @@ class PodNetworks:
         return (await self._checks.get(sandbox_id)).report()
 
     async def check(self, sandbox_id: str) -> str:
-        """CNI CHECK of a set-up pod: "ok", "not supported", or the plugin's complaint."""
-        cp = self._cache.get(sandbox_id)
-        if cp is None or cp.torn_down or cp.result is None:
-            return "no network attachment"
-        network = conf.parse_list(cp.network, f"checkpoint of {sandbox_id}")
-        try:
-            ran = await self.cni.check(network, self._attachment(cp), cp.result)
-        except errors.CrishimError as exc:
-            return str(exc)
+        """CNI CHECK of a set-up pod: "ok", "not supported", or the plugin's complaint.
+        Never beside the pod's ADD or DEL (the CNI spec forbids it): under its lock."""
+        async with self._locked(sandbox_id):
+            cp = self._cache.get(sandbox_id)
+            if cp is None or cp.torn_down or cp.result is None:
+                return "no network attachment"
+            network = conf.parse_list(cp.network, f"checkpoint of {sandbox_id}")
+            try:
+                ran = await self.cni.check(network, self._attachment(cp), cp.result)
+            except errors.CrishimError as exc:
+                return str(exc)
         return "ok" if ran else f"CHECK is not supported by cniVersion {network.cni_version}"
 
     async def gc(self, live_sandboxes: set[str]) -> None:

@@ -97,3 +97,35 @@ async def test_filtered_or_untrusted_lists_ask_the_cache(pb, encoded) -> None:
     assert cache.asked == ["docker.io/library/i1:1"]
     assert [i.id for i in await _listed(service, pb)] == [i.id for i in images]
     assert cache.asked[-1] == ""
+
+
+async def test_image_status_is_the_listed_entry_and_decodes_as_the_official_message(
+    pb, encoded
+) -> None:
+    images = [_image(n) for n in range(3)]
+    cache = _Images(images)
+
+    async def status(reference: str) -> Image | None:
+        return next((i for i in images if reference in i.repo_tags), None)
+
+    cache.status = status
+    service = image_server.ImageService(cache)
+    await service.list_images(api.ListImagesRequest())
+    assert encoded == [i.id for i in images]
+    wanted = images[1]
+    request = api.ImageStatusRequest(image=api.ImageSpec(image=wanted.repo_tags[0]))
+    plain = pb.ImageStatusResponse.FromString((await service.image_status(request)).data)
+    assert (plain.image.id, list(plain.image.repo_tags), plain.image.size) == (
+        wanted.id,
+        list(wanted.repo_tags),
+        wanted.size,
+    )
+    assert dict(plain.info) == {}
+    assert encoded == [i.id for i in images]  # the entry ListImages made: none encoded again
+    request.verbose = True
+    verbose = pb.ImageStatusResponse.FromString((await service.image_status(request)).data)
+    assert verbose.image == plain.image
+    assert dict(verbose.info) == image_server.verbose_info(wanted)
+    request.image = api.ImageSpec(image="docker.io/library/absent:1")
+    absent = pb.ImageStatusResponse.FromString((await service.image_status(request)).data)
+    assert not absent.HasField("image")

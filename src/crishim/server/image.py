@@ -102,12 +102,16 @@ class ImageService(api.ImageServiceBase):
     async def _list(self, filter_: api.ImageFilter | None) -> list[Image]:
         return await self._images.list(_wanted(filter_))
 
-    async def image_status(self, message: api.ImageStatusRequest) -> api.ImageStatusResponse:
+    async def image_status(self, message: api.ImageStatusRequest) -> Encoded:
+        """The kubelet asks before every container start: the image's entry is the one
+        ListImages keeps (field 1 of both responses is the Image)."""
         image = await self._images.status(_reference(message.image, "image"))
         if image is None:
-            return api.ImageStatusResponse()
-        info = verbose_info(image) if message.verbose else {}
-        return api.ImageStatusResponse(image=to_cri(image), info=info)
+            return Encoded(b"")  # an empty ImageStatusResponse: not present
+        entry = _entry(self._entries, image)
+        if not message.verbose:
+            return Encoded(entry)
+        return Encoded(entry + bytes(api.ImageStatusResponse(info=verbose_info(image))))
 
     async def pull_image(self, message: api.PullImageRequest) -> api.PullImageResponse:
         # sandbox_config and image.runtime_handler are accepted: every Docker

@@ -467,7 +467,10 @@ class Containers:
 
     def get(self, container_id: str) -> ContainerView:
         record = self._record(container_id)
-        view = self.view(record) if record is not None else None
+        view = None
+        if record is not None:  # the listed view while its record is the same
+            hit = self._views.get(record.id)
+            view = hit[1] if hit is not None and hit[0] is record else self.view(record)
         if view is None:
             raise errors.NotFound(f"container {container_id!r} not found")
         return view

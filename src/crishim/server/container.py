@@ -21,6 +21,7 @@ from crishim.pods.containers import (
     ProcessUser,
 )
 from crishim.pods.execsync import exec_sync
+from crishim.server import protowire
 from crishim.server.listing import WireEntries, chunks
 from crishim.server.protowire import Encoded
 from crishim.server.resources import (
@@ -31,6 +32,9 @@ from crishim.server.resources import (
     to_linux_resources,
 )
 from crishim.server.sandbox import UNCONFINED, _profile
+
+# ContainerStatusResponse.status (field 1): a kept PodSandboxStatus entry (field 3) re-keyed.
+STATUS_KEY = protowire.key(1, protowire.LEN)
 
 _STATES = {
     "created": api.ContainerState.CONTAINER_CREATED,
@@ -314,28 +318,26 @@ class ContainerRPCs:
         await self._containers.remove(message.container_id)
         return api.RemoveContainerResponse()
 
-    async def container_status(
-        self, message: api.ContainerStatusRequest
-    ) -> api.ContainerStatusResponse:
+    async def container_status(self, message: api.ContainerStatusRequest) -> Encoded:
+        """Polled by the kubelet: the status is the entry PodSandboxStatus keeps for the
+        container (encoded once per view and user), under field 1 instead of 3."""
         _require_id(message.container_id)
         view = self._containers.get(message.container_id)
-        info = {}
+        user = await self._containers.user(view)  # kept per process: read once
+        entry = self._status_entries.entry(view.id, view, lambda: to_status(view, user), user)
+        data = STATUS_KEY + entry[1:]
         if message.verbose:
             i = view.record.info
-            info = {
-                "info": json.dumps(
-                    {
-                        "pid": i.state.pid,
-                        "name": i.name,
-                        "status": i.state.status,
-                        "user": i.user,
-                        "tty": i.tty,
-                        "stopSignal": i.stop_signal,
-                    }
-                )
+            details = {
+                "pid": i.state.pid,
+                "name": i.name,
+                "status": i.state.status,
+                "user": i.user,
+                "tty": i.tty,
+                "stopSignal": i.stop_signal,
             }
-        status = to_status(view, await self._containers.user(view))
-        return api.ContainerStatusResponse(status=status, info=info)
+            data += bytes(api.ContainerStatusResponse(info={"info": json.dumps(details)}))
+        return Encoded(data)
 
     async def _statuses_in(self, sandbox_id: str, key: bytes | None = None) -> bytes:
         """PodSandboxStatusResponse.containers_statuses (field 3) for a sandbox's

@@ -32,7 +32,7 @@ from typing import Any
 import structlog
 from grpclib.const import Status
 
-from crishim.common import deadlines, errors, metrics
+from crishim.common import calltime, deadlines, errors, metrics
 from crishim.network.conf import (
     NetworkList,
     PluginConf,
@@ -197,7 +197,9 @@ class Cni:
                 await asyncio.shield(proc.wait())
             raise
         finally:
-            metrics.CNI_SECONDS.labels(command, plugin.type).observe(time.perf_counter() - started)
+            spent = time.perf_counter() - started
+            metrics.CNI_SECONDS.labels(command, plugin.type).observe(spent)
+            calltime.add("cni", spent)
         log.debug(
             "cni_plugin_ran",
             command=command,

@@ -5,7 +5,8 @@ A grpclib RecvRequest hook wraps each call's handler to:
   - convert crishim's domain errors into gRPC status (errors.to_grpc, the one
     mapping), and anything unexpected into INTERNAL with its traceback logged;
   - log one event per call (mutating calls at info, polled ones at debug,
-    failures at warning or error) and feed the Prometheus counters.
+    failures at warning or error), with the time Docker and CNI plugins took
+    within it (common/calltime.py), and feed the Prometheus counters.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 from grpclib.server import Server
 
-from crishim.common import deadlines, errors, metrics
+from crishim.common import calltime, deadlines, errors, metrics
 
 log = structlog.get_logger("crishim.rpc")
 
@@ -131,6 +132,7 @@ def _wrap(method_name: str, func: Any, inflight: Inflight) -> Any:
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(rpc=method)
         deadlines.set_deadline(stream.deadline)
+        tally = calltime.start()
         started = time.perf_counter()
         code, detail = Status.OK, ""
         entered = False
@@ -160,6 +162,8 @@ def _wrap(method_name: str, func: Any, inflight: Inflight) -> Any:
             fields = {"code": code.name, "duration_ms": round(elapsed * 1000, 2)}
             if detail:
                 fields["detail"] = detail
+            for kind, spent in tally.items():  # Docker's and CNI plugins' share of it
+                fields[f"{kind}_ms"] = round(spent * 1000, 2)
             if code is Status.OK:
                 emit = log.debug if polled else log.info
             elif code in CLIENT_CODES:

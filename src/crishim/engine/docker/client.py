@@ -22,7 +22,7 @@ import aiodocker
 import aiohttp
 import structlog
 
-from crishim.common import errors, metrics
+from crishim.common import calltime, errors, metrics
 from crishim.common.rfc3339 import to_ns
 from crishim.engine.docker import http, versions
 from crishim.engine.docker.errors import (
@@ -454,9 +454,9 @@ class DockerClient:
         except TimeoutError as exc:
             raise DockerUnavailable(f"docker: {method} {path} timed out") from exc
         finally:
-            metrics.DOCKER_SECONDS.labels(op or path.split("/")[0]).observe(
-                time.perf_counter() - started
-            )
+            spent = time.perf_counter() - started
+            metrics.DOCKER_SECONDS.labels(op or path.split("/")[0]).observe(spent)
+            calltime.add("docker", spent)
 
     async def _json(
         self,
@@ -486,7 +486,9 @@ class DockerClient:
         except TimeoutError as exc:
             raise DockerUnavailable(f"docker: {method} {path} timed out") from exc
         finally:
-            metrics.DOCKER_SECONDS.labels(op).observe(time.perf_counter() - started)
+            spent = time.perf_counter() - started
+            metrics.DOCKER_SECONDS.labels(op).observe(spent)
+            calltime.add("docker", spent)
         is_json = response.content_type.startswith("application/json")
         try:
             parsed = json.loads(response.body) if is_json and response.body else None

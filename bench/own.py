@@ -1,0 +1,133 @@
+"""crishim's own time in each lifecycle call: its duration less the Docker API requests
+and CNI plugin runs within it (the docker_ms and cni_ms of its log line, common/calltime.py).
+
+One conformance node (its own namespace, dockerd, bridge CNI network), crishim alone;
+`--pods` pods go through the kubelet's calls one call at a time, with `--pods` more
+running beside them: RunPodSandbox, CreateContainer, StartContainer, StopContainer,
+RemoveContainer, StopPodSandbox, RemovePodSandbox. Per RPC: the median duration, Docker
+and CNI ms, and own = duration - docker - cni (StopPodSandbox runs DEL beside the pause's
+stop, so its own is a lower bound there). The issue's goal: own within 2 ms.
+
+    .venv/bin/python -m bench.own [--pods 20] [--beside 30]
+
+Prints the table on stderr and one JSON object on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import uuid
+from pathlib import Path
+
+from grpclib.client import Channel
+
+from bench.soak import BUSYBOX, node_with
+from crishim.api.runtime import v1 as api
+
+RPCS = (
+    "RunPodSandbox",
+    "CreateContainer",
+    "StartContainer",
+    "StopContainer",
+    "RemoveContainer",
+    "StopPodSandbox",
+    "RemovePodSandbox",
+)
+
+
+def _config(root: Path) -> api.PodSandboxConfig:
+    name, uid = f"own-{uuid.uuid4().hex[:8]}", str(uuid.uuid4())
+    return api.PodSandboxConfig(
+        metadata=api.PodSandboxMetadata(name=name, namespace="own", uid=uid),
+        hostname=name,
+        log_directory=str(root / "pods" / f"own_{name}_{uid}"),
+        linux=api.LinuxPodSandboxConfig(),
+    )
+
+
+async def _lifecycle(rt: api.RuntimeServiceStub, root: Path, stop: bool) -> None:
+    config = _config(root)
+    pod = (await rt.run_pod_sandbox(api.RunPodSandboxRequest(config=config))).pod_sandbox_id
+    await asyncio.to_thread(Path(config.log_directory, "app").mkdir, parents=True, exist_ok=True)
+    created = await rt.create_container(
+        api.CreateContainerRequest(
+            pod_sandbox_id=pod,
+            sandbox_config=config,
+            config=api.ContainerConfig(
+                metadata=api.ContainerMetadata(name="app"),
+                image=api.ImageSpec(image=BUSYBOX),
+                command=["sleep", "100000"],
+                log_path="app/0.log",
+                linux=api.LinuxContainerConfig(),
+            ),
+        )
+    )
+    cid = created.container_id
+    await rt.start_container(api.StartContainerRequest(container_id=cid))
+    if not stop:
+        return
+    await rt.stop_container(api.StopContainerRequest(container_id=cid, timeout=0))
+    await rt.remove_container(api.RemoveContainerRequest(container_id=cid))
+    await rt.stop_pod_sandbox(api.StopPodSandboxRequest(pod_sandbox_id=pod))
+    await rt.remove_pod_sandbox(api.RemovePodSandboxRequest(pod_sandbox_id=pod))
+
+
+def _table(log: Path, since: int) -> dict:
+    rows: dict[str, list[dict]] = {r: [] for r in RPCS}
+    with log.open("rb") as f:
+        f.seek(since)
+        for raw in f:
+            try:
+                line = json.loads(raw)
+            except ValueError:
+                continue
+            if line.get("event") == "rpc" and line.get("rpc") in rows and line["code"] == "OK":
+                rows[line["rpc"]].append(line)
+    table = {}
+    for rpc, lines in rows.items():
+
+        def median(key: str, lines=lines) -> float:
+            return round(statistics.median(x.get(key, 0.0) for x in lines), 2)
+
+        own = [x["duration_ms"] - x.get("docker_ms", 0.0) - x.get("cni_ms", 0.0) for x in lines]
+        table[rpc] = {
+            "calls": len(lines),
+            "duration_ms": median("duration_ms"),
+            "docker_ms": median("docker_ms"),
+            "cni_ms": median("cni_ms"),
+            "own_ms_p50": round(statistics.median(own), 2),
+            "own_ms_max": round(max(own), 2),
+        }
+        print(f"{rpc:18} {json.dumps(table[rpc])}", file=sys.stderr)
+    return table
+
+
+async def _measure(node, pods: int, beside: int) -> dict:
+    channel = Channel(path=str(node.socket))
+    rt = api.RuntimeServiceStub(channel)
+    try:
+        for _ in range(beside):  # the node's other pods, running
+            await _lifecycle(rt, node.root, stop=False)
+        since = node.crishim.log_path.stat().st_size
+        for _ in range(pods):
+            await _lifecycle(rt, node.root, stop=True)
+    finally:
+        channel.close()
+    return {"pods": pods, "beside": beside, "rpcs": _table(node.crishim.log_path, since)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pods", type=int, default=20)
+    parser.add_argument("--beside", type=int, default=30)
+    args = parser.parse_args()
+    with node_with(crishim=True, cri_dockerd=False, prefix="own-") as (node, _):
+        print(json.dumps(asyncio.run(_measure(node, args.pods, args.beside))))
+
+
+if __name__ == "__main__":
+    main()

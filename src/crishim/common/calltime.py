@@ -2,8 +2,9 @@
 
 The RPC wrapper starts a tally for each call (a contextvar holding one mutable dict, so
 the tasks and worker threads the call starts, which copy its context, add to the same
-one); the Docker client and the CNI runner add their time to it, and the call's log
-line carries it (docker_ms, cni_ms). What is left of the call's duration is crishim's
+one); the Docker client, the CNI runner and the log copier's wait for an ended
+container's last lines add their time to it, and the call's log line carries it
+(docker_ms, cni_ms, log_settle_ms). What is left of the call's duration is crishim's
 own. Two caveats, both making the sum larger than what it explains: a run shared by
 concurrent callers (a coalesced stop) is in its first caller's tally only, and a call
 that runs Docker and a plugin at once (StopPodSandbox's DEL beside the pause's stop)

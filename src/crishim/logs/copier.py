@@ -33,12 +33,13 @@ import asyncio
 import contextlib
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
 
-from crishim.common import errors, metrics, rfc3339, tasks
+from crishim.common import calltime, errors, metrics, rfc3339, tasks
 from crishim.engine import labels
 from crishim.engine.docker import DockerClient
 from crishim.engine.docker.types import ContainerInfo, LogChunk
@@ -436,7 +437,9 @@ class LogManager:
             follower = self._follow(Record(info=info, cri=cri, seq=0))
         follower.ended.set()
         assert follower.task is not None
-        await asyncio.wait({follower.task})
+        started = time.perf_counter()
+        await asyncio.wait({follower.task})  # Docker's stream end, then the file's last write
+        calltime.add("log_settle", time.perf_counter() - started)
 
     async def started(self, log_path: str) -> None:
         """The container's log file exists from now on, even before its first line."""

@@ -22,12 +22,13 @@ import asyncio
 import json
 import statistics
 import sys
-import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
 from grpclib.client import Channel
 
-from bench.soak import BUSYBOX, node_with
+from bench.side import _pod as side_pod
+from bench.soak import node_with
 from crishim.api.runtime import v1 as api
 
 RPCS = (
@@ -41,35 +42,9 @@ RPCS = (
 )
 
 
-def _config(root: Path) -> api.PodSandboxConfig:
-    name, uid = f"own-{uuid.uuid4().hex[:8]}", str(uuid.uuid4())
-    return api.PodSandboxConfig(
-        metadata=api.PodSandboxMetadata(name=name, namespace="own", uid=uid),
-        hostname=name,
-        log_directory=str(root / "pods" / f"own_{name}_{uid}"),
-        linux=api.LinuxPodSandboxConfig(),
-    )
-
-
 async def _lifecycle(rt: api.RuntimeServiceStub, root: Path, stop: bool) -> None:
-    config = _config(root)
-    pod = (await rt.run_pod_sandbox(api.RunPodSandboxRequest(config=config))).pod_sandbox_id
-    await asyncio.to_thread(Path(config.log_directory, "app").mkdir, parents=True, exist_ok=True)
-    created = await rt.create_container(
-        api.CreateContainerRequest(
-            pod_sandbox_id=pod,
-            sandbox_config=config,
-            config=api.ContainerConfig(
-                metadata=api.ContainerMetadata(name="app"),
-                image=api.ImageSpec(image=BUSYBOX),
-                command=["sleep", "100000"],
-                log_path="app/0.log",
-                linux=api.LinuxContainerConfig(),
-            ),
-        )
-    )
-    cid = created.container_id
-    await rt.start_container(api.StartContainerRequest(container_id=cid))
+    # bench/side.py's pod: a pause and one running busybox container.
+    pod, cid = await side_pod(SimpleNamespace(rt=rt), root)
     if not stop:
         return
     await rt.stop_container(api.StopContainerRequest(container_id=cid, timeout=0))

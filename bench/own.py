@@ -2,7 +2,7 @@
 and CNI plugin runs within it (the docker_ms and cni_ms of its log line, common/calltime.py).
 
 One conformance node (its own namespace, dockerd, bridge CNI network), crishim alone;
-`--pods` pods go through the kubelet's calls one call at a time, with `--pods` more
+`--pods` pods go through the kubelet's calls one call at a time, with `--beside` more
 running beside them: RunPodSandbox, CreateContainer, StartContainer, StopContainer,
 RemoveContainer, StopPodSandbox, RemovePodSandbox. Per RPC: the median duration, Docker
 and CNI ms, the wait for an ended container's log copy (log_settle: Docker ending the

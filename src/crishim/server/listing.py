@@ -74,3 +74,17 @@ class WireEntries:
         if len(self._entries) > 2 * count + 64:
             keep = set(alive())
             self._entries = {k: v for k, v in self._entries.items() if k in keep}
+
+
+class KeptAnswer:
+    """A whole response of a polled call, encoded once per distinct `key` (compared
+    with ==): Status, Version and ImageFsInfo change far less often than they are asked."""
+
+    def __init__(self) -> None:
+        self._kept: tuple[object, bytes] | None = None
+
+    def get(self, key: object, build: Callable[[], Any]) -> bytes:
+        kept = self._kept
+        if kept is None or kept[0] != key:
+            kept = self._kept = (key, bytes(build()))
+        return kept[1]

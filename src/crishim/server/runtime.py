@@ -13,14 +13,14 @@ from __future__ import annotations
 import grpclib.const
 
 from crishim.api.runtime import v1 as api
-from crishim.engine.status import KUBELET_API_VERSION, Readiness, RuntimeStatus, VersionInfo
+from crishim.engine.status import KUBELET_API_VERSION, Readiness, RuntimeStatus
 from crishim.logs.copier import LogManager
 from crishim.pods.checkpoints import Checkpointer
 from crishim.pods.containers import Containers
 from crishim.pods.events import EventHub
 from crishim.pods.sandboxes import Sandboxes
 from crishim.server.container import ContainerRPCs
-from crishim.server.listing import WireEntries
+from crishim.server.listing import KeptAnswer, WireEntries
 from crishim.server.protowire import Encoded
 from crishim.server.sandbox import SandboxRPCs
 from crishim.server.stats import StatsEntries, StatsRPCs
@@ -53,8 +53,8 @@ class RuntimeService(SandboxRPCs, ContainerRPCs, StreamRPCs, StatsRPCs, api.Runt
         self._sandbox_entries = WireEntries(1)  # ListPodSandboxResponse.items
         self._status_entries = WireEntries(3)  # PodSandboxStatusResponse.containers_statuses
         self._stats_entries = StatsEntries()
-        self._status_answer: tuple[Readiness, Encoded] | None = None
-        self._version_answer: tuple[VersionInfo, Encoded] | None = None
+        self._status_answer = KeptAnswer()
+        self._version_answer = KeptAnswer()
         stats.on_sample = self.warm_stats_lists
 
     def __mapping__(self) -> dict[str, grpclib.const.Handler]:
@@ -69,24 +69,22 @@ class RuntimeService(SandboxRPCs, ContainerRPCs, StreamRPCs, StatsRPCs, api.Runt
         """Asked before every crictl command and by every kubelet start: encoded once per
         engine version."""
         v = await self._status.version()
-        kept = self._version_answer
-        if kept is None or kept[0] != v:
-            response = api.VersionResponse(
-                version=KUBELET_API_VERSION,
-                runtime_name=v.runtime_name,
-                runtime_version=v.runtime_version,
-                runtime_api_version=v.runtime_api_version,
+        return Encoded(
+            self._version_answer.get(
+                v,
+                lambda: api.VersionResponse(
+                    version=KUBELET_API_VERSION,
+                    runtime_name=v.runtime_name,
+                    runtime_version=v.runtime_version,
+                    runtime_api_version=v.runtime_api_version,
+                ),
             )
-            kept = self._version_answer = (v, Encoded(bytes(response)))
-        return kept[1]
+        )
 
-    async def status(self, message: api.StatusRequest) -> api.StatusResponse:
+    async def status(self, message: api.StatusRequest) -> Encoded:
         """Polled every few seconds: the answer is encoded once per distinct readiness."""
         ready = await self._status.readiness(verbose=message.verbose)
-        kept = self._status_answer
-        if kept is None or kept[0] != ready:
-            kept = self._status_answer = (ready, Encoded(bytes(self._status_response(ready))))
-        return kept[1]  # type: ignore[return-value]
+        return Encoded(self._status_answer.get(ready, lambda: self._status_response(ready)))
 
     @staticmethod
     def _status_response(ready: Readiness) -> api.StatusResponse:
